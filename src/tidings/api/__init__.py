@@ -1,0 +1,1 @@
+"""The HTTP edge: the app factory, ingest routes, reads, errors and auth."""

@@ -1,0 +1,143 @@
+"""The application factory: FastAPI for documented JSON APIs, raw routes for ingest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tidings import __version__
+from tidings.api.auth import KeyCache
+from tidings.api.errors import error_response, problem_response, request_id_of
+from tidings.api.ingest import IngestRoutes
+from tidings.api.middleware import RequestIdMiddleware
+from tidings.api.openapi import add_ingest_paths
+from tidings.api.users import users_router
+from tidings.bootstrap import Services
+from tidings.domain.errors import FieldError, TidingsError
+
+__all__ = ["create_app"]
+
+_encode = msgspec.json.Encoder().encode
+
+_HTTP_CODES = {
+    400: "parameter_invalid_format",
+    401: "authentication_required",
+    403: "permission_denied",
+    404: "resource_missing",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The ASGI app over ``services``; it starts and stops them unless told not to."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            services.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                services.stop()
+
+    app = FastAPI(
+        title="Tidings",
+        version=__version__,
+        description="Customer engagement platform: client API (Spotzee-compatible).",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    keys = KeyCache(services.projects, services.settings.key_cache_ttl)
+    ingest = IngestRoutes(services, keys)
+    app.state.ingest = ingest
+
+    for path, endpoint, method in (
+        ("/api/client/events", ingest.events, "POST"),
+        ("/api/client/identify", ingest.identify, "POST"),
+        ("/api/client/alias", ingest.alias, "POST"),
+        ("/api/client/devices", ingest.devices, "POST"),
+        ("/api/client/users", ingest.users_patch, "PATCH"),
+        ("/api/client/users/batch", ingest.users_batch, "POST"),
+    ):
+        app.add_route(path, endpoint, methods=[method], include_in_schema=False)
+    app.include_router(users_router(services, keys))
+
+    @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
+    async def health() -> Response:
+        pending = await run_in_threadpool(services.log.pending)
+        consumer = services.consumer
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "log_lag": pending,
+            "worker": consumer is not None,
+            "processed": consumer.processed if consumer else None,
+            "commits": services.committer.commits,
+            "committed_items": services.committer.committed_items,
+        }
+        return Response(_encode(body), media_type="application/json")
+
+    @app.exception_handler(TidingsError)
+    async def _tidings_error(request: Request, exc: TidingsError) -> Response:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            FieldError(
+                param=".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path")),
+                code="parameter_invalid_format",
+                message=str(err.get("msg", "invalid")),
+            )
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else FieldError("", "parameter_invalid_format", "invalid")
+        return problem_response(
+            request_id_of(request),
+            400,
+            "parameter_invalid_format",
+            f"{first.param}: {first.message}",
+            param=first.param,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "internal_error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"No route {request.method} {request.url.path}."
+        return problem_response(
+            request_id_of(request), exc.status_code, code, message, headers=exc.headers
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            add_ingest_paths(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RequestIdMiddleware)
+    return app

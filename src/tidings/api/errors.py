@@ -1,0 +1,104 @@
+"""Errors → ``application/problem+json``: the only place that knows HTTP status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tidings.domain import errors as e
+
+__all__ = ["error_response", "problem_response", "status_of"]
+
+logger = logging.getLogger(__name__)
+
+_STATUS: dict[type[e.TidingsError], int] = {
+    e.InvalidRequest: 400,
+    e.AuthenticationRequired: 401,
+    e.PermissionDenied: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.ValidationFailed: 422,
+    e.RateLimited: 429,
+    e.ServiceUnavailable: 503,
+}
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+_encode = msgspec.json.Encoder().encode
+
+
+def status_of(error: e.TidingsError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def request_id_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def problem_response(
+    request_id: str,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    errors: list[e.FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "status": "error",
+        "code": code,
+        "message": message,
+        "error": message,
+        "title": _TITLES.get(status, "Error"),
+        "type": f"https://tidings.dev/errors/{code}",
+        "request_id": request_id,
+    }
+    if param is not None:
+        body["param"] = param
+    if errors:
+        body["errors"] = [{"param": x.param, "code": x.code, "message": x.message} for x in errors]
+    return Response(
+        _encode(body),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def error_response(request: Request, error: e.TidingsError) -> Response:
+    status = status_of(error)
+    headers = None
+    if isinstance(error, e.RateLimited | e.ServiceUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
+    return problem_response(
+        request_id_of(request),
+        status,
+        error.code,
+        error.message,
+        param=error.param,
+        errors=error.errors,
+        headers=headers,
+    )

@@ -1,0 +1,396 @@
+"""The hot ingest routes, as plain Starlette endpoints decoding with msgspec.
+
+Order of checks: key → content type → body size → idempotency → JSON → validation.
+Nothing is written unless every item is valid; the answer is sent only after the
+group commit made the items durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tidings.api import wire
+from tidings.api.auth import AuthContext
+from tidings.api.errors import error_response, request_id_of
+from tidings.api.presenters import present_profile
+from tidings.bootstrap import Services
+from tidings.domain.auth import Role
+from tidings.domain.errors import (
+    Conflict,
+    FieldError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TidingsError,
+    UnsupportedMediaType,
+)
+from tidings.domain.ids import new_request_id
+from tidings.domain.ingest import (
+    AppendRequest,
+    EntryKind,
+    IdempotencyRecord,
+    LogEntry,
+    derived_message_id,
+    partition_of,
+)
+
+__all__ = ["IngestRoutes"]
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_STALE_SECONDS = 120
+
+
+def _now() -> int:
+    return time.time_ns() // 1000
+
+
+class IngestRoutes:
+    """Handlers for the write endpoints of ``/api/client``."""
+
+    def __init__(self, services: Services, keys: Any) -> None:
+        self.services = services
+        self.keys = keys
+        self.inflight: set[tuple[int, str]] = set()
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def events(self, request: Request) -> Response:
+        return await self._accept(request, "event", wire.validate_event, many=True, what="events")
+
+    async def identify(self, request: Request) -> Response:
+        return await self._accept(request, "identify", wire.validate_profile, what="a user")
+
+    async def alias(self, request: Request) -> Response:
+        return await self._accept(request, "alias", wire.validate_alias, what="an alias")
+
+    async def devices(self, request: Request) -> Response:
+        return await self._accept(request, "device", wire.validate_device, what="a device")
+
+    async def users_patch(self, request: Request) -> Response:
+        return await self._accept(
+            request,
+            "user",
+            wire.validate_profile,
+            many=True,
+            secret=True,
+            role=Role.EDITOR,
+            what="users",
+        )
+
+    async def users_batch(self, request: Request) -> Response:
+        return await self._accept(
+            request,
+            "user",
+            wire.validate_profile,
+            many=True,
+            secret=True,
+            role=Role.EDITOR,
+            what="users",
+            per_item=True,
+        )
+
+    # -- the shared path ----------------------------------------------------------------------
+
+    async def _accept(
+        self,
+        request: Request,
+        kind: EntryKind,
+        validate: Callable[..., dict[str, Any]],
+        *,
+        what: str,
+        many: bool = False,
+        secret: bool = False,
+        role: Role | None = None,
+        per_item: bool = False,
+    ) -> Response:
+        held: tuple[int, str] | None = None
+        try:
+            auth = await self.keys.authenticate(request, secret=secret, role=role)
+            _check_version(request)
+            raw = await _read_body(request)
+            key = _idempotency_key(request)
+            project_id = auth.project.id
+            request_hash = ""
+            if key is not None:
+                request_hash = hashlib.sha256(
+                    request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
+                ).hexdigest()
+                replay = await self._check_idempotency(project_id, key, request_hash)
+                if replay is not None:
+                    return replay
+                held = (project_id, key)
+                self.inflight.add(held)
+            body = _parse_json(raw)
+            return await self._append(
+                auth, kind, validate, body, key, request_hash, what, many, per_item
+            )
+        except TidingsError as error:
+            return error_response(request, error)
+        finally:
+            if held is not None:
+                self.inflight.discard(held)
+
+    async def _check_idempotency(
+        self, project_id: int, key: str, request_hash: str
+    ) -> Response | None:
+        if (project_id, key) in self.inflight:
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed.",
+                code="idempotency_in_progress",
+            )
+        store = self.services.idempotency
+        record = await run_in_threadpool(store.get, project_id, key)
+        if record is None:
+            return None
+        now = _now()
+        ttl = self.services.settings.idempotency_ttl_hours * 3_600_000_000
+        abandoned = record.status is None and now - record.created_at > _STALE_SECONDS * 1_000_000
+        if now - record.created_at > ttl or abandoned:
+            await run_in_threadpool(store.forget, project_id, key, created_before=now)
+            return None
+        return _replay(record, request_hash)
+
+    async def _append(
+        self,
+        auth: AuthContext,
+        kind: EntryKind,
+        validate: Callable[..., dict[str, Any]],
+        body: Any,
+        key: str | None,
+        request_hash: str,
+        what: str,
+        many: bool,
+        per_item: bool,
+    ) -> Response:
+        project = auth.project
+        problems = wire.Problems()
+        if per_item:
+            return await self._append_per_item(auth, body, key, request_hash, what)
+        if many:
+            items = wire.validate_items(
+                body, validate, problems, default_locale=project.locale, what=what
+            )
+        else:
+            items = [validate(body, "", problems, default_locale=project.locale)]
+        problems.raise_if_any()
+        now = _now()
+        entries = [self._entry(project.id, kind, item, index, key, now) for index, item in enumerate(items)]
+        idempotency = None
+        if key is not None:
+            idempotency = IdempotencyRecord(
+                project_id=project.id,
+                key=key,
+                request_hash=request_hash,
+                created_at=now,
+                status=204,
+                body=b"",
+            )
+        outcome = await self.services.committer.append(AppendRequest(entries, idempotency))
+        if not outcome.appended and key is not None:
+            return await self._lost_race(project.id, key, request_hash)
+        return Response(status_code=204)
+
+    async def _append_per_item(
+        self, auth: AuthContext, body: Any, key: str | None, request_hash: str, what: str
+    ) -> Response:
+        project = auth.project
+        top = wire.Problems()
+        if not isinstance(body, list):
+            top.add("body", "parameter_invalid_format", f"Expected a JSON array of {what}.")
+        elif not body:
+            top.add("body", "parameter_invalid_empty", f"Send at least one of {what}.")
+        elif len(body) > wire.MAX_ITEMS:
+            raise PayloadTooLarge(f"At most {wire.MAX_ITEMS} {what} per request; got {len(body)}.")
+        top.raise_if_any()
+        now = _now()
+        results: list[dict[str, Any]] = []
+        entries: list[LogEntry] = []
+        for index, item in enumerate(body):
+            problems = wire.Problems()
+            payload = wire.validate_profile(item, "", problems, default_locale=project.locale)
+            result: dict[str, Any] = {"index": index}
+            if isinstance(item, dict):
+                for name in ("external_id", "anonymous_id"):
+                    if isinstance(item.get(name), str):
+                        result[name] = item[name]
+            if problems:
+                result["error"] = _item_error(problems)
+            else:
+                entries.append(self._entry(project.id, "user", payload, index, key, now))
+                result["_payload"] = payload
+            results.append(result)
+        idempotency = None
+        if key is not None:
+            idempotency = IdempotencyRecord(
+                project_id=project.id, key=key, request_hash=request_hash, created_at=now
+            )
+        outcome = await self.services.committer.append(
+            AppendRequest(entries, idempotency, want_positions=True)
+        )
+        if not outcome.appended and key is not None:
+            return await self._lost_race(project.id, key, request_hash)
+        done = await self.services.watch.wait(
+            outcome.positions, self.services.settings.sync_timeout
+        )
+        if not done:
+            raise ServiceUnavailable(
+                "The users were accepted but not yet processed; retry with the same "
+                "Idempotency-Key to read the results.",
+                retry_after=2,
+            )
+        response_body = await run_in_threadpool(self._batch_results, project.id, results)
+        if key is not None:
+            await run_in_threadpool(
+                self.services.idempotency.complete, project.id, key, 200, response_body
+            )
+        return Response(response_body, status_code=200, media_type="application/json")
+
+    def _batch_results(self, project_id: int, results: list[dict[str, Any]]) -> bytes:
+        profiles = self.services.profiles
+        succeeded = 0
+        for result in results:
+            payload = result.pop("_payload", None)
+            if payload is None:
+                continue
+            kind, value = (
+                ("external", payload["external_id"])
+                if "external_id" in payload
+                else ("anonymous", payload["anonymous_id"])
+            )
+            profile_id = profiles.profile_id_for(project_id, kind, value)
+            profile = profiles.get_profile(project_id, profile_id) if profile_id else None
+            if profile is None:  # cannot happen once processed; report rather than hide it
+                result["error"] = {"code": "internal_error", "message": "Profile not found."}
+                continue
+            result["user"] = present_profile(profile)
+            succeeded += 1
+        return _encode(
+            {"results": results, "succeeded": succeeded, "failed": len(results) - succeeded}
+        )
+
+    async def _lost_race(self, project_id: int, key: str, request_hash: str) -> Response:
+        record = await run_in_threadpool(self.services.idempotency.get, project_id, key)
+        if record is None:  # pragma: no cover - the winner's row vanished (expired)
+            raise ServiceUnavailable("Idempotency record changed concurrently; retry.")
+        return _replay(record, request_hash)
+
+    def _entry(
+        self,
+        project_id: int,
+        kind: EntryKind,
+        payload: dict[str, Any],
+        index: int,
+        key: str | None,
+        now: int,
+    ) -> LogEntry:
+        if kind == "event" and "message_id" not in payload:
+            payload["message_id"] = (
+                derived_message_id(key, index) if key is not None else new_request_id()[4:]
+            )
+        identity = payload.get("external_id") or payload.get("anonymous_id") or ""
+        return LogEntry(
+            project_id=project_id,
+            kind=kind,
+            partition=partition_of(project_id, identity, self.services.log.partitions),
+            payload=payload,
+            accepted_at=now,
+        )
+
+
+def _item_error(problems: wire.Problems) -> dict[str, Any]:
+    errors = problems.structural or problems.content
+    first = errors[0]
+    code = first.code if problems.structural else "validation_failed"
+    return {
+        "code": code,
+        "message": first.message,
+        "param": first.param,
+        "errors": [{"param": x.param, "code": x.code, "message": x.message} for x in errors],
+    }
+
+
+def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
+    if record.request_hash != request_hash:
+        raise Conflict(
+            "This Idempotency-Key was used with a different request.",
+            code="idempotency_key_mismatch",
+        )
+    if record.status is None:
+        raise Conflict(
+            "A request with this Idempotency-Key is still being processed.",
+            code="idempotency_in_progress",
+        )
+    headers = {"Idempotent-Replayed": "true"}
+    if record.status == 204:
+        return Response(status_code=204, headers=headers)
+    return Response(
+        record.body or b"", status_code=record.status, headers=headers, media_type="application/json"
+    )
+
+
+def _check_version(request: Request) -> None:
+    version = request.headers.get("spotzee-version")
+    if version is not None and not _VERSION.match(version.strip()):
+        raise InvalidRequest(
+            f"Spotzee-Version '{version[:40]}' is not supported; send a date such as 2026-04-28.",
+            code="version_unsupported",
+            param="Spotzee-Version",
+        )
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.strip():
+        raise InvalidRequest(
+            "Idempotency-Key must be 1–255 characters.",
+            code="idempotency_key_invalid",
+            param="Idempotency-Key",
+        )
+    return key
+
+
+async def _read_body(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not '{content_type[:60] or 'missing'}'.",
+            param="Content-Type",
+        )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > wire.MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The body is larger than {wire.MAX_BODY_BYTES // 1024} KB.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > wire.MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"The body is larger than {wire.MAX_BODY_BYTES // 1024} KB.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidRequest("The body is empty; send JSON.", code="parameter_missing", param="body")
+    try:
+        return _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(
+            f"The body is not valid JSON: {exc}.",
+            param="body",
+            errors=[FieldError("body", "parameter_invalid_format", str(exc))],
+        ) from None

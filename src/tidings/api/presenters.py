@@ -1,0 +1,31 @@
+"""Stored rows → the JSON shapes of the wire contract."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["iso", "present_event", "present_profile"]
+
+
+def iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    moment = datetime.fromtimestamp(micros / 1_000_000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def present_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(profile)
+    shown["created_at"] = iso(profile["created_at"])
+    shown["updated_at"] = iso(profile["updated_at"])
+    shown["anonymous_id"] = profile["anonymous_ids"][0] if profile["anonymous_ids"] else None
+    shown["devices"] = [
+        {**d, "created_at": iso(d["created_at"]), "updated_at": iso(d["updated_at"])}
+        for d in profile["devices"]
+    ]
+    return shown
+
+
+def present_event(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "created_at": iso(event["created_at"])}

@@ -1,0 +1,306 @@
+"""The wire contract of ``/api/client``: validation and normalisation of request items.
+
+Every problem in a request is collected (with a path such as ``[0].user.email``) before
+anything is written: structural problems answer 400 with the first one as the ``code``,
+problems with a field's content (email, phone, time zone, locale, timestamp) answer 422
+``validation_failed``. Both list every problem in ``errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from tidings.domain import fields
+from tidings.domain.errors import FieldError, InvalidRequest, PayloadTooLarge, ValidationFailed
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_EVENT_BYTES",
+    "MAX_ITEMS",
+    "Problems",
+    "validate_alias",
+    "validate_device",
+    "validate_event",
+    "validate_items",
+    "validate_profile",
+]
+
+MAX_ITEMS = 100
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+MAX_NAME_LENGTH = 255
+
+_encode = msgspec.json.Encoder().encode
+
+EVENT_FIELDS = frozenset(
+    {"name", "anonymous_id", "external_id", "data", "user", "created_at", "message_id"}
+)
+USER_FIELDS = frozenset({"email", "phone", "timezone", "locale", "data"})
+PROFILE_FIELDS = frozenset({"anonymous_id", "external_id"}) | USER_FIELDS
+ALIAS_FIELDS = frozenset({"anonymous_id", "external_id"})
+DEVICE_FIELDS = frozenset(
+    {
+        "anonymous_id",
+        "external_id",
+        "device_id",
+        "token",
+        "os",
+        "os_version",
+        "model",
+        "app_build",
+        "app_version",
+        "sdk_version",
+    }
+)
+DEVICE_REQUIRED = ("device_id", "os", "model", "app_build", "app_version")
+
+
+class Problems:
+    """Collects field errors; ``raise_if_any`` turns them into the right error."""
+
+    def __init__(self) -> None:
+        self.structural: list[FieldError] = []
+        self.content: list[FieldError] = []
+
+    def add(self, param: str, code: str, message: str) -> None:
+        self.structural.append(FieldError(param=param, code=code, message=message))
+
+    def invalid(self, param: str, message: str) -> None:
+        self.content.append(
+            FieldError(param=param, code="parameter_invalid_format", message=message)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.structural or self.content)
+
+    def raise_if_any(self) -> None:
+        if self.structural:
+            first = self.structural[0]
+            raise InvalidRequest(
+                first.message,
+                code=first.code,
+                param=first.param,
+                errors=self.structural + self.content,
+            )
+        if self.content:
+            first = self.content[0]
+            detail = first.message if len(self.content) == 1 else f"{first.message} (and more)"
+            raise ValidationFailed(
+                f"Validation failed: {first.param}: {detail}",
+                param=first.param,
+                errors=self.content,
+            )
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_object(value: Any, path: str, problems: Problems, what: str) -> bool:
+    if not isinstance(value, dict):
+        problems.add(path or "body", "parameter_invalid_format", f"Expected {what} (a JSON object).")
+        return False
+    return True
+
+
+def _unknown(item: dict[str, Any], allowed: frozenset[str], path: str, problems: Problems) -> None:
+    for key in item:
+        if key not in allowed:
+            problems.add(
+                _join(path, key),
+                "parameter_unknown",
+                f"Unknown field '{key}'; allowed: {', '.join(sorted(allowed))}.",
+            )
+
+
+def _string(
+    item: dict[str, Any],
+    name: str,
+    path: str,
+    problems: Problems,
+    *,
+    required: bool = False,
+    max_length: int = MAX_NAME_LENGTH,
+) -> str | None:
+    value = item.get(name)
+    param = _join(path, name)
+    if value is None:
+        if required:
+            problems.add(param, "parameter_missing", f"'{name}' is required.")
+        return None
+    if not isinstance(value, str):
+        problems.add(param, "parameter_invalid_format", f"'{name}' must be a string.")
+        return None
+    if not value.strip():
+        problems.add(param, "parameter_invalid_empty", f"'{name}' must not be empty.")
+        return None
+    if len(value) > max_length:
+        problems.add(
+            param, "parameter_invalid_format", f"'{name}' is longer than {max_length} characters."
+        )
+        return None
+    return value
+
+
+def _ids(item: dict[str, Any], path: str, problems: Problems, out: dict[str, Any]) -> None:
+    before = len(problems.structural)
+    for name in ("anonymous_id", "external_id"):
+        value = _string(item, name, path, problems, max_length=fields.MAX_ID_LENGTH)
+        if value is not None:
+            out[name] = value
+    if len(problems.structural) == before and "anonymous_id" not in out and "external_id" not in out:
+        problems.add(
+            _join(path, "external_id"),
+            "parameter_missing",
+            "At least one of 'external_id' or 'anonymous_id' is required.",
+        )
+
+
+def _data(item: dict[str, Any], name: str, path: str, problems: Problems) -> dict[str, Any] | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.add(_join(path, name), "parameter_invalid_format", f"'{name}' must be an object.")
+        return None
+    return value
+
+
+def _traits(
+    item: dict[str, Any],
+    path: str,
+    problems: Problems,
+    out: dict[str, Any],
+    default_locale: str | None,
+) -> None:
+    """email, phone, timezone, locale and data, normalised into ``out``."""
+    raw: dict[str, str] = {}
+    for name in ("email", "phone", "timezone", "locale"):
+        value = _string(item, name, path, problems, max_length=320 if name == "email" else 255)
+        if value is not None:
+            raw[name] = value
+    checks: tuple[tuple[str, Callable[[str], str]], ...] = (
+        ("email", fields.normalise_email),
+        ("timezone", fields.normalise_timezone),
+        ("locale", fields.normalise_locale),
+        ("phone", lambda v: fields.normalise_phone(v, locales=(raw.get("locale"), default_locale))),
+    )
+    for name, check in checks:
+        if name in raw:
+            try:
+                out[name] = check(raw[name])
+            except ValueError as exc:
+                problems.invalid(_join(path, name), str(exc))
+    data = _data(item, "data", path, problems)
+    if data is not None:
+        out["data"] = data
+
+
+def validate_event(
+    item: Any, path: str, problems: Problems, *, default_locale: str | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not _check_object(item, path, problems, "an event"):
+        return out
+    _unknown(item, EVENT_FIELDS, path, problems)
+    name = _string(item, "name", path, problems, required=True)
+    if name is not None:
+        out["name"] = name
+    _ids(item, path, problems, out)
+    data = _data(item, "data", path, problems)
+    if data is not None:
+        out["data"] = data
+    user = item.get("user")
+    if user is not None:
+        user_path = _join(path, "user")
+        if _check_object(user, user_path, problems, "'user'"):
+            _unknown(user, USER_FIELDS, user_path, problems)
+            traits: dict[str, Any] = {}
+            _traits(user, user_path, problems, traits, default_locale)
+            if traits:
+                out["user"] = traits
+    created_at = _string(item, "created_at", path, problems, max_length=64)
+    if created_at is not None:
+        try:
+            out["created_at"] = fields.parse_timestamp(created_at)
+        except ValueError as exc:
+            problems.invalid(_join(path, "created_at"), str(exc))
+    message_id = _string(item, "message_id", path, problems)
+    if message_id is not None:
+        out["message_id"] = message_id
+    if len(_encode(item)) > MAX_EVENT_BYTES:
+        raise PayloadTooLarge(
+            f"Event {path or 'body'} is larger than {MAX_EVENT_BYTES // 1024} KB.",
+            param=path or None,
+        )
+    return out
+
+
+def validate_profile(
+    item: Any, path: str, problems: Problems, *, default_locale: str | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not _check_object(item, path, problems, "a user"):
+        return out
+    _unknown(item, PROFILE_FIELDS, path, problems)
+    _ids(item, path, problems, out)
+    _traits(item, path, problems, out, default_locale)
+    return out
+
+
+def validate_alias(item: Any, path: str, problems: Problems, **_: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not _check_object(item, path, problems, "an alias"):
+        return out
+    _unknown(item, ALIAS_FIELDS, path, problems)
+    for name in ("anonymous_id", "external_id"):
+        value = _string(item, name, path, problems, required=True, max_length=fields.MAX_ID_LENGTH)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def validate_device(item: Any, path: str, problems: Problems, **_: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not _check_object(item, path, problems, "a device"):
+        return out
+    _unknown(item, DEVICE_FIELDS, path, problems)
+    _ids(item, path, problems, out)
+    for name in sorted(DEVICE_FIELDS - ALIAS_FIELDS):
+        value = _string(
+            item,
+            name,
+            path,
+            problems,
+            required=name in DEVICE_REQUIRED,
+            max_length=4096 if name == "token" else 255,
+        )
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def validate_items(
+    body: Any,
+    validate: Callable[..., dict[str, Any]],
+    problems: Problems,
+    *,
+    default_locale: str | None,
+    what: str,
+) -> list[dict[str, Any]]:
+    """Validate a JSON array of 1–100 items with ``validate``; paths are ``[i].field``."""
+    if not isinstance(body, list):
+        problems.add("body", "parameter_invalid_format", f"Expected a JSON array of {what}.")
+        return []
+    if not body:
+        problems.add("body", "parameter_invalid_empty", f"Send at least one of {what}.")
+        return []
+    if len(body) > MAX_ITEMS:
+        raise PayloadTooLarge(f"At most {MAX_ITEMS} {what} per request; got {len(body)}.")
+    return [
+        validate(item, f"[{index}]", problems, default_locale=default_locale)
+        for index, item in enumerate(body)
+    ]

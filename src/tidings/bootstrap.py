@@ -1,0 +1,108 @@
+"""The composition root: Settings → adapters → services. Only here and the entry points
+read ``Settings``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from tidings.log.committer import GroupCommitter
+from tidings.log.database import DatabaseLog
+from tidings.pipeline.consumer import Consumer, ProcessedWatch
+from tidings.pipeline.processor import BatchProcessor
+from tidings.settings import Settings
+from tidings.store import migrate
+from tidings.store.database import Database, open_database
+from tidings.store.idempotency import IdempotencyStore
+from tidings.store.profiles import ProfileStore
+from tidings.store.projects import ProjectStore
+
+__all__ = ["SchemaError", "Services", "build", "ensure_schema"]
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaError(RuntimeError):
+    """The database schema does not match this version of Tidings."""
+
+
+def ensure_schema(db: Database, *, auto_migrate: bool) -> None:
+    state = migrate.check(db.writer)
+    if state == migrate.SchemaState.CURRENT:
+        return
+    if state == migrate.SchemaState.AHEAD:
+        raise SchemaError(
+            "The database schema is newer than this version of Tidings: upgrade Tidings."
+        )
+    if auto_migrate:
+        migrate.upgrade(db.writer)
+        return
+    raise SchemaError("The database schema is not up to date: run `tidings migrate` first.")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    projects: ProjectStore
+    profiles: ProfileStore
+    idempotency: IdempotencyStore
+    log: DatabaseLog
+    committer: GroupCommitter
+    watch: ProcessedWatch
+    consumer: Consumer | None = None
+    started: bool = field(default=False)
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.committer.start()
+        if self.consumer is not None:
+            self.consumer.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.committer.stop()
+        if self.consumer is not None:
+            self.consumer.stop()
+        self.started = False
+        self.db.dispose()
+
+    def maintenance(self) -> None:
+        cutoff = time.time_ns() // 1000 - self.settings.idempotency_ttl_hours * 3_600_000_000
+        self.idempotency.purge(cutoff)
+
+
+def build(settings: Settings) -> Services:
+    db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
+    log = DatabaseLog(db.writer, db.reader, settings.log_partitions)
+    profiles = ProfileStore(db.writer, db.reader)
+    watch = ProcessedWatch()
+    services = Services(
+        settings=settings,
+        db=db,
+        projects=ProjectStore(db.writer, db.reader),
+        profiles=profiles,
+        idempotency=IdempotencyStore(db.writer, db.reader),
+        log=log,
+        committer=GroupCommitter(log, max_items=settings.commit_max_items),
+        watch=watch,
+    )
+    if settings.run_worker:
+        consumer = Consumer(
+            log,
+            BatchProcessor(db.writer, profiles),
+            partitions=range(settings.log_partitions),
+            positions={},
+            watch=watch,
+            batch_size=settings.worker_batch_size,
+            maintenance=services.maintenance,
+        )
+        services.consumer = consumer
+        services.committer = GroupCommitter(
+            log, max_items=settings.commit_max_items, on_commit=consumer.wake.set
+        )
+    return services

@@ -1,0 +1,221 @@
+"""The ``tidings`` command line: serve, migrate, projects and keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tidings.domain import fields
+from tidings.domain.auth import Role, Scope
+from tidings.domain.errors import NotFound
+from tidings.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Tidings: a self-hosted customer engagement platform.", no_args_is_help=True)
+project_app = typer.Typer(help="Create projects.", no_args_is_help=True)
+key_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+app.add_typer(key_app, name="key")
+
+console = Console(stderr=True)
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides TIDINGS_DATABASE_URL.", show_default=False),
+]
+
+
+def _settings(database_url: str | None = None) -> Settings:
+    overrides = {"database_url": database_url} if database_url else {}
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+def _open(settings: Settings, *, migrate_if_needed: bool):  # type: ignore[no-untyped-def]
+    from tidings.bootstrap import SchemaError, ensure_schema
+    from tidings.store.database import open_database
+
+    db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        ensure_schema(db, auto_migrate=migrate_if_needed)
+    except SchemaError as exc:
+        db.dispose()
+        raise _fail(str(exc)) from None
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Run the API, the worker and everything else in one process."""
+    import uvicorn
+
+    from tidings.api.app import create_app
+    from tidings.bootstrap import build
+    from tidings.store.projects import ProjectStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=settings.auto_migrate and settings.is_sqlite)
+    store = ProjectStore(db.writer, db.reader)
+    if settings.demo_project and store.count_projects() == 0:
+        project = store.create_project("Demo", locale="en-US", timezone="UTC")
+        public = store.create_key(project.id, Scope.PUBLIC, name="demo public")
+        secret = store.create_key(project.id, Scope.SECRET, role=Role.ADMIN, name="demo secret")
+        console.print(f"[bold]Created the demo project[/bold] (id {project.id}). Keys, shown once:")
+        console.print(f"  public key: [green]{public.key}[/green]")
+        console.print(f"  secret key: [green]{secret.key}[/green]")
+    db.dispose()
+    services = build(settings)
+    console.print(f"Tidings listening on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(
+        create_app(services),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Target revision ('head' by default).")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="Downgrade to --revision.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Bring the database schema up to date (safe to run any number of times)."""
+    from tidings.store import migrate as migrations
+    from tidings.store.database import open_database
+
+    settings = _settings(database_url)
+    db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        if down:
+            migrations.downgrade(db.writer, "base" if revision == "head" else revision)
+        else:
+            migrations.upgrade(db.writer, revision)
+        current = migrations.current_revision(db.writer)
+    finally:
+        db.dispose()
+    console.print(f"schema at revision {current or 'base (empty)'}")
+
+
+@project_app.command("create")
+def project_create(
+    name: Annotated[str, typer.Option(help="Project name.")],
+    locale: Annotated[str | None, typer.Option(help="Default BCP-47 locale, e.g. en-AU.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a project with a public and a secret (admin) key."""
+    from tidings.store.projects import ProjectStore
+
+    try:
+        locale = fields.normalise_locale(locale) if locale else None
+        timezone = fields.normalise_timezone(timezone) if timezone else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not name.strip():
+        raise _fail("the name must not be empty")
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=False)
+    try:
+        store = ProjectStore(db.writer, db.reader)
+        project = store.create_project(name, locale=locale, timezone=timezone)
+        public = store.create_key(project.id, Scope.PUBLIC)
+        secret = store.create_key(project.id, Scope.SECRET, role=Role.ADMIN)
+    finally:
+        db.dispose()
+    result = {"project_id": project.id, "public_key": public.key, "secret_key": secret.key}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"project {project.id} '{name}'\npublic key: {public.key}\nsecret key: {secret.key}")
+
+
+@key_app.command("create")
+def key_create(
+    project: Annotated[int, typer.Option(help="Project id.")],
+    scope: Annotated[Scope, typer.Option(help="public (pk_) or secret (sk_).")] = Scope.SECRET,
+    role: Annotated[
+        str | None, typer.Option(help="support, editor, publisher or admin (secret keys).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create an API key; it is shown once and stored only as a hash."""
+    from tidings.store.projects import ProjectStore
+
+    try:
+        parsed_role = Role.parse(role) if role else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if scope is Scope.PUBLIC and parsed_role is not None:
+        raise _fail("public keys have no role")
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=False)
+    try:
+        created = ProjectStore(db.writer, db.reader).create_key(
+            project, scope, role=parsed_role, name=name
+        )
+    except NotFound as exc:
+        raise _fail(exc.message) from None
+    finally:
+        db.dispose()
+    result = {
+        "key_id": created.id,
+        "project_id": project,
+        "scope": created.scope.value,
+        "role": created.role.name.lower() if created.role else None,
+        "key": created.key,
+    }
+    print(json.dumps(result) if as_json else f"key {created.id}: {created.key}")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[int | None, typer.Option("--id", help="The key's id.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="The key itself.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke a key at once (servers notice within TIDINGS_KEY_CACHE_TTL seconds)."""
+    from tidings.store.projects import ProjectStore
+
+    if (key_id is None) == (key is None):
+        raise _fail("give exactly one of --id or --key")
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=False)
+    try:
+        revoked = ProjectStore(db.writer, db.reader).revoke_key(key_id=key_id, key=key)
+    except NotFound as exc:
+        raise _fail(exc.message) from None
+    finally:
+        db.dispose()
+    print(json.dumps({"key_id": revoked, "revoked": True}) if as_json else f"key {revoked} revoked")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

@@ -1,0 +1,93 @@
+"""Validation and normalisation of the profile fields the wire contract names.
+
+Each function returns the normalised value or raises ``ValueError`` with a message fit
+for a user; callers attach the parameter path.
+"""
+
+from __future__ import annotations
+
+import functools
+import zoneinfo
+from datetime import UTC, datetime
+
+import langcodes
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "normalise_email",
+    "normalise_locale",
+    "normalise_phone",
+    "normalise_timezone",
+    "parse_timestamp",
+    "region_of_locale",
+]
+
+MAX_ID_LENGTH = 255
+MAX_TIMEZONE_LENGTH = 50
+MAX_LOCALE_LENGTH = 255
+
+
+def normalise_email(value: str) -> str:
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"'{value}' is not a valid email address: {exc}") from None
+    return str(result.normalized)
+
+
+@functools.lru_cache(maxsize=1024)
+def region_of_locale(locale: str | None) -> str | None:
+    """The ISO 3166 region a BCP-47 tag names (``en-AU`` → ``AU``), if any."""
+    if not locale:
+        return None
+    try:
+        territory = langcodes.Language.get(locale).territory
+    except (ValueError, langcodes.LanguageTagError):
+        return None
+    if territory and territory.isalpha():
+        return str(territory).upper()
+    return None
+
+
+def normalise_phone(value: str, *, locales: tuple[str | None, ...] = ()) -> str:
+    """E.164 form of ``value``; a national number is read with the first locale's region."""
+    region = next((r for r in map(region_of_locale, locales) if r), None)
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
+        hint = "" if value.startswith("+") or region else " (no region known: use +<country code>)"
+        raise ValueError(f"'{value}' is not a valid phone number{hint}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@functools.cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def normalise_timezone(value: str) -> str:
+    if len(value) > MAX_TIMEZONE_LENGTH or value not in _timezones():
+        raise ValueError(f"'{value[:60]}' is not an IANA time zone name (e.g. Australia/Sydney)")
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def normalise_locale(value: str) -> str:
+    if len(value) > MAX_LOCALE_LENGTH or not langcodes.tag_is_valid(value):
+        raise ValueError(f"'{value[:60]}' is not a BCP-47 language tag (e.g. en-AU)")
+    return value
+
+
+def parse_timestamp(value: str) -> int:
+    """Microseconds since the epoch of an ISO-8601 timestamp; naive means UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"'{value[:60]}' is not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000)

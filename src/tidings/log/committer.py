@@ -1,0 +1,132 @@
+"""The group committer: concurrent appends share one durable commit.
+
+Requests queue up while the previous commit is in flight; the committer thread then
+writes everything queued in one transaction and resolves each request's future. Under
+load, batches grow by themselves; when idle, a lone request is committed at once.
+Nothing is acknowledged before its commit returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from tidings.domain.errors import ServiceUnavailable
+from tidings.domain.ingest import AppendOutcome, AppendRequest
+from tidings.log.port import IngestLog
+
+__all__ = ["GroupCommitter"]
+
+logger = logging.getLogger(__name__)
+
+_Waiter = tuple[AppendRequest, asyncio.Future[AppendOutcome], asyncio.AbstractEventLoop]
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        log: IngestLog,
+        *,
+        max_items: int = 20_000,
+        max_queued_items: int = 200_000,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._log = log
+        self._max_items = max_items
+        self._max_queued = max_queued_items
+        self._on_commit = on_commit
+        self._queue: deque[_Waiter] = deque()
+        self._queued_items = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+        self.committed_items = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tidings-committer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    async def append(self, request: AppendRequest) -> AppendOutcome:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendOutcome] = loop.create_future()
+        size = max(1, len(request.entries))
+        with self._cond:
+            if self._stopping:
+                raise ServiceUnavailable("The server is shutting down; retry shortly.")
+            if self._queued_items + size > self._max_queued:
+                raise ServiceUnavailable("The ingest log is saturated; retry shortly.")
+            self._queue.append((request, future, loop))
+            self._queued_items += size
+            self._cond.notify()
+        return await future
+
+    def _take(self) -> list[_Waiter] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            batch: list[_Waiter] = []
+            items = 0
+            while self._queue and (not batch or items < self._max_items):
+                waiter = self._queue.popleft()
+                n = max(1, len(waiter[0].entries))
+                items += n
+                self._queued_items -= n
+                batch.append(waiter)
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                outcomes = self._log.append([request for request, _, _ in batch])
+            except Exception as exc:  # every waiter must hear about it
+                logger.exception("ingest log append failed")
+                error = ServiceUnavailable("The ingest log could not be written; retry shortly.")
+                error.__cause__ = exc
+                self._settle(batch, None, error)
+                continue
+            self.commits += 1
+            self.committed_items += sum(len(r.entries) for r, _, _ in batch)
+            self._settle(batch, outcomes, None)
+            if self._on_commit is not None:
+                self._on_commit()
+
+    @staticmethod
+    def _settle(
+        batch: list[_Waiter],
+        outcomes: list[AppendOutcome] | None,
+        error: BaseException | None,
+    ) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[int, asyncio.Future[AppendOutcome]]]]
+        by_loop = {}
+        for index, (_, future, loop) in enumerate(batch):
+            by_loop.setdefault(loop, []).append((index, future))
+
+        def resolve(items: list[tuple[int, asyncio.Future[AppendOutcome]]]) -> None:
+            for index, future in items:
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    assert outcomes is not None
+                    future.set_result(outcomes[index])
+
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(resolve, items)
+            except RuntimeError:  # the loop closed: nobody is waiting any more
+                pass

@@ -1,0 +1,131 @@
+"""The ingest log as a table in the main database (the embedded default).
+
+Appends and the idempotency records of the same requests share one transaction, so a
+key is never recorded for entries that were not stored, nor the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
+from tidings.store.tables import idempotency_keys, ingest_log, log_positions
+
+__all__ = ["DatabaseLog"]
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+class DatabaseLog:
+    def __init__(self, engine: Engine, reader: Engine, partitions: int) -> None:
+        self.engine = engine
+        self.reader = reader
+        self.partitions = partitions
+        self._insert_idem = self._insert_ignore(idempotency_keys)
+
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    def append(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome] = []
+        plain: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            for request in requests:
+                if request.idempotency is not None and not self._claim(conn, request):
+                    outcomes.append(AppendOutcome(appended=False))
+                    continue
+                rows = [
+                    {
+                        "partition": e.partition,
+                        "project_id": e.project_id,
+                        "kind": e.kind,
+                        "payload": _encode(e.payload),
+                        "accepted_at": e.accepted_at,
+                    }
+                    for e in request.entries
+                ]
+                outcome = AppendOutcome(appended=True)
+                if request.want_positions and rows:
+                    result = conn.execute(
+                        sa.insert(ingest_log).returning(
+                            ingest_log.c.partition, ingest_log.c.seq, sort_by_parameter_order=True
+                        ),
+                        rows,
+                    )
+                    outcome.positions = [(int(p), int(s)) for p, s in result]
+                else:
+                    plain.extend(rows)
+                outcomes.append(outcome)
+            if plain:
+                conn.execute(sa.insert(ingest_log), plain)
+        return outcomes
+
+    def _claim(self, conn: Connection, request: AppendRequest) -> bool:
+        record = request.idempotency
+        assert record is not None
+        result = conn.execute(
+            self._insert_idem,
+            {
+                "project_id": record.project_id,
+                "key": record.key,
+                "request_hash": record.request_hash,
+                "status": record.status,
+                "body": record.body,
+                "created_at": record.created_at,
+            },
+        )
+        return cast(int, result.rowcount) == 1
+
+    def read(self, partition: int, after: int, limit: int) -> list[LogRecord]:
+        query = (
+            sa.select(
+                ingest_log.c.seq,
+                ingest_log.c.project_id,
+                ingest_log.c.kind,
+                ingest_log.c.payload,
+                ingest_log.c.accepted_at,
+            )
+            .where(ingest_log.c.partition == partition, ingest_log.c.seq > after)
+            .order_by(ingest_log.c.seq)
+            .limit(limit)
+        )
+        with self.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            LogRecord(
+                seq=seq,
+                partition=partition,
+                project_id=project_id,
+                kind=kind,
+                payload=_decode(payload),
+                accepted_at=accepted_at,
+            )
+            for seq, project_id, kind, payload, accepted_at in rows
+        ]
+
+    def trim(self, partition: int, upto: int) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.delete(ingest_log).where(
+                    ingest_log.c.partition == partition, ingest_log.c.seq <= upto
+                )
+            )
+        return cast(int, result.rowcount)
+
+    def pending(self) -> int:
+        positions = sa.select(log_positions.c.partition, log_positions.c.seq).subquery()
+        query = (
+            sa.select(sa.func.count())
+            .select_from(ingest_log.outerjoin(positions, positions.c.partition == ingest_log.c.partition))
+            .where(ingest_log.c.seq > sa.func.coalesce(positions.c.seq, 0))
+        )
+        with self.reader.connect() as conn:
+            return int(conn.execute(query).scalar_one())

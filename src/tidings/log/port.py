@@ -1,0 +1,29 @@
+"""The ingest log interface every adapter implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
+
+__all__ = ["IngestLog"]
+
+
+class IngestLog(Protocol):
+    partitions: int
+
+    def append(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
+        """Durably append every request's entries in one commit; outcome per request."""
+        ...
+
+    def read(self, partition: int, after: int, limit: int) -> list[LogRecord]:
+        """Entries of ``partition`` with a position above ``after``, oldest first."""
+        ...
+
+    def trim(self, partition: int, upto: int) -> int:
+        """Forget processed entries at or below ``upto``; returns how many went."""
+        ...
+
+    def pending(self) -> int:
+        """Entries appended but not yet processed (the consumer lag), across partitions."""
+        ...

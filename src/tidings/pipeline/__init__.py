@@ -1,0 +1,1 @@
+"""The log consumer: identity → profile → event, one transaction per batch."""

@@ -1,0 +1,160 @@
+"""The log consumer thread and the watch that lets callers wait for processing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from tidings.log.port import IngestLog
+from tidings.pipeline.processor import BatchProcessor
+
+__all__ = ["Consumer", "ProcessedWatch"]
+
+logger = logging.getLogger(__name__)
+
+_Target = list[tuple[int, int]]
+
+
+class ProcessedWatch:
+    """Positions the consumer has committed, and futures waiting for them."""
+
+    def __init__(self, positions: dict[int, int] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._positions: dict[int, int] = dict(positions or {})
+        self._waiters: list[tuple[_Target, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
+
+    def position(self, partition: int) -> int:
+        return self._positions.get(partition, 0)
+
+    def _reached(self, targets: _Target) -> bool:
+        return all(self._positions.get(p, 0) >= seq for p, seq in targets)
+
+    def advance(self, partition: int, seq: int) -> None:
+        with self._lock:
+            self._positions[partition] = max(seq, self._positions.get(partition, 0))
+            ready = [w for w in self._waiters if self._reached(w[0])]
+            if not ready:
+                return
+            self._waiters = [w for w in self._waiters if not self._reached(w[0])]
+        for _, future, loop in ready:
+            try:
+                loop.call_soon_threadsafe(_set_done, future)
+            except RuntimeError:
+                pass
+
+    async def wait(self, targets: Iterable[tuple[int, int]], timeout: float) -> bool:
+        """True once every (partition, seq) is processed, False after ``timeout``."""
+        target_list = list(targets)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._reached(target_list):
+                return True
+            self._waiters.append((target_list, future, loop))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            with self._lock:
+                self._waiters = [w for w in self._waiters if w[1] is not future]
+            return False
+        return True
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Consumer:
+    """Reads every partition in order and applies batches until stopped."""
+
+    def __init__(
+        self,
+        log: IngestLog,
+        processor: BatchProcessor,
+        *,
+        partitions: Iterable[int],
+        positions: dict[int, int],
+        watch: ProcessedWatch,
+        batch_size: int = 1000,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        idle_wait: float = 0.5,
+        trim_every: float = 2.0,
+        maintenance: Callable[[], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.processor = processor
+        self.partitions = list(partitions)
+        self.positions = {p: positions.get(p, 0) for p in self.partitions}
+        self.watch = watch
+        self.batch_size = batch_size
+        self.clock = clock
+        self.idle_wait = idle_wait
+        self.trim_every = trim_every
+        self.maintenance = maintenance
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._trimmed: dict[int, int] = {}
+        self.processed = 0
+
+    def start(self) -> None:
+        stored = self.load_positions()
+        self.positions = {p: stored.get(p, 0) for p in self.partitions}
+        for partition, seq in self.positions.items():
+            self.watch.advance(partition, seq)
+        self._thread = threading.Thread(target=self._run, name="tidings-consumer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def poll_once(self) -> int:
+        """Process at most one batch per partition; returns how many records were applied."""
+        applied = 0
+        for partition in self.partitions:
+            records = self.log.read(partition, self.positions[partition], self.batch_size)
+            if not records:
+                continue
+            self.processor.process(partition, records, self.clock())
+            self.positions[partition] = records[-1].seq
+            self.watch.advance(partition, records[-1].seq)
+            applied += len(records)
+        self.processed += applied
+        return applied
+
+    def load_positions(self) -> dict[int, int]:
+        return self.processor.store.positions()
+
+    def trim(self) -> None:
+        for partition, seq in self.positions.items():
+            if seq > self._trimmed.get(partition, 0):
+                self.log.trim(partition, seq)
+                self._trimmed[partition] = seq
+        if self.maintenance is not None:
+            self.maintenance()
+
+    def _run(self) -> None:
+        last_trim = time.monotonic()
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                applied = self.poll_once()
+                if time.monotonic() - last_trim > self.trim_every:
+                    self.trim()
+                    last_trim = time.monotonic()
+                failures = 0
+            except Exception:
+                failures += 1
+                logger.exception("processing a log batch failed; retrying")
+                self._stop.wait(min(5.0, 0.1 * 2**failures))
+                continue
+            if not applied:
+                self.wake.wait(self.idle_wait)
+                self.wake.clear()

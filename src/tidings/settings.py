@@ -1,0 +1,50 @@
+"""Configuration: one ``Settings`` object read from ``TIDINGS_*`` variables (and ``.env``).
+
+Built at the edge (``cli``) and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite:///./tidings.db"),
+        description="sqlite:///path or postgresql://… (secret: may hold a password).",
+    )
+    log_url: str = Field(default="db", description="'db' keeps the ingest log in the database.")
+    log_partitions: int = Field(default=8, ge=1, le=1024)
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
+        default="FULL",
+        description="FULL survives power loss; NORMAL survives process crashes only.",
+    )
+    key_cache_ttl: float = Field(default=5.0, ge=0, description="Seconds an API key stays cached.")
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    worker_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    sync_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a synchronous call waits for processing."
+    )
+    commit_max_items: int = Field(
+        default=20_000, ge=1, description="Most log entries one group commit writes."
+    )
+    run_worker: bool = Field(default=True, description="Run the log consumer inside `serve`.")
+    demo_project: bool = Field(default=True, description="Create a demo project on first start.")
+    auto_migrate: bool = Field(
+        default=True, description="`serve` on SQLite brings the schema up to date by itself."
+    )
+
+    @property
+    def database_url_value(self) -> str:
+        return self.database_url.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url_value.startswith("sqlite")

@@ -1,0 +1,94 @@
+"""Engines for SQLite and PostgreSQL, configured for durability and concurrency.
+
+SQLite gets two engines: writers start with ``BEGIN IMMEDIATE`` (so two writers never
+deadlock upgrading a read lock), readers with a plain deferred ``BEGIN`` so that reads
+never wait for the write lock (WAL mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+__all__ = ["Database", "open_database"]
+
+_json_encode = msgspec.json.Encoder().encode
+
+
+def _json_serializer(value: Any) -> str:
+    return _json_encode(value).decode()
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str
+    writer: Engine
+    reader: Engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.writer.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+
+
+def _normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_engine(url: str, *, immediate: bool, synchronous: str) -> Engine:
+    engine = sa.create_engine(
+        url,
+        json_serializer=_json_serializer,
+        json_deserializer=msgspec.json.decode,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=8,
+        max_overflow=16,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Autocommit at the driver level; SQLAlchemy's "begin" hook below emits BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
+    url = _normalise_url(url)
+    if url.startswith("sqlite"):
+        writer = _sqlite_engine(url, immediate=True, synchronous=sqlite_synchronous)
+        reader = _sqlite_engine(url, immediate=False, synchronous=sqlite_synchronous)
+        return Database(url=url, writer=writer, reader=reader)
+    engine = sa.create_engine(
+        url,
+        json_serializer=_json_serializer,
+        json_deserializer=msgspec.json.decode,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+    )
+    return Database(url=url, writer=engine, reader=engine)

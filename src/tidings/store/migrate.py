@@ -1,0 +1,70 @@
+"""Schema migrations (alembic), driven programmatically.
+
+``upgrade`` is safe to run any number of times; ``check`` tells a server whether the
+database matches the code so that it can refuse to start on a stale or newer schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+__all__ = ["SchemaState", "check", "current_revision", "downgrade", "head_revision", "upgrade"]
+
+_SCRIPTS = Path(__file__).with_name("migrations")
+
+
+def _config(engine: Engine | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    config = _config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        connection.commit()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    config = _config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+        connection.commit()
+
+
+class SchemaState:
+    CURRENT = "current"
+    MISSING = "missing"
+    BEHIND = "behind"
+    AHEAD = "ahead"
+
+
+def check(engine: Engine) -> str:
+    current = current_revision(engine)
+    if current is None:
+        return SchemaState.MISSING
+    head = head_revision()
+    if current == head:
+        return SchemaState.CURRENT
+    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    return SchemaState.BEHIND if current in known else SchemaState.AHEAD

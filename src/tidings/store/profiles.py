@@ -1,0 +1,315 @@
+"""Profiles, identities, events and devices: the pipeline's writes and the API's reads."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from tidings.domain.errors import InvalidRequest
+from tidings.store.tables import devices, events, identities, log_positions, profiles
+
+__all__ = ["EventPage", "ProfileRow", "ProfileStore"]
+
+_CHUNK = 300
+
+
+@dataclass(slots=True)
+class ProfileRow:
+    id: str
+    project_id: int
+    external_id: str | None
+    email: str | None
+    phone: str | None
+    timezone: str | None
+    locale: str | None
+    data: dict[str, Any]
+    created_at: int
+    updated_at: int
+    is_new: bool = False
+    dirty: bool = False
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "project_id": self.project_id,
+            "external_id": self.external_id,
+            "email": self.email,
+            "phone": self.phone,
+            "timezone": self.timezone,
+            "locale": self.locale,
+            "data": self.data,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(slots=True)
+class EventPage:
+    results: list[dict[str, Any]]
+    next_cursor: str | None
+    limit: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _encode_cursor(created_at: int, event_id: str) -> str:
+    raw = msgspec.json.encode([created_at, event_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, event_id = msgspec.json.decode(raw, type=tuple[int, str])
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidRequest("The cursor is not one this server issued.", param="cursor") from None
+    return created_at, event_id
+
+
+class ProfileStore:
+    def __init__(self, writer: Engine, reader: Engine) -> None:
+        self.writer = writer
+        self.reader = reader
+        insert = postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert
+        self._insert_identity = insert(identities).on_conflict_do_nothing()
+        self._insert_event = insert(events).on_conflict_do_nothing(
+            index_elements=["project_id", "message_id"]
+        )
+        device_insert = insert(devices)
+        self._upsert_device = device_insert.on_conflict_do_update(
+            index_elements=["project_id", "device_id"],
+            set_={
+                name: device_insert.excluded[name]
+                for name in (
+                    "profile_id",
+                    "token",
+                    "os",
+                    "os_version",
+                    "model",
+                    "app_build",
+                    "app_version",
+                    "sdk_version",
+                    "updated_at",
+                )
+            },
+        )
+        position_insert = insert(log_positions)
+        self._upsert_position = position_insert.on_conflict_do_update(
+            index_elements=["partition"], set_={"seq": position_insert.excluded.seq}
+        )
+
+    # -- pipeline writes (inside the consumer's transaction) ------------------------------
+
+    @staticmethod
+    def lookup_identities(
+        conn: Connection, keys: Iterable[tuple[int, str, str]]
+    ) -> dict[tuple[int, str, str], str]:
+        found: dict[tuple[int, str, str], str] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            rows = conn.execute(
+                sa.select(
+                    identities.c.project_id,
+                    identities.c.kind,
+                    identities.c.value,
+                    identities.c.profile_id,
+                ).where(
+                    sa.tuple_(identities.c.project_id, identities.c.kind, identities.c.value).in_(
+                        chunk
+                    )
+                )
+            )
+            for project_id, kind, value, profile_id in rows:
+                found[(project_id, kind, value)] = profile_id
+        return found
+
+    @staticmethod
+    def load_profiles(conn: Connection, ids: Iterable[str]) -> dict[str, ProfileRow]:
+        loaded: dict[str, ProfileRow] = {}
+        id_list = list(ids)
+        for start in range(0, len(id_list), _CHUNK):
+            chunk = id_list[start : start + _CHUNK]
+            for row in conn.execute(sa.select(profiles).where(profiles.c.id.in_(chunk))):
+                loaded[row.id] = ProfileRow(
+                    id=row.id,
+                    project_id=row.project_id,
+                    external_id=row.external_id,
+                    email=row.email,
+                    phone=row.phone,
+                    timezone=row.timezone,
+                    locale=row.locale,
+                    data=dict(row.data or {}),
+                    created_at=row.created_at,
+                    updated_at=row.updated_at,
+                )
+        return loaded
+
+    def save_profiles(self, conn: Connection, rows: Sequence[ProfileRow]) -> None:
+        new = [p.as_row() for p in rows if p.is_new]
+        changed = [
+            {
+                "b_id": p.id,
+                "external_id": p.external_id,
+                "email": p.email,
+                "phone": p.phone,
+                "timezone": p.timezone,
+                "locale": p.locale,
+                "data": p.data,
+                "updated_at": p.updated_at,
+            }
+            for p in rows
+            if p.dirty and not p.is_new
+        ]
+        if new:
+            conn.execute(sa.insert(profiles), new)
+        if changed:
+            conn.execute(
+                sa.update(profiles)
+                .where(profiles.c.id == sa.bindparam("b_id"))
+                .values(
+                    external_id=sa.bindparam("external_id"),
+                    email=sa.bindparam("email"),
+                    phone=sa.bindparam("phone"),
+                    timezone=sa.bindparam("timezone"),
+                    locale=sa.bindparam("locale"),
+                    data=sa.bindparam("data", type_=profiles.c.data.type),
+                    updated_at=sa.bindparam("updated_at"),
+                ),
+                changed,
+            )
+
+    def insert_identities(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(self._insert_identity, rows)
+
+    def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(self._insert_event, rows)
+
+    def upsert_devices(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        for row in rows:  # one by one: the same device may appear twice in a batch
+            conn.execute(self._upsert_device, row)
+
+    def set_position(self, conn: Connection, partition: int, seq: int) -> None:
+        conn.execute(self._upsert_position, {"partition": partition, "seq": seq})
+
+    def positions(self) -> dict[int, int]:
+        with self.reader.connect() as conn:
+            return {p: s for p, s in conn.execute(sa.select(log_positions))}
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def profile_id_for(self, project_id: int, kind: str, value: str) -> str | None:
+        with self.reader.connect() as conn:
+            return conn.execute(
+                sa.select(identities.c.profile_id).where(
+                    identities.c.project_id == project_id,
+                    identities.c.kind == kind,
+                    identities.c.value == value,
+                )
+            ).scalar_one_or_none()
+
+    def get_profile(self, project_id: int, profile_id: str) -> dict[str, Any] | None:
+        with self.reader.connect() as conn:
+            row = conn.execute(
+                sa.select(profiles).where(
+                    profiles.c.id == profile_id, profiles.c.project_id == project_id
+                )
+            ).first()
+            if row is None:
+                return None
+            anonymous_ids = list(
+                conn.execute(
+                    sa.select(identities.c.value)
+                    .where(
+                        identities.c.profile_id == profile_id,
+                        identities.c.project_id == project_id,
+                        identities.c.kind == "anonymous",
+                    )
+                    .order_by(identities.c.created_at, identities.c.value)
+                ).scalars()
+            )
+            device_rows = conn.execute(
+                sa.select(devices)
+                .where(devices.c.profile_id == profile_id, devices.c.project_id == project_id)
+                .order_by(devices.c.updated_at.desc())
+            ).all()
+        return {
+            "id": row.id,
+            "external_id": row.external_id,
+            "anonymous_ids": anonymous_ids,
+            "email": row.email,
+            "phone": row.phone,
+            "timezone": row.timezone,
+            "locale": row.locale,
+            "data": row.data or {},
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "devices": [
+                {
+                    "device_id": d.device_id,
+                    "token": d.token,
+                    "os": d.os,
+                    "os_version": d.os_version,
+                    "model": d.model,
+                    "app_build": d.app_build,
+                    "app_version": d.app_version,
+                    "sdk_version": d.sdk_version,
+                    "created_at": d.created_at,
+                    "updated_at": d.updated_at,
+                }
+                for d in device_rows
+            ],
+        }
+
+    def list_events(
+        self,
+        project_id: int,
+        profile_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        include_payload: bool = True,
+    ) -> EventPage:
+        query = sa.select(
+            events.c.id,
+            events.c.name,
+            events.c.created_at,
+            events.c.external_id,
+            events.c.anonymous_id,
+            events.c.data,
+        ).where(events.c.project_id == project_id, events.c.profile_id == profile_id)
+        if cursor:
+            created_at, event_id = _decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    events.c.created_at < created_at,
+                    sa.and_(events.c.created_at == created_at, events.c.id < event_id),
+                )
+            )
+        query = query.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(limit + 1)
+        with self.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        results = []
+        for row in rows:
+            item: dict[str, Any] = {
+                "id": row.id,
+                "name": row.name,
+                "created_at": row.created_at,
+                "external_id": row.external_id,
+                "anonymous_id": row.anonymous_id,
+            }
+            if include_payload:
+                item["data"] = row.data or {}
+            results.append(item)
+        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+        return EventPage(results=results, next_cursor=next_cursor, limit=limit)

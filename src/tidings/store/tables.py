@@ -1,0 +1,148 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in ``store/migrations`` create it.
+
+Timestamps are integers (microseconds since the epoch, UTC): portable, compact and
+totally ordered on both databases. JSON documents use JSON on SQLite and JSONB on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = [
+    "api_keys",
+    "devices",
+    "events",
+    "identities",
+    "idempotency_keys",
+    "ingest_log",
+    "log_positions",
+    "metadata",
+    "profiles",
+    "projects",
+]
+
+metadata = sa.MetaData()
+
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Micros = sa.BigInteger
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("locale", sa.String(255), nullable=True),
+    sa.Column("timezone", sa.String(50), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("scope", sa.String(10), nullable=False),
+    sa.Column("role", sa.String(20), nullable=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(255), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("revoked_at", Micros, nullable=True),
+)
+
+ingest_log = sa.Table(
+    "ingest_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("accepted_at", Micros, nullable=False),
+    sa.Index("ix_ingest_log_partition_seq", "partition", "seq"),
+)
+
+log_positions = sa.Table(
+    "log_positions",
+    metadata,
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("phone", sa.String(32), nullable=True),
+    sa.Column("timezone", sa.String(50), nullable=True),
+    sa.Column("locale", sa.String(255), nullable=True),
+    sa.Column("data", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Index("ix_profiles_project_external", "project_id", "external_id"),
+)
+
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("value", sa.String(255), primary_key=True),
+    sa.Column("profile_id", sa.String(32), nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Index("ix_identities_profile", "profile_id"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(32), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=True),
+    sa.Column("anonymous_id", sa.String(255), nullable=True),
+    sa.Column("data", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("received_at", Micros, nullable=False),
+    sa.UniqueConstraint("project_id", "message_id", name="uq_events_project_message"),
+    sa.Index("ix_events_profile_time", "project_id", "profile_id", "created_at", "id"),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(32), nullable=False),
+    sa.Column("device_id", sa.String(255), nullable=False),
+    sa.Column("token", sa.String(4096), nullable=True),
+    sa.Column("os", sa.String(64), nullable=True),
+    sa.Column("os_version", sa.String(64), nullable=True),
+    sa.Column("model", sa.String(255), nullable=True),
+    sa.Column("app_build", sa.String(64), nullable=True),
+    sa.Column("app_version", sa.String(64), nullable=True),
+    sa.Column("sdk_version", sa.String(64), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.UniqueConstraint("project_id", "device_id", name="uq_devices_project_device"),
+    sa.Index("ix_devices_profile", "profile_id"),
+)
