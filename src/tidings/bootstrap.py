@@ -94,7 +94,7 @@ def build(settings: Settings) -> Services:
     if settings.run_worker:
         consumer = Consumer(
             log,
-            BatchProcessor(db.writer, profiles),
+            BatchProcessor(db.writer, db.reader, profiles),
             partitions=range(settings.log_partitions),
             positions={},
             watch=watch,

@@ -67,7 +67,9 @@ def serve(
     from tidings.bootstrap import build
     from tidings.store.projects import ProjectStore
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = _settings(database_url)
     db = _open(settings, migrate_if_needed=settings.auto_migrate and settings.is_sqlite)
     store = ProjectStore(db.writer, db.reader)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from tidings import __version__
 from tidings.api.auth import KeyCache
@@ -24,9 +25,11 @@ from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
 
-__all__ = ["create_app"]
+__all__ = ["TidingsApp", "create_app"]
 
 _encode = msgspec.json.Encoder().encode
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 _HTTP_CODES = {
     400: "parameter_invalid_format",
@@ -38,7 +41,35 @@ _HTTP_CODES = {
 }
 
 
-def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
+class TidingsApp:
+    """The ASGI entry point: request ids, then ingest routes directly, else FastAPI.
+
+    The ingest routes skip FastAPI's middleware and routing layers, which cost about as
+    much as the rest of a single-event request (see docs/benchmarks.md).
+    """
+
+    def __init__(self, fastapi: FastAPI, fast_routes: dict[tuple[str, str], Endpoint]) -> None:
+        self.fastapi = fastapi
+        self.state = fastapi.state
+        self._fast = fast_routes
+        self._app = RequestIdMiddleware(self._dispatch)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self._fast.get((scope.get("method", ""), scope.get("path", "")))
+        if endpoint is None or scope["type"] != "http":
+            await self.fastapi(scope, receive, send)
+            return
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.fastapi(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+
+def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsApp:
     """The ASGI app over ``services``; it starts and stops them unless told not to."""
 
     @asynccontextmanager
@@ -64,15 +95,14 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     ingest = IngestRoutes(services, keys)
     app.state.ingest = ingest
 
-    for path, endpoint, method in (
-        ("/api/client/events", ingest.events, "POST"),
-        ("/api/client/identify", ingest.identify, "POST"),
-        ("/api/client/alias", ingest.alias, "POST"),
-        ("/api/client/devices", ingest.devices, "POST"),
-        ("/api/client/users", ingest.users_patch, "PATCH"),
-        ("/api/client/users/batch", ingest.users_batch, "POST"),
-    ):
-        app.add_route(path, endpoint, methods=[method], include_in_schema=False)
+    fast_routes: dict[tuple[str, str], Endpoint] = {
+        ("POST", "/api/client/events"): ingest.events,
+        ("POST", "/api/client/identify"): ingest.identify,
+        ("POST", "/api/client/alias"): ingest.alias,
+        ("POST", "/api/client/devices"): ingest.devices,
+        ("PATCH", "/api/client/users"): ingest.users_patch,
+        ("POST", "/api/client/users/batch"): ingest.users_batch,
+    }
     app.include_router(users_router(services, keys))
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
@@ -139,5 +169,4 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    return TidingsApp(app, fast_routes)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from tidings.api import wire
 from tidings.api.auth import AuthContext
-from tidings.api.errors import error_response, request_id_of
+from tidings.api.errors import error_response
 from tidings.api.presenters import present_profile
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role
@@ -185,7 +185,9 @@ class IngestRoutes:
             items = [validate(body, "", problems, default_locale=project.locale)]
         problems.raise_if_any()
         now = _now()
-        entries = [self._entry(project.id, kind, item, index, key, now) for index, item in enumerate(items)]
+        entries = [
+            self._entry(project.id, kind, item, index, key, now) for index, item in enumerate(items)
+        ]
         idempotency = None
         if key is not None:
             idempotency = IdempotencyRecord(
@@ -335,7 +337,10 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
     if record.status == 204:
         return Response(status_code=204, headers=headers)
     return Response(
-        record.body or b"", status_code=record.status, headers=headers, media_type="application/json"
+        record.body or b"",
+        status_code=record.status,
+        headers=headers,
+        media_type="application/json",
     )
 
 
@@ -385,7 +390,9 @@ async def _read_body(request: Request) -> bytes:
 
 def _parse_json(raw: bytes) -> Any:
     if not raw:
-        raise InvalidRequest("The body is empty; send JSON.", code="parameter_missing", param="body")
+        raise InvalidRequest(
+            "The body is empty; send JSON.", code="parameter_missing", param="body"
+        )
     try:
         return _decode(raw)
     except msgspec.DecodeError as exc:

@@ -64,8 +64,8 @@ class Event(BaseModel):
 
 class EventPage(BaseModel):
     results: list[Event]
-    nextCursor: str | None  # noqa: N815 - the wire contract's spelling
-    prevCursor: str | None = None  # noqa: N815
+    nextCursor: str | None
+    prevCursor: str | None = None
     limit: int
 
 

@@ -101,7 +101,9 @@ def _join(prefix: str, name: str) -> str:
 
 def _check_object(value: Any, path: str, problems: Problems, what: str) -> bool:
     if not isinstance(value, dict):
-        problems.add(path or "body", "parameter_invalid_format", f"Expected {what} (a JSON object).")
+        problems.add(
+            path or "body", "parameter_invalid_format", f"Expected {what} (a JSON object)."
+        )
         return False
     return True
 
@@ -151,7 +153,11 @@ def _ids(item: dict[str, Any], path: str, problems: Problems, out: dict[str, Any
         value = _string(item, name, path, problems, max_length=fields.MAX_ID_LENGTH)
         if value is not None:
             out[name] = value
-    if len(problems.structural) == before and "anonymous_id" not in out and "external_id" not in out:
+    if (
+        len(problems.structural) == before
+        and "anonymous_id" not in out
+        and "external_id" not in out
+    ):
         problems.add(
             _join(path, "external_id"),
             "parameter_missing",

@@ -28,7 +28,9 @@ class Role(IntEnum):
         try:
             return cls[name.upper()]
         except KeyError:
-            raise ValueError(f"unknown role {name!r}: one of support, editor, publisher, admin") from None
+            raise ValueError(
+                f"unknown role {name!r}: one of support, editor, publisher, admin"
+            ) from None
 
 
 PREFIX = {Scope.PUBLIC: "pk_", Scope.SECRET: "sk_"}

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
+from tidings.store.database import Writer
 from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
 __all__ = ["DatabaseLog"]
@@ -23,7 +24,7 @@ _decode = msgspec.msgpack.Decoder().decode
 
 
 class DatabaseLog:
-    def __init__(self, engine: Engine, reader: Engine, partitions: int) -> None:
+    def __init__(self, engine: Writer, reader: Engine, partitions: int) -> None:
         self.engine = engine
         self.reader = reader
         self.partitions = partitions
@@ -124,7 +125,9 @@ class DatabaseLog:
         positions = sa.select(log_positions.c.partition, log_positions.c.seq).subquery()
         query = (
             sa.select(sa.func.count())
-            .select_from(ingest_log.outerjoin(positions, positions.c.partition == ingest_log.c.partition))
+            .select_from(
+                ingest_log.outerjoin(positions, positions.c.partition == ingest_log.c.partition)
+            )
             .where(ingest_log.c.seq > sa.func.coalesce(positions.c.seq, 0))
         )
         with self.reader.connect() as conn:

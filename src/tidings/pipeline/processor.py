@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.ids import new_event_id, new_profile_id
+from tidings.domain.ids import new_device_id, new_event_id, new_profile_id
 from tidings.domain.ingest import LogRecord
 from tidings.domain.profiles import PROFILE_FIELDS, merge_traits
+from tidings.store.database import Writer
 from tidings.store.profiles import ProfileRow, ProfileStore
 
 __all__ = ["BatchProcessor"]
@@ -122,16 +123,21 @@ class _Batch:
 
 
 class BatchProcessor:
-    def __init__(self, engine: Engine, store: ProfileStore) -> None:
-        self.engine = engine
+    def __init__(self, writer: Writer, reader: Engine, store: ProfileStore) -> None:
+        self.writer = writer
+        self.reader = reader
         self.store = store
 
     def process(self, partition: int, records: list[LogRecord], now: int) -> None:
+        """Read and compute outside the write transaction, then write in one short one.
+
+        Safe because one consumer owns a partition, and so the identities it routes.
+        """
         if not records:
             return
-        with self.engine.begin() as conn:
-            batch = _Batch(conn, self.store, now)
-            batch.identities = self.store.lookup_identities(conn, self._identity_keys(records))
+        with self.reader.connect() as read:
+            batch = _Batch(read, self.store, now)
+            batch.identities = self.store.lookup_identities(read, self._identity_keys(records))
             preload = {
                 batch.identities[key]
                 for record in records
@@ -139,9 +145,10 @@ class BatchProcessor:
                 for key in self._keys_of(record)
                 if key in batch.identities
             }
-            batch.profiles.update(self.store.load_profiles(conn, preload))
+            batch.profiles.update(self.store.load_profiles(read, preload))
             for record in records:
                 self._apply(batch, record)
+        with self.writer.begin() as conn:
             self.store.save_profiles(conn, list(batch.profiles.values()))
             self.store.insert_identities(conn, batch.new_identities)
             self.store.insert_events(conn, batch.events)
@@ -190,7 +197,7 @@ class BatchProcessor:
         elif record.kind == "device":
             batch.devices.append(
                 {
-                    "id": new_event_id().replace("evt_", "dev_"),
+                    "id": new_device_id(),
                     "project_id": record.project_id,
                     "profile_id": profile_id,
                     "device_id": payload["device_id"],

@@ -2,20 +2,26 @@
 
 SQLite gets two engines: writers start with ``BEGIN IMMEDIATE`` (so two writers never
 deadlock upgrading a read lock), readers with a plain deferred ``BEGIN`` so that reads
-never wait for the write lock (WAL mode).
+never wait for the write lock (WAL mode). Writers of one process also queue on a Python
+lock: SQLite's own busy handler sleeps in steps of up to 100 ms, which under contention
+between the group committer and the consumer turned into latency spikes and lost
+throughput (measured: 2.3k vs 7.5k single-event requests/s).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "open_database"]
+__all__ = ["Database", "SerialisedEngine", "open_database"]
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -24,10 +30,34 @@ def _json_serializer(value: Any) -> str:
     return _json_encode(value).decode()
 
 
+class SerialisedEngine:
+    """An engine whose write transactions take turns on a process-wide lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.dialect = engine.dialect
+        self.url = engine.url
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.lock, self.engine.begin() as conn:
+            yield conn
+
+    def connect(self) -> Connection:
+        return self.engine.connect()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+Writer = Engine | SerialisedEngine
+
+
 @dataclass(frozen=True)
 class Database:
     url: str
-    writer: Engine
+    writer: Writer  # on SQLite, a SerialisedEngine
     reader: Engine
 
     @property
@@ -80,7 +110,9 @@ def _sqlite_engine(url: str, *, immediate: bool, synchronous: str) -> Engine:
 def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
     url = _normalise_url(url)
     if url.startswith("sqlite"):
-        writer = _sqlite_engine(url, immediate=True, synchronous=sqlite_synchronous)
+        writer = SerialisedEngine(
+            _sqlite_engine(url, immediate=True, synchronous=sqlite_synchronous)
+        )
         reader = _sqlite_engine(url, immediate=False, synchronous=sqlite_synchronous)
         return Database(url=url, writer=writer, reader=reader)
     engine = sa.create_engine(

@@ -6,13 +6,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tidings.domain.ingest import IdempotencyRecord
+from tidings.store.database import Writer
 from tidings.store.tables import idempotency_keys
 
 __all__ = ["IdempotencyStore"]
 
 
 class IdempotencyStore:
-    def __init__(self, writer: Engine, reader: Engine) -> None:
+    def __init__(self, writer: Writer, reader: Engine) -> None:
         self.writer = writer
         self.reader = reader
 

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
+from tidings.store.database import Writer
 from tidings.store.tables import devices, events, identities, log_positions, profiles
 
 __all__ = ["EventPage", "ProfileRow", "ProfileStore"]
@@ -73,7 +74,7 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
 
 
 class ProfileStore:
-    def __init__(self, writer: Engine, reader: Engine) -> None:
+    def __init__(self, writer: Writer, reader: Engine) -> None:
         self.writer = writer
         self.reader = reader
         insert = postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from tidings.domain.auth import ApiKey, Role, Scope, generate_key, hash_key
 from tidings.domain.errors import NotFound
+from tidings.store.database import Writer
 from tidings.store.tables import api_keys, projects
 
 __all__ = ["CreatedKey", "Project", "ProjectStore"]
@@ -36,7 +37,7 @@ class CreatedKey:
 
 
 class ProjectStore:
-    def __init__(self, writer: Engine, reader: Engine) -> None:
+    def __init__(self, writer: Writer, reader: Engine) -> None:
         self.writer = writer
         self.reader = reader
 

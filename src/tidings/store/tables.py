@@ -14,8 +14,8 @@ __all__ = [
     "api_keys",
     "devices",
     "events",
-    "identities",
     "idempotency_keys",
+    "identities",
     "ingest_log",
     "log_positions",
     "metadata",
@@ -62,6 +62,8 @@ ingest_log = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("accepted_at", Micros, nullable=False),
     sa.Index("ix_ingest_log_partition_seq", "partition", "seq"),
+    # Positions must never be reused after a trim, or a consumer would skip new entries.
+    sqlite_autoincrement=True,
 )
 
 log_positions = sa.Table(

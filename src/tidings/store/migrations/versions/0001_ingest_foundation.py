@@ -47,6 +47,8 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("payload", sa.LargeBinary, nullable=False),
         sa.Column("accepted_at", sa.BigInteger, nullable=False),
+        # Positions must never be reused after a trim, or a consumer would skip new entries.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_ingest_log_partition_seq", "ingest_log", ["partition", "seq"])
     op.create_table(
