@@ -35,6 +35,7 @@ class _Batch:
         self.new_identities: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
+        self.merges: list[tuple[int, str, str]] = []  # (project, absorbed, survivor)
 
     def profile(self, profile_id: str) -> ProfileRow:
         found = self.profiles.get(profile_id)
@@ -75,14 +76,19 @@ class _Batch:
     def resolve(self, project_id: int, external_id: str | None, anonymous_id: str | None) -> str:
         """The profile these ids name, linking and creating as needed.
 
-        A known external id wins. An anonymous id that already belongs to a different
-        known user stays where it is (merges are the identity graph's job).
+        A known external id wins. When both ids already have profiles, the anonymous one
+        is merged into the known one, unless it is itself known under another external
+        id: two identified users are never merged.
         """
         by_external = self.identities.get((project_id, EXTERNAL, external_id or ""))
         by_anonymous = self.identities.get((project_id, ANONYMOUS, anonymous_id or ""))
         if external_id and by_external:
             if anonymous_id and not by_anonymous:
                 self._link(project_id, ANONYMOUS, anonymous_id, by_external)
+            elif by_anonymous and by_anonymous != by_external:
+                absorbed = self.profile(by_anonymous)
+                if absorbed.external_id in (None, external_id):
+                    self._merge(absorbed, self.profile(by_external))
             return by_external
         if anonymous_id and by_anonymous:
             if external_id:
@@ -103,6 +109,22 @@ class _Batch:
         if anonymous_id:
             self._link(project_id, ANONYMOUS, anonymous_id, created.id)
         return created.id
+
+    def _merge(self, absorbed: ProfileRow, survivor: ProfileRow) -> None:
+        """Fold ``absorbed`` into ``survivor``: traits by latest write, rows re-pointed."""
+        older, newer = sorted((absorbed, survivor), key=lambda p: p.updated_at)
+        survivor.data = {**older.data, **newer.data}
+        for name in PROFILE_FIELDS:
+            value = getattr(newer, name) or getattr(older, name)
+            setattr(survivor, name, value)
+        survivor.created_at = min(absorbed.created_at, survivor.created_at)
+        survivor.updated_at = self.now
+        survivor.dirty = True
+        for key, profile_id in self.identities.items():
+            if profile_id == absorbed.id:
+                self.identities[key] = survivor.id
+        self.profiles.pop(absorbed.id, None)
+        self.merges.append((absorbed.project_id, absorbed.id, survivor.id))
 
     def apply_traits(self, profile_id: str, traits: dict[str, Any]) -> None:
         profile = self.profile(profile_id)
@@ -153,6 +175,8 @@ class BatchProcessor:
             self.store.insert_identities(conn, batch.new_identities)
             self.store.insert_events(conn, batch.events)
             self.store.upsert_devices(conn, batch.devices)
+            for project_id, absorbed, survivor in batch.merges:
+                self.store.merge_profiles(conn, project_id, absorbed, survivor)
             self.store.set_position(conn, partition, records[-1].seq)
 
     @staticmethod

@@ -198,6 +198,19 @@ class ProfileStore:
         for row in rows:  # one by one: the same device may appear twice in a batch
             conn.execute(self._upsert_device, row)
 
+    @staticmethod
+    def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: str) -> None:
+        """Re-point everything of ``absorbed`` to ``survivor``, then drop ``absorbed``."""
+        for table in (events, identities, devices):
+            conn.execute(
+                sa.update(table)
+                .where(table.c.project_id == project_id, table.c.profile_id == absorbed)
+                .values(profile_id=survivor)
+            )
+        conn.execute(
+            sa.delete(profiles).where(profiles.c.project_id == project_id, profiles.c.id == absorbed)
+        )
+
     def set_position(self, conn: Connection, partition: int, seq: int) -> None:
         conn.execute(self._upsert_position, {"partition": partition, "seq": seq})
 

@@ -1,0 +1,156 @@
+"""Idempotency-Key replays and message_id deduplication."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import sqlalchemy as sa
+
+from tests.api.test_validation import assert_problem
+from tests.conftest import Project, bearer, create_project, drain, make_services, make_settings
+from tidings.api.app import create_app
+from tidings.bootstrap import Services
+from tidings.store.tables import events, idempotency_keys
+
+
+def count_events(services: Services) -> int:
+    with services.db.reader.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+
+async def test_replay_returns_the_stored_answer_and_writes_nothing_more(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    body = [{"name": "Order placed", "external_id": "u_i"}, {"name": "Paid", "external_id": "u_i"}]
+    headers = bearer(project.pk, **{"Idempotency-Key": "order-1"})
+    first = await client.post("/api/client/events", json=body, headers=headers)
+    assert first.status_code == 204
+    assert "idempotent-replayed" not in first.headers
+    again = await client.post("/api/client/events", json=body, headers=headers)
+    assert again.status_code == 204
+    assert again.headers["idempotent-replayed"] == "true"
+    await drain(services)
+    assert count_events(services) == 2
+    assert services.committer.committed_items == 2
+
+
+async def test_same_key_with_another_body_is_a_mismatch(
+    client: httpx.AsyncClient, project: Project
+) -> None:
+    headers = bearer(project.pk, **{"Idempotency-Key": "k"})
+    await client.post("/api/client/events", json=[{"name": "A", "external_id": "u"}], headers=headers)
+    response = await client.post(
+        "/api/client/events", json=[{"name": "B", "external_id": "u"}], headers=headers
+    )
+    assert_problem(response, 409, "idempotency_key_mismatch")
+
+
+async def test_keys_are_per_project(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    other = create_project(services)
+    body = [{"name": "A", "external_id": "u"}]
+    for key in (project.pk, other.pk):
+        response = await client.post(
+            "/api/client/events", json=body, headers=bearer(key, **{"Idempotency-Key": "same"})
+        )
+        assert response.status_code == 204
+        assert "idempotent-replayed" not in response.headers
+
+
+async def test_invalid_key_header(client: httpx.AsyncClient, project: Project) -> None:
+    response = await client.post(
+        "/api/client/events",
+        json=[{"name": "A", "external_id": "u"}],
+        headers=bearer(project.pk, **{"Idempotency-Key": "k" * 256}),
+    )
+    assert_problem(response, 400, "idempotency_key_invalid")
+
+
+async def test_message_id_is_stored_once(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    body = [{"name": "Order placed", "external_id": "u_m", "message_id": "msg-1"}]
+    for _ in range(3):
+        response = await client.post("/api/client/events", json=body, headers=bearer(project.pk))
+        assert response.status_code == 204
+    await drain(services)
+    assert count_events(services) == 1
+
+
+async def test_duplicate_message_ids_racing_are_stored_once(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    body = [{"name": "Order placed", "external_id": "u_r", "message_id": "race-1"}]
+    responses = await asyncio.gather(
+        *[
+            client.post("/api/client/events", json=body, headers=bearer(project.pk))
+            for _ in range(20)
+        ]
+    )
+    assert {r.status_code for r in responses} == {204}
+    await drain(services)
+    assert count_events(services) == 1
+
+
+async def test_items_without_message_id_get_a_stable_one_from_the_key(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    body = [{"name": "A", "external_id": "u_s"}, {"name": "B", "external_id": "u_s"}]
+    headers = bearer(project.pk, **{"Idempotency-Key": "stable"})
+    assert (await client.post("/api/client/events", json=body, headers=headers)).status_code == 204
+    await drain(services)
+    # The stored answer expires (24 h); a late retry must still have no second effect.
+    with services.db.writer.begin() as conn:
+        conn.execute(sa.delete(idempotency_keys))
+    again = await client.post("/api/client/events", json=body, headers=headers)
+    assert again.status_code == 204 and "idempotent-replayed" not in again.headers
+    await drain(services)
+    assert count_events(services) == 2
+
+
+async def test_concurrent_requests_with_one_key_have_one_effect(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    body = [{"name": "A", "external_id": "u_c"}]
+    headers = bearer(project.pk, **{"Idempotency-Key": "concurrent"})
+    responses = await asyncio.gather(
+        *[client.post("/api/client/events", json=body, headers=headers) for _ in range(10)]
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {204, 409}
+    assert statuses.count(204) >= 1
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json()["code"] == "idempotency_in_progress"
+    await drain(services)
+    assert count_events(services) == 1
+
+
+async def test_in_progress_while_a_synchronous_request_waits(tmp_path) -> None:
+    # No consumer: the synchronous batch waits for processing that never comes.
+    settings = make_settings(tmp_path, run_worker=False, sync_timeout=1.5)
+    services = make_services(settings)
+    services.start()
+    try:
+        project = create_project(services)
+        app = create_app(services, manage_lifecycle=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            headers = bearer(project.sk, **{"Idempotency-Key": "sync-1"})
+            body = [{"external_id": "u_w"}]
+            first = asyncio.create_task(
+                client.post("/api/client/users/batch", json=body, headers=headers)
+            )
+            for _ in range(200):
+                if services.idempotency.get(project.id, "sync-1") is not None:
+                    break
+                await asyncio.sleep(0.005)
+            second = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert_problem(second, 409, "idempotency_in_progress")
+            timed_out = await first
+            assert_problem(timed_out, 503, "service_unavailable")
+            assert timed_out.headers["retry-after"]
+    finally:
+        services.stop()
