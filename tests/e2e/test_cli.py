@@ -1,0 +1,143 @@
+"""The command line, against real server processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import Server, cli_env, create_project, free_port, run_cli
+
+pytestmark = pytest.mark.slow
+
+EVENT = [{"name": "E", "external_id": "u"}]
+
+
+def test_migrate_is_safe_to_run_twice_and_can_go_down(tmp_path: Path) -> None:
+    database = tmp_path / "t.db"
+    for _ in range(2):
+        result = run_cli(database, "migrate")
+        assert result.returncode == 0, result.stderr
+        assert "revision 0001" in result.stderr
+    down = run_cli(database, "migrate", "--down")
+    assert down.returncode == 0 and "base" in down.stderr
+    refused = run_cli(database, "project", "create", "--name", "x", "--json")
+    assert refused.returncode == 1 and "tidings migrate" in refused.stderr
+
+
+def test_project_create_prints_one_json_line(tmp_path: Path) -> None:
+    database = tmp_path / "t.db"
+    run_cli(database, "migrate")
+    result = run_cli(
+        database,
+        "project", "create", "--name", "Shop", "--locale", "en-AU",
+        "--timezone", "Australia/Sydney", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    created = json.loads(lines[0])
+    assert set(created) == {"project_id", "public_key", "secret_key"}
+    assert created["public_key"].startswith("pk_") and created["secret_key"].startswith("sk_")
+    bad = run_cli(database, "project", "create", "--name", "X", "--timezone", "Mars/Base")
+    assert bad.returncode == 1 and "IANA" in bad.stderr
+
+
+def test_keys_created_and_revoked_from_the_cli_take_effect(tmp_path: Path) -> None:
+    database = tmp_path / "t.db"
+    project = create_project(database)
+    server = Server(database, TIDINGS_KEY_CACHE_TTL="0").start()
+    try:
+        made = run_cli(
+            database, "key", "create", "--project", str(project["project_id"]),
+            "--scope", "secret", "--role", "support", "--json",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        key = json.loads(made.stdout)
+        assert key["role"] == "support" and key["key"].startswith("sk_")
+        headers = {"Authorization": f"Bearer {key['key']}"}
+        response = httpx.patch(f"{server.url}/api/client/users", json=[{"external_id": "u"}], headers=headers)
+        assert response.status_code == 403
+        public = json.loads(
+            run_cli(
+                database, "key", "create", "--project", str(project["project_id"]),
+                "--scope", "public", "--json",
+            ).stdout
+        )  # fmt: skip
+        headers = {"Authorization": f"Bearer {public['key']}"}
+        assert httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code == 204
+        revoked = run_cli(database, "key", "revoke", "--id", str(public["key_id"]), "--json")
+        assert json.loads(revoked.stdout) == {"key_id": public["key_id"], "revoked": True}
+        assert httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code == 401
+        missing = run_cli(database, "key", "create", "--project", "999", "--json")
+        assert missing.returncode == 1
+    finally:
+        server.stop()
+
+
+def test_serve_creates_a_demo_project_once_and_prints_its_keys(tmp_path: Path) -> None:
+    database = tmp_path / "fresh.db"
+    port = free_port()
+    env = cli_env(database)
+    env.pop("TIDINGS_DEMO_PROJECT", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tidings", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    public = re.search(r"public key: (pk_\S+)", output)
+    secret = re.search(r"secret key: (sk_\S+)", output)
+    assert public and secret, output
+    # The printed keys work against a second server on the same database.
+    server = Server(database).start()
+    try:
+        headers = {"Authorization": f"Bearer {public.group(1)}"}
+        assert httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code == 204
+        output = server.stop()
+    finally:
+        server.stop()
+    assert "public key" not in output  # created once only
+
+
+def test_two_servers_side_by_side(tmp_path: Path) -> None:
+    servers = []
+    try:
+        for name in ("a", "b"):
+            database = tmp_path / f"{name}.db"
+            keys = create_project(database)
+            servers.append((Server(database).start(), keys))
+        (a, a_keys), (b, b_keys) = servers
+        assert a.port != b.port
+        assert httpx.post(
+            f"{a.url}/api/client/events", json=EVENT,
+            headers={"Authorization": f"Bearer {a_keys['public_key']}"},
+        ).status_code == 204  # fmt: skip
+        assert httpx.post(
+            f"{b.url}/api/client/events", json=EVENT,
+            headers={"Authorization": f"Bearer {a_keys['public_key']}"},
+        ).status_code == 401  # fmt: skip
+    finally:
+        for server, _ in servers:
+            server.stop()
