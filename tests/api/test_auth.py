@@ -52,7 +52,9 @@ async def test_missing_or_unknown_key_is_401(
 async def test_revoked_key_is_401(
     client: httpx.AsyncClient, services: Services, project: Project
 ) -> None:
-    assert (await client.post("/api/client/events", json=EVENT, headers=bearer(project.pk))).status_code == 204
+    assert (
+        await client.post("/api/client/events", json=EVENT, headers=bearer(project.pk))
+    ).status_code == 204
     services.projects.revoke_key(key=project.pk)
     response = await client.post("/api/client/events", json=EVENT, headers=bearer(project.pk))
     assert_problem(response, 401, "authentication_required")
@@ -65,7 +67,9 @@ async def test_public_key_on_secret_endpoints_is_401(
         response = await client.request(method, path, json=body, headers=bearer(project.pk))
         assert_problem(response, 401, "authentication_required")
     for path in SECRET_READS:
-        assert_problem(await client.get(path, headers=bearer(project.pk)), 401, "authentication_required")
+        assert_problem(
+            await client.get(path, headers=bearer(project.pk)), 401, "authentication_required"
+        )
 
 
 async def test_secret_key_may_use_public_endpoints(
@@ -97,9 +101,13 @@ async def test_a_key_never_reads_or_writes_another_project(
 ) -> None:
     other = create_project(services)
     body = [{"name": "Secret thing", "external_id": "shared_id", "data": {"project": "A"}}]
-    assert (await client.post("/api/client/events", json=body, headers=bearer(project.pk))).status_code == 204
+    assert (
+        await client.post("/api/client/events", json=body, headers=bearer(project.pk))
+    ).status_code == 204
     body = [{"name": "Other thing", "external_id": "shared_id", "data": {"project": "B"}}]
-    assert (await client.post("/api/client/events", json=body, headers=bearer(other.pk))).status_code == 204
+    assert (
+        await client.post("/api/client/events", json=body, headers=bearer(other.pk))
+    ).status_code == 204
     await drain(services)
     mine = await client.get("/api/client/users/shared_id/events", headers=bearer(project.sk))
     theirs = await client.get("/api/client/users/shared_id/events", headers=bearer(other.sk))

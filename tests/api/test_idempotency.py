@@ -39,7 +39,9 @@ async def test_same_key_with_another_body_is_a_mismatch(
     client: httpx.AsyncClient, project: Project
 ) -> None:
     headers = bearer(project.pk, **{"Idempotency-Key": "k"})
-    await client.post("/api/client/events", json=[{"name": "A", "external_id": "u"}], headers=headers)
+    await client.post(
+        "/api/client/events", json=[{"name": "A", "external_id": "u"}], headers=headers
+    )
     response = await client.post(
         "/api/client/events", json=[{"name": "B", "external_id": "u"}], headers=headers
     )

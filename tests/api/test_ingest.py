@@ -148,7 +148,9 @@ async def test_devices_are_upserted_by_device_id(
         "app_version": "1.0",
     }
     assert (await post(client, "/devices", project.pk, device)).status_code == 204
-    assert (await post(client, "/devices", project.pk, {**device, "token": "t2"})).status_code == 204
+    assert (
+        await post(client, "/devices", project.pk, {**device, "token": "t2"})
+    ).status_code == 204
     await drain(services)
     devices = (await profile(client, project, "u_d"))["devices"]
     assert [(d["device_id"], d["token"]) for d in devices] == [("dev-1", "t2")]

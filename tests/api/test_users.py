@@ -19,7 +19,9 @@ async def test_timeline_is_newest_first_with_cursor_pagination(
         {"name": f"E{i}", "external_id": "u_t", "created_at": f"2026-01-01T00:00:{i:02d}Z"}
         for i in range(7)
     ]
-    assert (await client.post("/api/client/events", json=body, headers=bearer(project.pk))).status_code == 204
+    assert (
+        await client.post("/api/client/events", json=body, headers=bearer(project.pk))
+    ).status_code == 204
     await drain(services)
     seen: list[str] = []
     cursor = None
@@ -63,7 +65,9 @@ async def test_bad_cursor_and_unknown_user(client: httpx.AsyncClient, project: P
         404,
         "resource_missing",
     )
-    await client.post("/api/client/events", json=[{"name": "E", "external_id": "u_c"}], headers=bearer(project.pk))
+    await client.post(
+        "/api/client/events", json=[{"name": "E", "external_id": "u_c"}], headers=bearer(project.pk)
+    )
     response = await client.get(
         "/api/client/users/nobody/events?cursor=zzz", headers=bearer(project.sk)
     )
@@ -95,8 +99,12 @@ async def test_users_batch_answers_per_item_in_request_order(
     assert fourth["error"]["code"] == "parameter_unknown"
     assert fifth["error"]["code"] == "parameter_invalid_format"
     # The failed items wrote nothing; the good ones are readable at once.
-    assert (await client.get("/api/client/users/b_2", headers=bearer(project.sk))).status_code == 404
-    assert (await client.get("/api/client/users/b_1", headers=bearer(project.sk))).status_code == 200
+    assert (
+        await client.get("/api/client/users/b_2", headers=bearer(project.sk))
+    ).status_code == 404
+    assert (
+        await client.get("/api/client/users/b_1", headers=bearer(project.sk))
+    ).status_code == 200
 
 
 async def test_users_batch_replays_with_its_body(

@@ -40,10 +40,25 @@ async def assert_nothing_written(services: Services) -> None:
         ({"name": "E"}, 400, "parameter_missing", "[1].external_id"),
         ({"name": "E", "external_id": ""}, 400, "parameter_invalid_empty", "[1].external_id"),
         ({"name": "E", "external_id": 42}, 400, "parameter_invalid_format", "[1].external_id"),
-        ({"name": "E", "external_id": "x" * 256}, 400, "parameter_invalid_format", "[1].external_id"),
+        (
+            {"name": "E", "external_id": "x" * 256},
+            400,
+            "parameter_invalid_format",
+            "[1].external_id",
+        ),
         ({"name": "E", "external_id": "u", "extra": 1}, 400, "parameter_unknown", "[1].extra"),
-        ({"name": "E", "external_id": "u", "data": [1]}, 400, "parameter_invalid_format", "[1].data"),
-        ({"name": "E", "external_id": "u", "user": "x"}, 400, "parameter_invalid_format", "[1].user"),
+        (
+            {"name": "E", "external_id": "u", "data": [1]},
+            400,
+            "parameter_invalid_format",
+            "[1].data",
+        ),
+        (
+            {"name": "E", "external_id": "u", "user": "x"},
+            400,
+            "parameter_invalid_format",
+            "[1].user",
+        ),
         (
             {"name": "E", "external_id": "u", "user": {"plan": "pro"}},
             400,
@@ -246,7 +261,5 @@ async def test_unknown_route_and_bad_query_use_the_envelope(
     client: httpx.AsyncClient, project: Project
 ) -> None:
     assert_problem(await client.get("/api/client/nope"), 404, "resource_missing")
-    response = await client.get(
-        "/api/client/users/u/events?limit=1000", headers=bearer(project.sk)
-    )
+    response = await client.get("/api/client/users/u/events?limit=1000", headers=bearer(project.sk))
     assert_problem(response, 400, "parameter_invalid_format")

@@ -62,7 +62,9 @@ def test_keys_created_and_revoked_from_the_cli_take_effect(tmp_path: Path) -> No
         key = json.loads(made.stdout)
         assert key["role"] == "support" and key["key"].startswith("sk_")
         headers = {"Authorization": f"Bearer {key['key']}"}
-        response = httpx.patch(f"{server.url}/api/client/users", json=[{"external_id": "u"}], headers=headers)
+        response = httpx.patch(
+            f"{server.url}/api/client/users", json=[{"external_id": "u"}], headers=headers
+        )
         assert response.status_code == 403
         public = json.loads(
             run_cli(
@@ -71,10 +73,16 @@ def test_keys_created_and_revoked_from_the_cli_take_effect(tmp_path: Path) -> No
             ).stdout
         )  # fmt: skip
         headers = {"Authorization": f"Bearer {public['key']}"}
-        assert httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code == 204
+        assert (
+            httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code
+            == 204
+        )
         revoked = run_cli(database, "key", "revoke", "--id", str(public["key_id"]), "--json")
         assert json.loads(revoked.stdout) == {"key_id": public["key_id"], "revoked": True}
-        assert httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code == 401
+        assert (
+            httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code
+            == 401
+        )
         missing = run_cli(database, "key", "create", "--project", "999", "--json")
         assert missing.returncode == 1
     finally:
@@ -114,7 +122,10 @@ def test_serve_creates_a_demo_project_once_and_prints_its_keys(tmp_path: Path) -
     server = Server(database).start()
     try:
         headers = {"Authorization": f"Bearer {public.group(1)}"}
-        assert httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code == 204
+        assert (
+            httpx.post(f"{server.url}/api/client/events", json=EVENT, headers=headers).status_code
+            == 204
+        )
         output = server.stop()
     finally:
         server.stop()
@@ -128,7 +139,7 @@ def test_two_servers_side_by_side(tmp_path: Path) -> None:
             database = tmp_path / f"{name}.db"
             keys = create_project(database)
             servers.append((Server(database).start(), keys))
-        (a, a_keys), (b, b_keys) = servers
+        (a, a_keys), (b, _) = servers
         assert a.port != b.port
         assert httpx.post(
             f"{a.url}/api/client/events", json=EVENT,

@@ -45,7 +45,9 @@ def processor(services: Services) -> BatchProcessor:
     return BatchProcessor(services.db.writer, services.db.reader, services.profiles)
 
 
-def test_a_failed_batch_leaves_no_effect_and_no_position(idle_services: Services, monkeypatch) -> None:
+def test_a_failed_batch_leaves_no_effect_and_no_position(
+    idle_services: Services, monkeypatch
+) -> None:
     services = idle_services
     services.log.partitions = 1
     project = create_project(services)

@@ -151,7 +151,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsA
         if exc.status_code == 404:
             message = f"No route {request.method} {request.url.path}."
         return problem_response(
-            request_id_of(request), exc.status_code, code, message, headers=exc.headers
+            request_id_of(request), exc.status_code, code, message, headers=dict(exc.headers or {})
         )
 
     def openapi() -> dict[str, Any]:

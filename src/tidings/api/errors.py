@@ -49,7 +49,7 @@ _encode = msgspec.json.Encoder().encode
 def status_of(error: e.TidingsError) -> int:
     for cls in type(error).__mro__:
         if cls in _STATUS:
-            return _STATUS[cls]  # type: ignore[index]
+            return _STATUS[cls]
     return 500
 
 

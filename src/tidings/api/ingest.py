@@ -360,7 +360,7 @@ def _idempotency_key(request: Request) -> str | None:
         return None
     if not 1 <= len(key) <= 255 or not key.strip():
         raise InvalidRequest(
-            "Idempotency-Key must be 1–255 characters.",
+            "Idempotency-Key must be 1 to 255 characters.",
             code="idempotency_key_invalid",
             param="Idempotency-Key",
         )

@@ -297,7 +297,7 @@ def validate_items(
     default_locale: str | None,
     what: str,
 ) -> list[dict[str, Any]]:
-    """Validate a JSON array of 1–100 items with ``validate``; paths are ``[i].field``."""
+    """Validate a JSON array of 1 to 100 items with ``validate``; paths are ``[i].field``."""
     if not isinstance(body, list):
         problems.add("body", "parameter_invalid_format", f"Expected a JSON array of {what}.")
         return []

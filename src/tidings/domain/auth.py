@@ -14,7 +14,7 @@ __all__ = ["ApiKey", "Role", "Scope", "authorize", "generate_key", "hash_key"]
 
 class Scope(StrEnum):
     PUBLIC = "public"
-    SECRET = "secret"
+    SECRET = "secret"  # noqa: S105 - a scope name, not a password
 
 
 class Role(IntEnum):

@@ -44,7 +44,7 @@ def region_of_locale(locale: str | None) -> str | None:
         return None
     try:
         territory = langcodes.Language.get(locale).territory
-    except (ValueError, langcodes.LanguageTagError):
+    except ValueError:  # langcodes.LanguageTagError is a ValueError
         return None
     if territory and territory.isalpha():
         return str(territory).upper()

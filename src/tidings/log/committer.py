@@ -9,6 +9,7 @@ Nothing is acknowledged before its commit returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -126,7 +127,5 @@ class GroupCommitter:
                     future.set_result(outcomes[index])
 
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                 loop.call_soon_threadsafe(resolve, items)
-            except RuntimeError:  # the loop closed: nobody is waiting any more
-                pass

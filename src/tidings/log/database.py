@@ -6,7 +6,7 @@ key is never recorded for entries that were not stored, nor the reverse.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -83,7 +83,7 @@ class DatabaseLog:
                 "created_at": record.created_at,
             },
         )
-        return cast(int, result.rowcount) == 1
+        return int(result.rowcount) == 1
 
     def read(self, partition: int, after: int, limit: int) -> list[LogRecord]:
         query = (
@@ -119,7 +119,7 @@ class DatabaseLog:
                     ingest_log.c.partition == partition, ingest_log.c.seq <= upto
                 )
             )
-        return cast(int, result.rowcount)
+        return int(result.rowcount)
 
     def pending(self) -> int:
         positions = sa.select(log_positions.c.partition, log_positions.c.seq).subquery()

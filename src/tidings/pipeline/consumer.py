@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -40,12 +41,10 @@ class ProcessedWatch:
                 return
             self._waiters = [w for w in self._waiters if not self._reached(w[0])]
         for _, future, loop in ready:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                 loop.call_soon_threadsafe(_set_done, future)
-            except RuntimeError:
-                pass
 
-    async def wait(self, targets: Iterable[tuple[int, int]], timeout: float) -> bool:
+    async def wait(self, targets: Iterable[tuple[int, int]], timeout: float) -> bool:  # noqa: ASYNC109
         """True once every (partition, seq) is processed, False after ``timeout``."""
         target_list = list(targets)
         loop = asyncio.get_running_loop()

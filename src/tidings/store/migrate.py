@@ -14,6 +14,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from tidings.store.database import SerialisedEngine
+
 __all__ = ["SchemaState", "check", "current_revision", "downgrade", "head_revision", "upgrade"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
@@ -31,12 +33,12 @@ def head_revision() -> str:
     return head
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revision(engine: Engine | SerialisedEngine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine | SerialisedEngine, revision: str = "head") -> None:
     config = _config()
     with engine.connect() as connection:
         config.attributes["connection"] = connection
@@ -44,7 +46,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         connection.commit()
 
 
-def downgrade(engine: Engine, revision: str) -> None:
+def downgrade(engine: Engine | SerialisedEngine, revision: str) -> None:
     config = _config()
     with engine.connect() as connection:
         config.attributes["connection"] = connection
@@ -59,7 +61,7 @@ class SchemaState:
     AHEAD = "ahead"
 
 
-def check(engine: Engine) -> str:
+def check(engine: Engine | SerialisedEngine) -> str:
     current = current_revision(engine)
     if current is None:
         return SchemaState.MISSING

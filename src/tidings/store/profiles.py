@@ -208,7 +208,9 @@ class ProfileStore:
                 .values(profile_id=survivor)
             )
         conn.execute(
-            sa.delete(profiles).where(profiles.c.project_id == project_id, profiles.c.id == absorbed)
+            sa.delete(profiles).where(
+                profiles.c.project_id == project_id, profiles.c.id == absorbed
+            )
         )
 
     def set_position(self, conn: Connection, partition: int, seq: int) -> None:
