@@ -3,6 +3,7 @@ read ``Settings``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,22 @@ class Services:
             self.consumer.stop()
         self.started = False
         self.db.dispose()
+
+    async def wait_processed(self, targets: list[tuple[int, int]], timeout: float) -> bool:
+        """True once the worker applied every (partition, position), False after ``timeout``.
+
+        With the worker in this process it tells us; otherwise poll its stored positions.
+        """
+        if self.consumer is not None:
+            return await self.watch.wait(targets, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            positions = await asyncio.to_thread(self.profiles.positions)
+            if all(positions.get(p, 0) >= seq for p, seq in targets):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
 
     def maintenance(self) -> None:
         cutoff = time.time_ns() // 1000 - self.settings.idempotency_ttl_hours * 3_600_000_000

@@ -181,3 +181,28 @@ async def test_openapi_describes_the_ingest_endpoints(client: httpx.AsyncClient)
         assert method in paths[path], path
     event = schema["components"]["schemas"]["Event"]
     assert event["required"] == ["name"] and event["additionalProperties"] is False
+
+
+async def test_users_batch_waits_for_a_worker_in_another_process(tmp_path) -> None:
+    """The API without a worker polls the stored positions of whichever worker runs."""
+    from tests.conftest import create_project, make_services, make_settings
+    from tidings.api.app import create_app
+
+    api = make_services(make_settings(tmp_path, run_worker=False, sync_timeout=20))
+    worker = make_services(make_settings(tmp_path, run_worker=True))
+    api.start()
+    worker.start()
+    try:
+        project = create_project(api)
+        transport = httpx.ASGITransport(app=create_app(api, manage_lifecycle=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post(
+                "/api/client/users/batch",
+                json=[{"external_id": "remote", "data": {"x": 1}}],
+                headers=bearer(project.sk),
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["user"]["data"] == {"x": 1}
+    finally:
+        api.stop()
+        worker.stop()

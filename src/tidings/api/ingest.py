@@ -242,7 +242,7 @@ class IngestRoutes:
         )
         if not outcome.appended and key is not None:
             return await self._lost_race(project.id, key, request_hash)
-        done = await self.services.watch.wait(
+        done = await self.services.wait_processed(
             outcome.positions, self.services.settings.sync_timeout
         )
         if not done:
