@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tidings.log.committer import GroupCommitter
@@ -54,6 +55,7 @@ class Services:
     watch: ProcessedWatch
     consumer: Consumer | None = None
     started: bool = field(default=False)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> None:
         if self.started:
@@ -70,16 +72,18 @@ class Services:
         if self.consumer is not None:
             self.consumer.stop()
         self.started = False
+        for hook in self.on_stop:
+            hook()
         self.db.dispose()
 
-    async def wait_processed(self, targets: list[tuple[int, int]], timeout: float) -> bool:
-        """True once the worker applied every (partition, position), False after ``timeout``.
+    async def wait_processed(self, targets: list[tuple[int, int]], seconds: float) -> bool:
+        """True once the worker applied every (partition, position), False after ``seconds``.
 
         With the worker in this process it tells us; otherwise poll its stored positions.
         """
         if self.consumer is not None:
-            return await self.watch.wait(targets, timeout)
-        deadline = time.monotonic() + timeout
+            return await self.watch.wait(targets, seconds)
+        deadline = time.monotonic() + seconds
         while True:
             positions = await asyncio.to_thread(self.profiles.positions)
             if all(positions.get(p, 0) >= seq for p, seq in targets):
@@ -93,7 +97,8 @@ class Services:
         self.idempotency.purge(cutoff)
 
 
-def build(settings: Settings) -> Services:
+def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
+    """Wire the services; ``standalone_worker`` is a worker polling a log others append to."""
     db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
     log = DatabaseLog(db.writer, db.reader, settings.log_partitions)
     profiles = ProfileStore(db.writer, db.reader)
@@ -117,6 +122,7 @@ def build(settings: Settings) -> Services:
             watch=watch,
             batch_size=settings.worker_batch_size,
             maintenance=services.maintenance,
+            idle_wait=settings.worker_poll_interval if standalone_worker else 0.5,
         )
         services.consumer = consumer
         services.committer = GroupCommitter(

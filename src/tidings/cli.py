@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -81,22 +84,95 @@ def serve(
         console.print(f"  public key: [green]{public.key}[/green]")
         console.print(f"  secret key: [green]{secret.key}[/green]")
     db.dispose()
+    child = None
+    if settings.run_worker and settings.worker_mode == "process":
+        child = _WorkerChild(settings.database_url_value)
+        settings = settings.model_copy(update={"run_worker": False})
     services = build(settings)
     # The committer and consumer threads hand the GIL back and forth with the event loop
     # many times a second; the default 5 ms switch interval makes each hand-over wait
     # behind a busy loop (measured: about half the single-event throughput).
     sys.setswitchinterval(0.0005)
     console.print(f"Tidings listening on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(
-        create_app(services),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
+    if child is not None:
+        child.start()
+        services.on_stop.append(child.stop)  # uvicorn re-raises SIGTERM after the lifespan
+    try:
+        uvicorn.run(
+            create_app(services),
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if child is not None:
+            child.stop()
+
+
+@app.command()
+def worker(
+    database_url: DatabaseOption = None,
+    parent: Annotated[
+        int | None, typer.Option(hidden=True, help="Exit when this process is gone.")
+    ] = None,
+) -> None:
+    """Run only the log consumer (beside `tidings serve` with TIDINGS_RUN_WORKER=false)."""
+    from tidings.bootstrap import build
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    settings = _settings(database_url).model_copy(update={"run_worker": True})
+    _open(settings, migrate_if_needed=False).dispose()
+    services = build(settings, standalone_worker=True)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    services.start()
+    console.print("Tidings worker consuming the ingest log")
+    try:
+        while not stop.wait(0.5):
+            if parent is not None and os.getppid() != parent:
+                break  # the serve process that started us is gone
+    finally:
+        services.stop()
+
+
+class _WorkerChild:
+    """`tidings worker` as a child of `tidings serve`, restarted if it dies."""
+
+    def __init__(self, database_url: str) -> None:
+        self.env = {**os.environ, "TIDINGS_DATABASE_URL": database_url}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, daemon=True, name="worker-child")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _supervise(self) -> None:
+        while not self.stopping.is_set():
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())],
+                env=self.env,
+            )
+            code = self.process.wait()
+            if not self.stopping.is_set():
+                logging.getLogger("tidings").error("worker exited with %s; restarting", code)
+                self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 @app.command()

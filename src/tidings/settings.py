@@ -36,6 +36,14 @@ class Settings(BaseSettings):
         default=20_000, ge=1, description="Most log entries one group commit writes."
     )
     run_worker: bool = Field(default=True, description="Run the log consumer inside `serve`.")
+    worker_mode: Literal["thread", "process"] = Field(
+        default="thread",
+        description="`serve` runs the consumer as a thread, or as a `tidings worker` child "
+        "process (uses a second core; the API keeps its own).",
+    )
+    worker_poll_interval: float = Field(
+        default=0.005, gt=0, le=5, description="Seconds an idle worker process waits."
+    )
     demo_project: bool = Field(default=True, description="Create a demo project on first start.")
     auto_migrate: bool = Field(
         default=True, description="`serve` on SQLite brings the schema up to date by itself."

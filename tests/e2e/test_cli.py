@@ -152,3 +152,44 @@ def test_two_servers_side_by_side(tmp_path: Path) -> None:
     finally:
         for server, _ in servers:
             server.stop()
+
+
+def test_worker_child_process_processes_and_follows_serve(tmp_path: Path) -> None:
+    database = tmp_path / "t.db"
+    keys = create_project(database)
+    server = Server(database, TIDINGS_WORKER_MODE="process").start()
+    try:
+        headers = {"Authorization": f"Bearer {keys['public_key']}"}
+        body = [{"name": "E", "external_id": "u_child"}]
+        assert (
+            httpx.post(f"{server.url}/api/client/events", json=body, headers=headers).status_code
+            == 204
+        )
+        server.wait_drained()
+        events = httpx.get(
+            f"{server.url}/api/client/users/u_child/events",
+            headers={"Authorization": f"Bearer {keys['secret_key']}"},
+        ).json()["results"]
+        assert [e["name"] for e in events] == ["E"]
+        assert server.health()["worker"] is False  # the API process runs no consumer
+        children = _children(server.process.pid)  # type: ignore[union-attr]
+        assert len(children) == 1
+        server.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{children[0]}").exists(), "the worker outlived serve"
+    finally:
+        server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in text:
+            found.append(int(status.parent.name))
+    return found

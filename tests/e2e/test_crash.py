@@ -60,10 +60,13 @@ def stored_seqs(database: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT json_extract(data, '$.seq') FROM events")]
 
 
-async def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_mode", ["thread", "process"])
+async def test_sigkill_under_load_loses_no_acknowledged_event(
+    tmp_path: Path, worker_mode: str
+) -> None:
     database = tmp_path / "tidings.db"
     keys = create_project(database)
-    server = Server(database).start()
+    server = Server(database, TIDINGS_WORKER_MODE=worker_mode).start()
     acked: set[int] = set()
     failed: list[list[dict]] = []
     try:

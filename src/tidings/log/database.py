@@ -121,6 +121,10 @@ class DatabaseLog:
             )
         return int(result.rowcount)
 
+    def last_seq(self) -> int:
+        with self.reader.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(ingest_log.c.seq))).scalar() or 0)
+
     def pending(self) -> int:
         positions = sa.select(log_positions.c.partition, log_positions.c.seq).subquery()
         query = (

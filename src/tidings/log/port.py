@@ -24,6 +24,10 @@ class IngestLog(Protocol):
         """Forget processed entries at or below ``upto``; returns how many went."""
         ...
 
+    def last_seq(self) -> int:
+        """The highest position ever appended (0 for an empty log); cheap to call often."""
+        ...
+
     def pending(self) -> int:
         """Entries appended but not yet processed (the consumer lag), across partitions."""
         ...

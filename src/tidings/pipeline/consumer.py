@@ -98,6 +98,7 @@ class Consumer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._trimmed: dict[int, int] = {}
+        self._idle_at_seq: int | None = None
         self.processed = 0
 
     def start(self) -> None:
@@ -116,6 +117,9 @@ class Consumer:
 
     def poll_once(self) -> int:
         """Process at most one batch per partition; returns how many records were applied."""
+        if self._idle_at_seq is not None and self.log.last_seq() == self._idle_at_seq:
+            return 0  # nothing appended since the last empty pass: skip the partition reads
+        newest = self.log.last_seq()
         applied = 0
         for partition in self.partitions:
             records = self.log.read(partition, self.positions[partition], self.batch_size)
@@ -126,6 +130,7 @@ class Consumer:
             self.watch.advance(partition, records[-1].seq)
             applied += len(records)
         self.processed += applied
+        self._idle_at_seq = None if applied else newest
         return applied
 
     def load_positions(self) -> dict[int, int]:
