@@ -1,0 +1,276 @@
+"""``Client``: one blocking HTTP request per call; errors raise."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from . import _fork
+from ._base import Call, ClientBase
+from ._exceptions import TidingsError
+from ._http import DEFAULT_TIMEOUT, connection_error, error_from_response
+from ._models import UpsertResult
+from ._retry import RetryPolicy, retry_after_of
+
+__all__ = ["Client"]
+
+
+class Client(ClientBase):
+    """A synchronous client for the Tidings client API (``/api/client``).
+
+    Each call sends one request and returns when the server has answered; a failure raises a
+    ``TidingsError`` subclass. Nothing is retried unless ``retry`` is given, e.g.
+    ``Client(key, retry=RetryPolicy(max_retries=3))``; retries resend the same bytes, so an
+    event is stored once. Thread-safe; usable as a context manager; after ``os.fork()`` the
+    child opens its own connections.
+
+    Args:
+        api_key: a ``pk_…`` publishable key (track, identify, alias, devices) or a ``sk_…``
+            secret key (everything).
+        base_url: the server root, e.g. ``https://tidings.example.com``; defaults to the
+            ``TIDINGS_BASE_URL`` environment variable, else ``http://localhost:8000``.
+        timeout: seconds (or an ``httpx.Timeout``) to wait for each request.
+        convert_keys: convert camelCase keys of properties, traits and users to snake_case
+            the way Spotzee's JS SDK does (``lifetimeValue`` → ``lifetime_value``).
+        retry: a ``RetryPolicy``; the default retries nothing.
+        headers: extra headers for every request.
+        transport: an ``httpx.BaseTransport``, e.g. ``tidings_client.testing.RecordingTransport``.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        convert_keys: bool = True,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            convert_keys=convert_keys,
+            retry=retry,
+            headers=headers,
+        )
+        self._transport = transport
+        self._http = self._new_http()
+        self._sleep: Callable[[float], None] = time.sleep
+        _fork.register(self)
+
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(transport=self._transport, timeout=self._timeout)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's pool shares sockets with the parent: leave it, never close it here.
+        self._http = self._new_http()
+
+    def close(self) -> None:
+        """Close the connection pool. The client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(self, call: Call) -> httpx.Response:
+        method, url, headers, content = self._build(call)
+        retries = 0
+        while True:
+            error: TidingsError
+            try:
+                response = self._http.request(method, url, headers=headers, content=content)
+            except httpx.RequestError as exc:
+                error = connection_error(exc)
+            else:
+                if response.is_success:
+                    return response
+                error = error_from_response(response)
+            if not self._retry.should_retry(retries, error):
+                raise error
+            self._sleep(self._retry.delay(retries, retry_after_of(error)))
+            retries += 1
+
+    # -- calls --------------------------------------------------------------------------
+
+    def track(
+        self,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        external_id: str | None = None,
+        anonymous_id: str | None = None,
+        user: Mapping[str, Any] | None = None,
+        created_at: dt.datetime | str | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Record that a user did ``event``; returns the event's ``message_id``.
+
+        ``properties`` become the event's ``data``; ``user`` (``email``, ``phone``,
+        ``timezone``, ``locale``, ``data``) updates the profile on the way. ``created_at`` is a
+        timezone-aware datetime or an ISO-8601 string (default: when the server receives it).
+        A ``message_id`` is generated when none is given; the server stores an event once per
+        ``message_id``, so sending it again is harmless.
+        """
+        call, mid = self._track_call(
+            event,
+            properties,
+            external_id=external_id,
+            anonymous_id=anonymous_id,
+            user=user,
+            created_at=created_at,
+            message_id=message_id,
+        )
+        self._send(call)
+        return mid
+
+    def identify(
+        self,
+        *,
+        external_id: str | None = None,
+        anonymous_id: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create or update a profile; traits are shallow-merged (a ``None`` value clears one).
+
+        Giving both ids links the anonymous history to the known user.
+        """
+        self._send(
+            self._identify_call(
+                external_id=external_id,
+                anonymous_id=anonymous_id,
+                email=email,
+                phone=phone,
+                timezone=timezone,
+                locale=locale,
+                traits=traits,
+            )
+        )
+
+    def alias(self, *, anonymous_id: str, external_id: str) -> None:
+        """Merge the anonymous profile (and its events) into the known user."""
+        self._send(self._alias_call(anonymous_id=anonymous_id, external_id=external_id))
+
+    def register_device(
+        self,
+        *,
+        device_id: str,
+        external_id: str | None = None,
+        anonymous_id: str | None = None,
+        token: str | None = None,
+        os: str | None = None,
+        os_version: str | None = None,
+        model: str | None = None,
+        app_build: str | None = None,
+        app_version: str | None = None,
+        sdk_version: str | None = None,
+    ) -> None:
+        """Register (or update) a device and its push token for a user."""
+        self._send(
+            self._device_call(
+                device_id=device_id,
+                external_id=external_id,
+                anonymous_id=anonymous_id,
+                token=token,
+                os=os,
+                os_version=os_version,
+                model=model,
+                app_build=app_build,
+                app_version=app_version,
+                sdk_version=sdk_version,
+            )
+        )
+
+    def upsert_users(
+        self, users: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> UpsertResult:
+        """Create or update 1-100 profiles at once (secret key); one result per item.
+
+        Each item is ``{external_id?, anonymous_id?, email?, phone?, timezone?, locale?,
+        data?}`` with at least one id. Items fail independently: check ``result.failed``.
+        """
+        return self._upsert_result(self._send(self._users_call(users, idempotency_key)))
+
+    def trigger_campaign(
+        self,
+        campaign_id: str | int,
+        *,
+        external_id: str,
+        email: str | None = None,
+        phone: str | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+        event: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Send a trigger campaign to one user (secret key); ``event`` feeds the template.
+
+        A draft or stopped campaign raises ``ConflictError``. Pass an ``idempotency_key``
+        to make a retried trigger send at most once.
+        """
+        self._send(
+            self._trigger_call(
+                "campaigns",
+                campaign_id,
+                idempotency_key,
+                external_id=external_id,
+                email=email,
+                phone=phone,
+                timezone=timezone,
+                locale=locale,
+                traits=traits,
+                event=event,
+            )
+        )
+
+    def trigger_journey(
+        self,
+        journey_id: str | int,
+        *,
+        external_id: str,
+        email: str | None = None,
+        phone: str | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+        event: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Enter one user into a journey (secret key); ``event`` is the entrance event data.
+
+        A draft or stopped journey raises ``ConflictError``.
+        """
+        self._send(
+            self._trigger_call(
+                "journeys",
+                journey_id,
+                idempotency_key,
+                external_id=external_id,
+                email=email,
+                phone=phone,
+                timezone=timezone,
+                locale=locale,
+                traits=traits,
+                event=event,
+            )
+        )

@@ -1,0 +1,246 @@
+"""Request bodies: argument checks, key conversion and JSON encoding.
+
+Pure functions shared by every client, so a sync, async or batched call sends the very
+same bytes for the same arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._keys import convert_keys
+
+__all__ = [
+    "MAX_ITEMS",
+    "alias_body",
+    "device_body",
+    "dumps",
+    "identify_body",
+    "new_message_id",
+    "track_body",
+    "trigger_body",
+    "users_body",
+]
+
+MAX_ITEMS = 100
+"""Most items the server accepts in one array body."""
+
+_USER_FIELDS = ("anonymous_id", "external_id", "email", "phone", "timezone", "locale", "data")
+
+
+def new_message_id() -> str:
+    """A fresh, random event id (uuid4 as 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def _id(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value or None
+
+
+def _require_id(call: str, external_id: str | None, anonymous_id: str | None) -> None:
+    if external_id is None and anonymous_id is None:
+        raise ValueError(f"{call}() needs an external_id or an anonymous_id (or both)")
+
+
+def _timestamp(value: dt.datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"created_at must be a datetime or an ISO-8601 str, not {type(value)}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive datetime is local time to some and UTC to others: refuse to guess.
+        raise ValueError("created_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    return value.isoformat()
+
+
+def _mapping(name: str, value: Mapping[str, Any] | None, convert: bool) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping, not {type(value).__name__}")
+    return convert_keys(value) if convert else dict(value)
+
+
+def _compact(body: dict[str, Any]) -> dict[str, Any]:
+    """Leave out absent fields rather than sending nulls."""
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def track_body(
+    event: str,
+    properties: Mapping[str, Any] | None,
+    *,
+    external_id: str | None,
+    anonymous_id: str | None,
+    user: Mapping[str, Any] | None,
+    created_at: dt.datetime | str | None,
+    message_id: str | None,
+    convert: bool,
+) -> dict[str, Any]:
+    """One element of the ``POST /events`` array; always carries a ``message_id``."""
+    if not isinstance(event, str) or not event:
+        raise ValueError("track() needs a non-empty event name")
+    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
+    _require_id("track", ext, anon)
+    return _compact(
+        {
+            "name": event,
+            "external_id": ext,
+            "anonymous_id": anon,
+            "data": _mapping("properties", properties, convert),
+            "user": _mapping("user", user, convert),
+            "created_at": _timestamp(created_at),
+            "message_id": _id("message_id", message_id) or new_message_id(),
+        }
+    )
+
+
+def identify_body(
+    *,
+    external_id: str | None,
+    anonymous_id: str | None,
+    email: str | None,
+    phone: str | None,
+    timezone: str | None,
+    locale: str | None,
+    traits: Mapping[str, Any] | None,
+    convert: bool,
+) -> dict[str, Any]:
+    """The body of ``POST /identify``; traits travel as ``data``."""
+    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
+    _require_id("identify", ext, anon)
+    return _compact(
+        {
+            "external_id": ext,
+            "anonymous_id": anon,
+            "email": email,
+            "phone": phone,
+            "timezone": timezone,
+            "locale": locale,
+            "data": _mapping("traits", traits, convert),
+        }
+    )
+
+
+def alias_body(*, anonymous_id: str, external_id: str) -> dict[str, Any]:
+    """The body of ``POST /alias``: both ids are needed to link them."""
+    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
+    if ext is None or anon is None:
+        raise ValueError("alias() needs both an anonymous_id and an external_id")
+    return {"anonymous_id": anon, "external_id": ext}
+
+
+def device_body(
+    *,
+    device_id: str,
+    external_id: str | None,
+    anonymous_id: str | None,
+    token: str | None,
+    os: str | None,
+    os_version: str | None,
+    model: str | None,
+    app_build: str | None,
+    app_version: str | None,
+    sdk_version: str | None,
+) -> dict[str, Any]:
+    """The body of ``POST /devices``."""
+    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
+    _require_id("register_device", ext, anon)
+    if not device_id:
+        raise ValueError("register_device() needs a device_id")
+    return _compact(
+        {
+            "external_id": ext,
+            "anonymous_id": anon,
+            "device_id": device_id,
+            "token": token,
+            "os": os,
+            "os_version": os_version,
+            "model": model,
+            "app_build": app_build,
+            "app_version": app_version,
+            "sdk_version": sdk_version,
+        }
+    )
+
+
+def users_body(users: Sequence[Mapping[str, Any]], *, convert: bool) -> list[dict[str, Any]]:
+    """The array of ``POST /users/batch``: 1-100 profiles, each with an id."""
+    if isinstance(users, Mapping | str | bytes):
+        raise TypeError("upsert_users() takes a list of user mappings")
+    items = [_mapping(f"users[{i}]", u, convert) or {} for i, u in enumerate(users)]
+    if not 1 <= len(items) <= MAX_ITEMS:
+        raise ValueError(f"upsert_users() takes 1 to {MAX_ITEMS} users, got {len(items)}")
+    out = []
+    for i, item in enumerate(items):
+        ext = _id(f"users[{i}].external_id", item.get("external_id"))
+        anon = _id(f"users[{i}].anonymous_id", item.get("anonymous_id"))
+        if ext is None and anon is None:
+            raise ValueError(f"upsert_users(): users[{i}] needs an external_id or anonymous_id")
+        item.update(external_id=ext, anonymous_id=anon)
+        out.append(_compact(item))
+    return out
+
+
+def trigger_body(
+    *,
+    external_id: str,
+    email: str | None,
+    phone: str | None,
+    timezone: str | None,
+    locale: str | None,
+    traits: Mapping[str, Any] | None,
+    event: Mapping[str, Any] | None,
+    convert: bool,
+) -> dict[str, Any]:
+    """The body of ``POST /campaigns/{id}/trigger`` and ``/journeys/{id}/trigger``."""
+    ext = _id("external_id", external_id)
+    if ext is None:
+        raise ValueError("trigger_campaign()/trigger_journey() need an external_id")
+    user = _compact(
+        {
+            "external_id": ext,
+            "email": email,
+            "phone": phone,
+            "timezone": timezone,
+            "locale": locale,
+            "data": _mapping("traits", traits, convert),
+        }
+    )
+    return _compact({"user": user, "event": _mapping("event", event, convert)})
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON: {value!r}")
+
+
+def dumps(body: Any) -> bytes:
+    """Compact UTF-8 JSON; datetimes, UUIDs, Decimals, enums, sets and dataclasses allowed."""
+    return json.dumps(
+        body, default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
