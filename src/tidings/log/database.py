@@ -20,6 +20,7 @@ from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 __all__ = ["DatabaseLog"]
 
 _encode = msgspec.msgpack.Encoder().encode
+_COLUMNS = ("partition", "project_id", "kind", "payload", "accepted_at")
 _decode = msgspec.msgpack.Decoder().decode
 
 
@@ -29,6 +30,12 @@ class DatabaseLog:
         self.reader = reader
         self.partitions = partitions
         self._insert_idem = self._insert_ignore(idempotency_keys)
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        # The hot path: a driver-level executemany skips SQLAlchemy's per-row compilation.
+        self._insert_sql = (
+            "INSERT INTO ingest_log (partition, project_id, kind, payload, accepted_at) "
+            f"VALUES ({', '.join([mark] * 5)})"
+        )
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
@@ -37,20 +44,14 @@ class DatabaseLog:
 
     def append(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
-        plain: list[dict[str, Any]] = []
+        plain: list[tuple[int, int, str, bytes, int]] = []
         with self.engine.begin() as conn:
             for request in requests:
                 if request.idempotency is not None and not self._claim(conn, request):
                     outcomes.append(AppendOutcome(appended=False))
                     continue
                 rows = [
-                    {
-                        "partition": e.partition,
-                        "project_id": e.project_id,
-                        "kind": e.kind,
-                        "payload": _encode(e.payload),
-                        "accepted_at": e.accepted_at,
-                    }
+                    (e.partition, e.project_id, e.kind, _encode(e.payload), e.accepted_at)
                     for e in request.entries
                 ]
                 outcome = AppendOutcome(appended=True)
@@ -59,14 +60,14 @@ class DatabaseLog:
                         sa.insert(ingest_log).returning(
                             ingest_log.c.partition, ingest_log.c.seq, sort_by_parameter_order=True
                         ),
-                        rows,
+                        [dict(zip(_COLUMNS, row, strict=True)) for row in rows],
                     )
                     outcome.positions = [(int(p), int(s)) for p, s in result]
                 else:
                     plain.extend(rows)
                 outcomes.append(outcome)
             if plain:
-                conn.execute(sa.insert(ingest_log), plain)
+                conn.exec_driver_sql(self._insert_sql, plain)
         return outcomes
 
     def _claim(self, conn: Connection, request: AppendRequest) -> bool:
