@@ -33,7 +33,7 @@ from tidings.domain.errors import (
     TidingsError,
     UnsupportedMediaType,
 )
-from tidings.domain.ids import new_request_id
+from tidings.domain.ids import new_ulid
 from tidings.domain.ingest import (
     AppendRequest,
     EntryKind,
@@ -133,7 +133,7 @@ class IngestRoutes:
                 self.inflight.add(held)
             body = _parse_json(raw)
             return await self._append(
-                auth, kind, validate, body, key, request_hash, what, many, per_item
+                auth, kind, validate, body, len(raw), key, request_hash, what, many, per_item
             )
         except TidingsError as error:
             return error_response(request, error)
@@ -167,6 +167,7 @@ class IngestRoutes:
         kind: EntryKind,
         validate: Callable[..., dict[str, Any]],
         body: Any,
+        body_size: int,
         key: str | None,
         request_hash: str,
         what: str,
@@ -179,14 +180,21 @@ class IngestRoutes:
             return await self._append_per_item(auth, body, key, request_hash, what)
         if many:
             items = wire.validate_items(
-                body, validate, problems, default_locale=project.locale, what=what
+                body,
+                validate,
+                problems,
+                default_locale=project.locale,
+                what=what,
+                body_size=body_size,
             )
         else:
             items = [validate(body, "", problems, default_locale=project.locale)]
         problems.raise_if_any()
         now = _now()
+        base = new_ulid()  # items without a message_id get "<base>_<index>": one id per request
         entries = [
-            self._entry(project.id, kind, item, index, key, now) for index, item in enumerate(items)
+            self._entry(project.id, kind, item, index, key, now, base)
+            for index, item in enumerate(items)
         ]
         idempotency = None
         if key is not None:
@@ -229,7 +237,7 @@ class IngestRoutes:
             if problems:
                 result["error"] = _item_error(problems)
             else:
-                entries.append(self._entry(project.id, "user", payload, index, key, now))
+                entries.append(self._entry(project.id, "user", payload, index, key, now, ""))
                 result["_payload"] = payload
             results.append(result)
         idempotency = None
@@ -295,10 +303,11 @@ class IngestRoutes:
         index: int,
         key: str | None,
         now: int,
+        base: str,
     ) -> LogEntry:
         if kind == "event" and "message_id" not in payload:
             payload["message_id"] = (
-                derived_message_id(key, index) if key is not None else new_request_id()[4:]
+                derived_message_id(key, index) if key is not None else f"{base}_{index}"
             )
         identity = payload.get("external_id") or payload.get("anonymous_id") or ""
         return LogEntry(

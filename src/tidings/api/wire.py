@@ -206,8 +206,14 @@ def _traits(
 
 
 def validate_event(
-    item: Any, path: str, problems: Problems, *, default_locale: str | None
+    item: Any,
+    path: str,
+    problems: Problems,
+    *,
+    default_locale: str | None,
+    check_size: bool = True,
 ) -> dict[str, Any]:
+    """``check_size=False`` when the whole body is under the per-event limit anyway."""
     out: dict[str, Any] = {}
     if not _check_object(item, path, problems, "an event"):
         return out
@@ -237,7 +243,7 @@ def validate_event(
     message_id = _string(item, "message_id", path, problems)
     if message_id is not None:
         out["message_id"] = message_id
-    if len(_encode(item)) > MAX_EVENT_BYTES:
+    if check_size and len(_encode(item)) > MAX_EVENT_BYTES:
         raise PayloadTooLarge(
             f"Event {path or 'body'} is larger than {MAX_EVENT_BYTES // 1024} KB.",
             param=path or None,
@@ -246,7 +252,7 @@ def validate_event(
 
 
 def validate_profile(
-    item: Any, path: str, problems: Problems, *, default_locale: str | None
+    item: Any, path: str, problems: Problems, *, default_locale: str | None, **_: Any
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not _check_object(item, path, problems, "a user"):
@@ -296,6 +302,7 @@ def validate_items(
     *,
     default_locale: str | None,
     what: str,
+    body_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Validate a JSON array of 1 to 100 items with ``validate``; paths are ``[i].field``."""
     if not isinstance(body, list):
@@ -306,7 +313,8 @@ def validate_items(
         return []
     if len(body) > MAX_ITEMS:
         raise PayloadTooLarge(f"At most {MAX_ITEMS} {what} per request; got {len(body)}.")
+    check_size = body_size is None or body_size > MAX_EVENT_BYTES
     return [
-        validate(item, f"[{index}]", problems, default_locale=default_locale)
+        validate(item, f"[{index}]", problems, default_locale=default_locale, check_size=check_size)
         for index, item in enumerate(body)
     ]
