@@ -59,10 +59,10 @@ def test_a_failed_batch_leaves_no_effect_and_no_position(
 
     monkeypatch.setattr(services.profiles, "insert_events", explode)
     with pytest.raises(RuntimeError):
-        processor(services).process(0, records, now=2_000_000)
+        processor(services).process(records, now=2_000_000)
     assert rows(services, profiles) == [] and rows(services, log_positions) == []
     monkeypatch.undo()
-    processor(services).process(0, records, now=2_000_000)
+    processor(services).process(records, now=2_000_000)
     assert len(rows(services, events)) == 1
     assert [tuple(r) for r in rows(services, log_positions)] == [(0, records[-1].seq)]
 
@@ -77,8 +77,8 @@ def test_replaying_a_committed_batch_has_no_second_effect(idle_services: Service
     )
     partition = partition_of(project.id, "u", 1)
     records = services.log.read(partition, 0, 100)
-    processor(services).process(partition, records, now=2_000_000)
-    processor(services).process(partition, records, now=3_000_000)
+    processor(services).process(records, now=2_000_000)
+    processor(services).process(records, now=3_000_000)
     assert len(rows(services, events)) == 5
     assert len(rows(services, profiles)) == 1
 
@@ -129,7 +129,7 @@ def consume_all(services: Services) -> None:
         for partition in range(services.log.partitions):
             records = services.log.read(partition, positions.get(partition, 0), 1000)
             if records:
-                work.process(partition, records, now=5_000_000)
+                work.process(records, now=5_000_000)
                 moved += len(records)
         if not moved:
             return

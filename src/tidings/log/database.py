@@ -113,6 +113,42 @@ class DatabaseLog:
             for seq, project_id, kind, payload, accepted_at in rows
         ]
 
+    def read_all(self, after: int, limit: int) -> list[LogRecord]:
+        """Entries of every partition above ``after``, oldest first (for a consumer that
+        owns all partitions: one query instead of one per partition)."""
+        query = (
+            sa.select(
+                ingest_log.c.seq,
+                ingest_log.c.partition,
+                ingest_log.c.project_id,
+                ingest_log.c.kind,
+                ingest_log.c.payload,
+                ingest_log.c.accepted_at,
+            )
+            .where(ingest_log.c.seq > after)
+            .order_by(ingest_log.c.seq)
+            .limit(limit)
+        )
+        with self.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            LogRecord(
+                seq=seq,
+                partition=partition,
+                project_id=project_id,
+                kind=kind,
+                payload=_decode(payload),
+                accepted_at=accepted_at,
+            )
+            for seq, partition, project_id, kind, payload, accepted_at in rows
+        ]
+
+    @staticmethod
+    def trim_through(conn: Connection, upto: int) -> None:
+        """Forget every entry at or below ``upto`` inside the caller's transaction (for a
+        consumer that owns every partition and has applied all of them that far)."""
+        conn.execute(sa.delete(ingest_log).where(ingest_log.c.seq <= upto))
+
     def trim(self, partition: int, upto: int) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
 
@@ -18,6 +18,14 @@ class IngestLog(Protocol):
 
     def read(self, partition: int, after: int, limit: int) -> list[LogRecord]:
         """Entries of ``partition`` with a position above ``after``, oldest first."""
+        ...
+
+    def read_all(self, after: int, limit: int) -> list[LogRecord]:
+        """Entries of every partition above ``after``, oldest first."""
+        ...
+
+    def trim_through(self, conn: Any, upto: int) -> None:
+        """Forget every entry at or below ``upto`` inside the caller's transaction."""
         ...
 
     def trim(self, partition: int, upto: int) -> int:

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from tidings.log.port import IngestLog
 from tidings.pipeline.processor import BatchProcessor
@@ -83,6 +84,7 @@ class Consumer:
         idle_wait: float = 0.5,
         trim_every: float = 2.0,
         maintenance: Callable[[], None] | None = None,
+        coalesce: float = 0.005,
     ) -> None:
         self.log = log
         self.processor = processor
@@ -99,6 +101,8 @@ class Consumer:
         self._thread: threading.Thread | None = None
         self._trimmed: dict[int, int] = {}
         self._idle_at_seq: int | None = None
+        self.owns_all = set(self.partitions) == set(range(log.partitions))
+        self.coalesce = coalesce
         self.processed = 0
 
     def start(self) -> None:
@@ -120,15 +124,34 @@ class Consumer:
         if self._idle_at_seq is not None and self.log.last_seq() == self._idle_at_seq:
             return 0  # nothing appended since the last empty pass: skip the partition reads
         newest = self.log.last_seq()
-        applied = 0
-        for partition in self.partitions:
-            records = self.log.read(partition, self.positions[partition], self.batch_size)
-            if not records:
-                continue
-            self.processor.process(partition, records, self.clock())
-            self.positions[partition] = records[-1].seq
-            self.watch.advance(partition, records[-1].seq)
-            applied += len(records)
+        if self.owns_all:
+            # One read for every partition, skipping what a partition already applied.
+            low = min(self.positions.values(), default=0)
+            records = [
+                r
+                for r in self.log.read_all(low, self.batch_size)
+                if r.seq > self.positions[r.partition]
+            ]
+        else:
+            records = []
+            for partition in self.partitions:
+                records += self.log.read(partition, self.positions[partition], self.batch_size)
+        applied = len(records)
+        if records:
+            also = None
+            if self.owns_all:
+                # Every entry up to the batch's last one is applied once this commits:
+                # forget them in the same transaction rather than in separate deletes.
+                newest_applied = records[-1].seq
+
+                def also(conn: Any) -> None:
+                    self.log.trim_through(conn, newest_applied)
+
+            self.processor.process(records, self.clock(), also)
+            for record in records:
+                self.positions[record.partition] = record.seq
+            for partition in {r.partition for r in records}:
+                self.watch.advance(partition, self.positions[partition])
         self.processed += applied
         self._idle_at_seq = None if applied else newest
         return applied
@@ -137,10 +160,16 @@ class Consumer:
         return self.processor.store.positions()
 
     def trim(self) -> None:
+        if self.owns_all:  # trimmed with each batch
+            self._maintain()
+            return
         for partition, seq in self.positions.items():
             if seq > self._trimmed.get(partition, 0):
                 self.log.trim(partition, seq)
                 self._trimmed[partition] = seq
+        self._maintain()
+
+    def _maintain(self) -> None:
         if self.maintenance is not None:
             self.maintenance()
 
@@ -162,3 +191,7 @@ class Consumer:
             if not applied:
                 self.wake.wait(self.idle_wait)
                 self.wake.clear()
+            elif applied < self.batch_size // 4:
+                # A small batch: let a few milliseconds of entries gather first. Each batch
+                # has a fixed cost (reads, a transaction), paid under the API's GIL.
+                self._stop.wait(self.coalesce)

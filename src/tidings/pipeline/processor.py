@@ -7,6 +7,7 @@ Records are applied in log order in memory, then written with a few bulk stateme
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -150,7 +151,12 @@ class BatchProcessor:
         self.reader = reader
         self.store = store
 
-    def process(self, partition: int, records: list[LogRecord], now: int) -> None:
+    def process(
+        self,
+        records: list[LogRecord],
+        now: int,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
         """Read and compute outside the write transaction, then write in one short one.
 
         Safe because one consumer owns a partition, and so the identities it routes.
@@ -177,7 +183,13 @@ class BatchProcessor:
             self.store.upsert_devices(conn, batch.devices)
             for project_id, absorbed, survivor in batch.merges:
                 self.store.merge_profiles(conn, project_id, absorbed, survivor)
-            self.store.set_position(conn, partition, records[-1].seq)
+            last: dict[int, int] = {}
+            for record in records:  # in log order: the last one of a partition wins
+                last[record.partition] = record.seq
+            for partition, seq in last.items():
+                self.store.set_position(conn, partition, seq)
+            if also is not None:
+                also(conn)
 
     @staticmethod
     def _keys_of(record: LogRecord) -> list[tuple[int, str, str]]:
