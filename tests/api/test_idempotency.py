@@ -156,3 +156,89 @@ async def test_in_progress_while_a_synchronous_request_waits(tmp_path) -> None:
             assert timed_out.headers["retry-after"]
     finally:
         services.stop()
+
+
+async def test_a_duplicate_event_has_no_effect_on_the_profile_either(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    first = [
+        {
+            "name": "Signed up",
+            "external_id": "u_d",
+            "message_id": "m-1",
+            "user": {"data": {"plan": "pro"}},
+        }
+    ]
+    assert (
+        await client.post("/api/client/events", json=first, headers=bearer(project.pk))
+    ).status_code == 204
+    await drain(services)
+    later = {"external_id": "u_d", "data": {"plan": "team"}}
+    assert (
+        await client.post("/api/client/identify", json=later, headers=bearer(project.pk))
+    ).status_code == 204
+    await drain(services)
+    # A late retry of the first event, even naming another user, changes nothing.
+    retry = [{**first[0], "external_id": "u_other"}]
+    assert (
+        await client.post("/api/client/events", json=retry, headers=bearer(project.pk))
+    ).status_code == 204
+    await drain(services)
+    user = (await client.get("/api/client/users/u_d", headers=bearer(project.sk))).json()
+    assert user["data"] == {"plan": "team"}
+    other = await client.get("/api/client/users/u_other", headers=bearer(project.sk))
+    assert other.status_code == 404
+    assert count_events(services) == 1
+
+
+async def test_an_expired_key_reused_for_another_request_is_a_new_request(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    headers = bearer(project.pk, **{"Idempotency-Key": "reused"})
+    first = [{"name": "A", "external_id": "u_x"}]
+    assert (await client.post("/api/client/events", json=first, headers=headers)).status_code == 204
+    await drain(services)
+    with services.db.writer.begin() as conn:
+        conn.execute(sa.delete(idempotency_keys))  # the 24 hours are over
+    second = [{"name": "B", "external_id": "u_x"}]
+    assert (
+        await client.post("/api/client/events", json=second, headers=headers)
+    ).status_code == 204
+    await drain(services)
+    assert count_events(services) == 2
+
+
+async def test_a_batch_that_timed_out_is_answered_on_retry_without_a_second_append(
+    tmp_path,
+) -> None:
+    settings = make_settings(tmp_path, run_worker=False, sync_timeout=0.3)
+    api = make_services(settings)
+    api.start()
+    try:
+        project = create_project(api)
+        transport = httpx.ASGITransport(app=create_app(api, manage_lifecycle=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            headers = bearer(project.sk, **{"Idempotency-Key": "slow-batch"})
+            body = [
+                {"external_id": "u_slow", "data": {"v": 1}},
+                {"external_id": "u_bad", "email": "x"},
+            ]
+            first = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert_problem(first, 503, "service_unavailable")
+            # A worker comes up; the client retries as the 503 told it to.
+            worker = make_services(make_settings(tmp_path, run_worker=True))
+            worker.start()
+            try:
+                retry = await client.post("/api/client/users/batch", json=body, headers=headers)
+            finally:
+                worker.stop()
+            assert retry.status_code == 200, retry.text
+            result = retry.json()
+            assert (result["succeeded"], result["failed"]) == (1, 1)
+            assert result["results"][0]["user"]["data"] == {"v": 1}
+            again = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json() == result
+        assert api.committer.committed_items == 1  # appended once, by the first request
+    finally:
+        api.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -93,7 +94,7 @@ async def test_users_batch_answers_per_item_in_request_order(
     assert first["external_id"] == "b_1"
     assert first["user"]["email"] == "one@example.com" and first["user"]["data"] == {"n": 1}
     assert second["error"]["code"] == "validation_failed"
-    assert second["error"]["param"] == "email"
+    assert second["error"]["param"] == "[1].email"
     assert third["user"]["anonymous_ids"] == ["anon-b3"]
     assert third["user"]["phone"] == "+61400123456"
     assert fourth["error"]["code"] == "parameter_unknown"
@@ -179,8 +180,13 @@ async def test_openapi_describes_the_ingest_endpoints(client: httpx.AsyncClient)
         ("/api/client/users/{external_id}/events", "get"),
     ]:
         assert method in paths[path], path
-    event = schema["components"]["schemas"]["Event"]
+    event = schema["components"]["schemas"]["EventIn"]
     assert event["required"] == ["name"] and event["additionalProperties"] is False
+    timeline = paths["/api/client/users/{external_id}/events"]["get"]
+    assert "422" not in timeline["responses"] and "401" in timeline["responses"]
+    assert timeline["security"] == [{"bearer": []}]
+    row = schema["components"]["schemas"]["Event"]
+    assert "id" in row["properties"]  # the read model, not the ingest one
 
 
 async def test_users_batch_waits_for_a_worker_in_another_process(tmp_path) -> None:
@@ -206,3 +212,9 @@ async def test_users_batch_waits_for_a_worker_in_another_process(tmp_path) -> No
     finally:
         api.stop()
         worker.stop()
+
+
+async def test_openapi_has_no_dangling_references(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(schema)))
+    assert refs and refs <= set(schema["components"]["schemas"])

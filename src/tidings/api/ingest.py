@@ -48,7 +48,7 @@ __all__ = ["IngestRoutes"]
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_STALE_SECONDS = 120
+_RESUME = object()
 
 
 def _now() -> int:
@@ -127,10 +127,12 @@ class IngestRoutes:
                     request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
                 ).hexdigest()
                 replay = await self._check_idempotency(project_id, key, request_hash)
-                if replay is not None:
-                    return replay
                 held = (project_id, key)
                 self.inflight.add(held)
+                if replay is _RESUME:
+                    return await self._resume_batch(auth, _parse_json(raw), key)
+                if isinstance(replay, Response):
+                    return replay
             body = _parse_json(raw)
             return await self._append(
                 auth, kind, validate, body, len(raw), key, request_hash, what, many, per_item
@@ -143,7 +145,9 @@ class IngestRoutes:
 
     async def _check_idempotency(
         self, project_id: int, key: str, request_hash: str
-    ) -> Response | None:
+    ) -> Response | object | None:
+        """None: a new request. A response: the replay. ``_RESUME``: a synchronous batch
+        whose items were appended by a request that gave up waiting (or died)."""
         if (project_id, key) in self.inflight:
             raise Conflict(
                 "A request with this Idempotency-Key is still being processed.",
@@ -155,10 +159,11 @@ class IngestRoutes:
             return None
         now = _now()
         ttl = self.services.settings.idempotency_ttl_hours * 3_600_000_000
-        abandoned = record.status is None and now - record.created_at > _STALE_SECONDS * 1_000_000
-        if now - record.created_at > ttl or abandoned:
+        if now - record.created_at > ttl:
             await run_in_threadpool(store.forget, project_id, key, created_before=now)
             return None
+        if record.status is None and record.request_hash == request_hash:
+            return _RESUME
         return _replay(record, request_hash)
 
     async def _append(
@@ -193,7 +198,7 @@ class IngestRoutes:
         now = _now()
         base = new_ulid()  # items without a message_id get "<base>_<index>": one id per request
         entries = [
-            self._entry(project.id, kind, item, index, key, now, base)
+            self._entry(project.id, kind, item, index, key, now, base, request_hash)
             for index, item in enumerate(items)
         ]
         idempotency = None
@@ -224,22 +229,12 @@ class IngestRoutes:
             raise PayloadTooLarge(f"At most {wire.MAX_ITEMS} {what} per request; got {len(body)}.")
         top.raise_if_any()
         now = _now()
-        results: list[dict[str, Any]] = []
-        entries: list[LogEntry] = []
-        for index, item in enumerate(body):
-            problems = wire.Problems()
-            payload = wire.validate_profile(item, "", problems, default_locale=project.locale)
-            result: dict[str, Any] = {"index": index}
-            if isinstance(item, dict):
-                for name in ("external_id", "anonymous_id"):
-                    if isinstance(item.get(name), str):
-                        result[name] = item[name]
-            if problems:
-                result["error"] = _item_error(problems)
-            else:
-                entries.append(self._entry(project.id, "user", payload, index, key, now, ""))
-                result["_payload"] = payload
-            results.append(result)
+        results = _validate_batch(body, project.locale)
+        entries = [
+            self._entry(project.id, "user", result["_payload"], index, key, now, "", request_hash)
+            for index, result in enumerate(results)
+            if "_payload" in result
+        ]
         idempotency = None
         if key is not None:
             idempotency = IdempotencyRecord(
@@ -259,10 +254,32 @@ class IngestRoutes:
                 "Idempotency-Key to read the results.",
                 retry_after=2,
             )
-        response_body = await run_in_threadpool(self._batch_results, project.id, results)
+        return await self._finish_batch(project.id, key, results)
+
+    async def _resume_batch(self, auth: AuthContext, body: Any, key: str) -> Response:
+        """Answer a retried batch whose items are already in the log: wait for everything
+        appended so far to be applied (that includes them), then read the results."""
+        heads = await run_in_threadpool(self.services.log.heads)
+        done = await self.services.wait_processed(
+            list(heads.items()), self.services.settings.sync_timeout
+        )
+        if not done:
+            raise ServiceUnavailable(
+                "The users were accepted but not yet processed; retry with the same "
+                "Idempotency-Key to read the results.",
+                retry_after=2,
+            )
+        return await self._finish_batch(
+            auth.project.id, key, _validate_batch(body, auth.project.locale)
+        )
+
+    async def _finish_batch(
+        self, project_id: int, key: str | None, results: list[dict[str, Any]]
+    ) -> Response:
+        response_body = await run_in_threadpool(self._batch_results, project_id, results)
         if key is not None:
             await run_in_threadpool(
-                self.services.idempotency.complete, project.id, key, 200, response_body
+                self.services.idempotency.complete, project_id, key, 200, response_body
             )
         return Response(response_body, status_code=200, media_type="application/json")
 
@@ -304,10 +321,13 @@ class IngestRoutes:
         key: str | None,
         now: int,
         base: str,
+        request_hash: str,
     ) -> LogEntry:
         if kind == "event" and "message_id" not in payload:
             payload["message_id"] = (
-                derived_message_id(key, index) if key is not None else f"{base}_{index}"
+                derived_message_id(key, request_hash, index)
+                if key is not None
+                else f"{base}_{index}"
             )
         identity = payload.get("external_id") or payload.get("anonymous_id") or ""
         return LogEntry(
@@ -317,6 +337,25 @@ class IngestRoutes:
             payload=payload,
             accepted_at=now,
         )
+
+
+def _validate_batch(body: list[Any], default_locale: str | None) -> list[dict[str, Any]]:
+    """A result per item: an ``error``, or the validated ``_payload`` to append."""
+    results: list[dict[str, Any]] = []
+    for index, item in enumerate(body):
+        problems = wire.Problems()
+        payload = wire.validate_profile(item, f"[{index}]", problems, default_locale=default_locale)
+        result: dict[str, Any] = {"index": index}
+        if isinstance(item, dict):
+            for name in ("external_id", "anonymous_id"):
+                if isinstance(item.get(name), str):
+                    result[name] = item[name]
+        if problems:
+            result["error"] = _item_error(problems)
+        else:
+            result["_payload"] = payload
+        results.append(result)
+    return results
 
 
 def _item_error(problems: wire.Problems) -> dict[str, Any]:

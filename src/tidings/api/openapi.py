@@ -21,7 +21,7 @@ _TRAITS: dict[str, Any] = {
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Event": {
+    "EventIn": {
         "type": "object",
         "additionalProperties": False,
         "required": ["name"],
@@ -55,7 +55,7 @@ SCHEMAS: dict[str, Any] = {
             "external_id": {"type": "string", "minLength": 1, "maxLength": 255},
         },
     },
-    "Device": {
+    "DeviceIn": {
         "type": "object",
         "additionalProperties": False,
         "required": list(wire.DEVICE_REQUIRED),
@@ -155,6 +155,13 @@ _HEADERS = [
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     },
+    {
+        "name": "Spotzee-Version",
+        "in": "header",
+        "required": False,
+        "description": "API version date sent by Spotzee SDKs; any YYYY-MM-DD date is accepted.",
+        "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+    },
 ]
 
 
@@ -176,13 +183,36 @@ def _operation(
 _NO_CONTENT = {"204": {"description": "Durably accepted"}}
 
 
+_READ_ERRORS = {
+    "400": _problem("A malformed query parameter"),
+    "401": _problem("Missing, unknown or revoked key, or a public key"),
+    "404": _problem("No such user"),
+}
+
+
+def _document_reads(paths: dict[str, Any]) -> None:
+    """FastAPI documents its own 422 for bad parameters; Tidings answers 400 problems."""
+    for path, operations in paths.items():
+        if not path.startswith("/api/client/"):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, response in _READ_ERRORS.items():
+                responses.setdefault(status, response)
+            operation.setdefault("security", [{"bearer": []}])
+
+
 def add_ingest_paths(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).update(SCHEMAS)
     components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
     paths = schema.setdefault("paths", {})
+    _document_reads(paths)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(unused, None)
     paths["/api/client/events"] = {
-        "post": _operation("Track events", _array("Event"), _NO_CONTENT, secret=False)
+        "post": _operation("Track events", _array("EventIn"), _NO_CONTENT, secret=False)
     }
     paths["/api/client/identify"] = {
         "post": _operation("Identify a user", _ref("UserUpsert"), _NO_CONTENT, secret=False)
@@ -191,7 +221,7 @@ def add_ingest_paths(schema: dict[str, Any]) -> None:
         "post": _operation("Link an anonymous id", _ref("Alias"), _NO_CONTENT, secret=False)
     }
     paths["/api/client/devices"] = {
-        "post": _operation("Register a device", _ref("Device"), _NO_CONTENT, secret=False)
+        "post": _operation("Register a device", _ref("DeviceIn"), _NO_CONTENT, secret=False)
     }
     paths["/api/client/users"] = {
         "patch": _operation("Upsert users", _array("UserUpsert"), _NO_CONTENT, secret=True)

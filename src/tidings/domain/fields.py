@@ -58,7 +58,7 @@ def normalise_phone(value: str, *, locales: tuple[str | None, ...] = ()) -> str:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
         number = None
-    if number is None or not phonenumbers.is_possible_number(number):
+    if number is None or not phonenumbers.is_valid_number(number):
         hint = "" if value.startswith("+") or region else " (no region known: use +<country code>)"
         raise ValueError(f"'{value}' is not a valid phone number{hint}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -77,9 +77,11 @@ def normalise_timezone(value: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def normalise_locale(value: str) -> str:
-    if len(value) > MAX_LOCALE_LENGTH or not langcodes.tag_is_valid(value):
+    """A BCP-47 tag; ``de_DE`` (as Android and Java write locales) becomes ``de-DE``."""
+    tag = value.replace("_", "-")
+    if len(tag) > MAX_LOCALE_LENGTH or not langcodes.tag_is_valid(tag):
         raise ValueError(f"'{value[:60]}' is not a BCP-47 language tag (e.g. en-AU)")
-    return value
+    return tag
 
 
 def parse_timestamp(value: str) -> int:

@@ -25,9 +25,13 @@ def partition_of(project_id: int, identity_key: str, partitions: int) -> int:
     return zlib.crc32(f"{project_id}\x1f{identity_key}".encode()) % partitions
 
 
-def derived_message_id(idempotency_key: str, index: int) -> str:
-    """The message id of an item sent without one under an ``Idempotency-Key``."""
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+def derived_message_id(idempotency_key: str, request_hash: str, index: int) -> str:
+    """The message id of an item sent without one under an ``Idempotency-Key``.
+
+    It depends on the request too: a late retry of the same request (after its key
+    expired) has no second effect, while a new request reusing an expired key is new.
+    """
+    digest = hashlib.sha256(f"{idempotency_key}\x1f{request_hash}".encode()).hexdigest()[:40]
     return f"idem_{digest}_{index}"
 
 

@@ -158,6 +158,14 @@ class DatabaseLog:
             )
         return int(result.rowcount)
 
+    def heads(self) -> dict[int, int]:
+        """The newest position of each partition that has entries."""
+        query = sa.select(ingest_log.c.partition, sa.func.max(ingest_log.c.seq)).group_by(
+            ingest_log.c.partition
+        )
+        with self.reader.connect() as conn:
+            return {int(p): int(s) for p, s in conn.execute(query)}
+
     def last_seq(self) -> int:
         with self.reader.connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(ingest_log.c.seq))).scalar() or 0)

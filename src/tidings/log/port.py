@@ -32,6 +32,10 @@ class IngestLog(Protocol):
         """Forget processed entries at or below ``upto``; returns how many went."""
         ...
 
+    def heads(self) -> dict[int, int]:
+        """The newest position of each partition that has entries."""
+        ...
+
     def last_seq(self) -> int:
         """The highest position ever appended (0 for an empty log); cheap to call often."""
         ...

@@ -164,6 +164,7 @@ class BatchProcessor:
         if not records:
             return
         with self.reader.connect() as read:
+            fresh = self._without_duplicates(read, records)
             batch = _Batch(read, self.store, now)
             batch.identities = self.store.lookup_identities(read, self._identity_keys(records))
             preload = {
@@ -174,7 +175,7 @@ class BatchProcessor:
                 if key in batch.identities
             }
             batch.profiles.update(self.store.load_profiles(read, preload))
-            for record in records:
+            for record in fresh:
                 self._apply(batch, record)
         with self.writer.begin() as conn:
             self.store.save_profiles(conn, list(batch.profiles.values()))
@@ -190,6 +191,29 @@ class BatchProcessor:
                 self.store.set_position(conn, partition, seq)
             if also is not None:
                 also(conn)
+
+    def _without_duplicates(self, conn: Connection, records: list[LogRecord]) -> list[LogRecord]:
+        """The records minus events whose message id was already stored (or appears earlier
+        in this batch): a duplicate has no effect at all, not even on traits or identities.
+        """
+        wanted: dict[int, set[str]] = {}
+        for record in records:
+            if record.kind == "event":
+                wanted.setdefault(record.project_id, set()).add(record.payload["message_id"])
+        seen = {
+            (project_id, message_id)
+            for project_id, ids in wanted.items()
+            for message_id in self.store.existing_message_ids(conn, project_id, ids)
+        }
+        fresh = []
+        for record in records:
+            if record.kind == "event":
+                key = (record.project_id, record.payload["message_id"])
+                if key in seen:
+                    continue
+                seen.add(key)
+            fresh.append(record)
+        return fresh
 
     @staticmethod
     def _keys_of(record: LogRecord) -> list[tuple[int, str, str]]:

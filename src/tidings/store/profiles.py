@@ -132,6 +132,21 @@ class ProfileStore:
         return found
 
     @staticmethod
+    def existing_message_ids(conn: Connection, project_id: int, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        id_list = list(ids)
+        for start in range(0, len(id_list), _CHUNK):
+            found.update(
+                conn.execute(
+                    sa.select(events.c.message_id).where(
+                        events.c.project_id == project_id,
+                        events.c.message_id.in_(id_list[start : start + _CHUNK]),
+                    )
+                ).scalars()
+            )
+        return found
+
+    @staticmethod
     def load_profiles(conn: Connection, ids: Iterable[str]) -> dict[str, ProfileRow]:
         loaded: dict[str, ProfileRow] = {}
         id_list = list(ids)
