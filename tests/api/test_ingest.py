@@ -178,3 +178,35 @@ async def test_null_ids_and_data_are_treated_as_absent(
     assert (await post(client, "/events", project.pk, body)).status_code == 204
     await drain(services)
     assert (await events_of(client, project, "u_n"))[0]["data"] == {}
+
+
+async def test_order_holds_across_the_anonymous_and_known_ids_of_one_user(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    # Routed by different ids (so possibly different partitions), applied in acceptance order.
+    services.consumer.stop()  # let a backlog build up, as under load
+    anonymous = [{"name": "Viewed", "anonymous_id": "anon-o", "user": {"data": {"plan": "free"}}}]
+    assert (await post(client, "/events", project.pk, anonymous)).status_code == 204
+    identify = {"anonymous_id": "anon-o", "external_id": "u_o", "data": {"plan": "pro"}}
+    assert (await post(client, "/identify", project.pk, identify)).status_code == 204
+    services.consumer.start()
+    await drain(services)
+    assert (await profile(client, project, "u_o"))["data"] == {"plan": "pro"}
+
+
+async def test_an_empty_device_token_is_treated_as_absent(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    device = {
+        "anonymous_id": "anon-dev",
+        "external_id": "u_tok",
+        "device_id": "d-empty",
+        "token": "",
+        "os": "ios",
+        "model": "iPhone",
+        "app_build": "1",
+        "app_version": "1.0",
+    }
+    assert (await post(client, "/devices", project.pk, device)).status_code == 204
+    await drain(services)
+    assert (await profile(client, project, "u_tok"))["devices"][0]["token"] is None

@@ -42,7 +42,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            logger.exception(
+                "unhandled error in %s %s (%s)", scope.get("method"), scope.get("path"), request_id
+            )
             if started:
                 raise
             response = problem_response(

@@ -106,6 +106,7 @@ class Consumer:
         self.processed = 0
 
     def start(self) -> None:
+        self._stop.clear()
         stored = self.load_positions()
         self.positions = {p: stored.get(p, 0) for p in self.partitions}
         for partition, seq in self.positions.items():

@@ -7,6 +7,7 @@ Records are applied in log order in memory, then written with a few bulk stateme
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ from tidings.store.database import Writer
 from tidings.store.profiles import ProfileRow, ProfileStore
 
 __all__ = ["BatchProcessor"]
+
+logger = logging.getLogger(__name__)
 
 EXTERNAL = "external"
 ANONYMOUS = "anonymous"
@@ -90,6 +93,13 @@ class _Batch:
                 absorbed = self.profile(by_anonymous)
                 if absorbed.external_id in (None, external_id):
                     self._merge(absorbed, self.profile(by_external))
+                else:
+                    logger.warning(
+                        "not merging: anonymous id %r belongs to user %r, not %r",
+                        anonymous_id,
+                        absorbed.external_id,
+                        external_id,
+                    )
             return by_external
         if anonymous_id and by_anonymous:
             if external_id:
