@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,10 +57,26 @@ class Services:
     consumer: Consumer | None = None
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    _checkpoints: threading.Event | None = None
+
+    def _checkpointer(self, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            try:
+                self.db.checkpoint()
+            except Exception:  # the next round retries; a busy database is no emergency
+                logger.warning("WAL checkpoint failed", exc_info=True)
 
     def start(self) -> None:
         if self.started:
             return
+        if self.db.is_sqlite:
+            self._checkpoints = threading.Event()
+            threading.Thread(
+                target=self._checkpointer,
+                args=(self._checkpoints,),
+                daemon=True,
+                name="tidings-checkpointer",
+            ).start()
         self.committer.start()
         if self.consumer is not None:
             self.consumer.start()
@@ -72,6 +89,9 @@ class Services:
         if self.consumer is not None:
             self.consumer.stop()
         self.started = False
+        if self._checkpoints is not None:
+            self._checkpoints.set()
+            self._checkpoints = None
         for hook in self.on_stop:
             hook()
         self.db.dispose()
@@ -116,7 +136,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
     if settings.run_worker:
         consumer = Consumer(
             log,
-            BatchProcessor(db.writer, db.reader, profiles),
+            BatchProcessor(db.processing_writer, db.reader, profiles),
             partitions=range(settings.log_partitions),
             positions={},
             watch=watch,

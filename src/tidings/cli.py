@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -57,6 +58,24 @@ def _open(settings: Settings, *, migrate_if_needed: bool):  # type: ignore[no-un
     return db
 
 
+def _tune_runtime() -> None:
+    """Interpreter settings for a long-running server process (measured in
+    docs/benchmarks.md):
+
+    - The committer and consumer threads hand the GIL back and forth with the event loop
+      many times a second; with the default 5 ms switch interval each hand-over waits
+      behind a busy loop.
+    - A full (generation 2) garbage collection walks every long-lived object: with the
+      framework and driver objects that was a 30-70 ms pause every few seconds. Freezing
+      what exists after start-up takes those out of every collection. (Raising the
+      thresholds instead made each young collection an 80 ms pause: requests leave
+      cyclic garbage behind, best collected often and in small amounts.)
+    """
+    sys.setswitchinterval(0.0005)
+    gc.collect()
+    gc.freeze()
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -89,17 +108,15 @@ def serve(
         child = _WorkerChild(settings.database_url_value)
         settings = settings.model_copy(update={"run_worker": False})
     services = build(settings)
-    # The committer and consumer threads hand the GIL back and forth with the event loop
-    # many times a second; the default 5 ms switch interval makes each hand-over wait
-    # behind a busy loop (measured: about half the single-event throughput).
-    sys.setswitchinterval(0.0005)
+    app_ = create_app(services)
+    _tune_runtime()
     console.print(f"Tidings listening on http://{host}:{port} (API docs at /docs)")
     if child is not None:
         child.start()
         services.on_stop.append(child.stop)  # uvicorn re-raises SIGTERM after the lifespan
     try:
         uvicorn.run(
-            create_app(services),
+            app_,
             host=host,
             port=port,
             loop="uvloop",
@@ -132,6 +149,7 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    _tune_runtime()
     services.start()
     console.print("Tidings worker consuming the ingest log")
     try:

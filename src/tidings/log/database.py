@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
+from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
@@ -30,11 +31,11 @@ class DatabaseLog:
         self.reader = reader
         self.partitions = partitions
         self._insert_idem = self._insert_ignore(idempotency_keys)
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        # The hot path: a driver-level executemany skips SQLAlchemy's per-row compilation.
-        self._insert_sql = (
-            "INSERT INTO ingest_log (partition, project_id, kind, payload, accepted_at) "
-            f"VALUES ({', '.join([mark] * 5)})"
+        self._insert_entries = BulkInsert(
+            engine.dialect.name,
+            engine.dialect.paramstyle,
+            "ingest_log",
+            _COLUMNS,
         )
 
     def _insert_ignore(self, table: sa.Table) -> Any:
@@ -67,7 +68,7 @@ class DatabaseLog:
                     plain.extend(rows)
                 outcomes.append(outcome)
             if plain:
-                conn.exec_driver_sql(self._insert_sql, plain)
+                self._insert_entries(conn, plain)
         return outcomes
 
     def _claim(self, conn: Connection, request: AppendRequest) -> bool:

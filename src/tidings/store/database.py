@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "SerialisedEngine", "open_database"]
+__all__ = ["Database", "SerialisedEngine", "WriterLock", "open_database"]
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -32,47 +32,57 @@ def _json_serializer(value: Any) -> str:
     return _json_encode(value).decode()
 
 
-class SerialisedEngine:
-    """An engine whose write transactions take turns: on a lock within the process, and
-    on an advisory file lock beside the database across processes (``tidings worker``
-    next to ``tidings serve``, the CLI), so that a waiting writer wakes at once."""
+class WriterLock:
+    """One writer at a time: a lock within the process, and an advisory file lock beside
+    the database across processes (``tidings worker`` next to ``tidings serve``, the CLI),
+    so that a waiting writer wakes as soon as the lock is free."""
 
-    def __init__(self, engine: Engine, lock_path: str | None = None) -> None:
-        self.engine = engine
-        self.lock = threading.Lock()
-        self.dialect = engine.dialect
-        self.url = engine.url
-        self._lock_path = lock_path
-        self._lock_fd: int | None = None
-
-    def _file_lock(self) -> int | None:
-        if self._lock_path is None:
-            return None
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        return self._lock_fd
+    def __init__(self, lock_path: str | None) -> None:
+        self._lock = threading.Lock()
+        self._path = lock_path
+        self._fd: int | None = None
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        with self.lock:
-            fd = self._file_lock()
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._path is not None and self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._fd
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                with self.engine.begin() as conn:
-                    yield conn
+                yield
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+class SerialisedEngine:
+    """An engine whose write transactions take turns on a ``WriterLock``."""
+
+    def __init__(self, engine: Engine, lock: WriterLock) -> None:
+        self.engine = engine
+        self.lock = lock
+        self.dialect = engine.dialect
+        self.url = engine.url
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.lock.held(), self.engine.begin() as conn:
+            yield conn
 
     def connect(self) -> Connection:
         return self.engine.connect()
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.lock.close()
 
 
 Writer = Engine | SerialisedEngine
@@ -80,18 +90,31 @@ Writer = Engine | SerialisedEngine
 
 @dataclass(frozen=True)
 class Database:
+    """``writer`` commits durably (the ingest log, keys, projects). ``processing_writer``
+    is for effects that are rebuilt from the log after a crash: on SQLite it skips the
+    fsync of each commit, since a later durable commit (or the replay of the log entries,
+    whose position rolls back with the effects) covers it."""
+
     url: str
     writer: Writer  # on SQLite, a SerialisedEngine
     reader: Engine
+    processing_writer: Writer
 
     @property
     def is_sqlite(self) -> bool:
         return self.writer.dialect.name == "sqlite"
 
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the SQLite database without blocking writers."""
+        if self.is_sqlite:
+            with self.reader.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def dispose(self) -> None:
-        self.writer.dispose()
-        if self.reader is not self.writer:
-            self.reader.dispose()
+        for engine in {
+            id(e): e for e in (self.writer, self.processing_writer, self.reader)
+        }.values():
+            engine.dispose()
 
 
 def _normalise_url(url: str) -> str:
@@ -120,6 +143,10 @@ def _sqlite_engine(url: str, *, immediate: bool, synchronous: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute("PRAGMA cache_size=-65536")
+        # No checkpoint inside a commit: copying the WAL into the database took 20-30 ms,
+        # paid by whichever writer crossed the threshold, with the write lock held. The
+        # checkpointer thread (Database.checkpoint) does it beside the writers instead.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
@@ -136,11 +163,15 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         lock_path = f"{database}.writer-lock" if database and database != ":memory:" else None
+        lock = WriterLock(lock_path)
         writer = SerialisedEngine(
-            _sqlite_engine(url, immediate=True, synchronous=sqlite_synchronous), lock_path
+            _sqlite_engine(url, immediate=True, synchronous=sqlite_synchronous), lock
+        )
+        processing = SerialisedEngine(
+            _sqlite_engine(url, immediate=True, synchronous="NORMAL"), lock
         )
         reader = _sqlite_engine(url, immediate=False, synchronous=sqlite_synchronous)
-        return Database(url=url, writer=writer, reader=reader)
+        return Database(url=url, writer=writer, reader=reader, processing_writer=processing)
     engine = sa.create_engine(
         url,
         json_serializer=_json_serializer,
@@ -149,4 +180,4 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
         max_overflow=20,
         pool_pre_ping=True,
     )
-    return Database(url=url, writer=engine, reader=engine)
+    return Database(url=url, writer=engine, reader=engine, processing_writer=engine)

@@ -13,12 +13,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
+from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import devices, events, identities, log_positions, profiles
 
 __all__ = ["EventPage", "ProfileRow", "ProfileStore"]
 
 _CHUNK = 300
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _json(value: Any) -> str:
+    return _encode_json(value).decode()
 
 
 @dataclass(slots=True)
@@ -78,9 +84,52 @@ class ProfileStore:
         self.writer = writer
         self.reader = reader
         insert = postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert
-        self._insert_identity = insert(identities).on_conflict_do_nothing()
-        self._insert_event = insert(events).on_conflict_do_nothing(
-            index_elements=["project_id", "message_id"]
+        # The per-event inserts are multi-row statements at driver level (store/bulk.py):
+        # they run inside the consumer's write transaction, which the committer waits for.
+        dialect, style = writer.dialect.name, writer.dialect.paramstyle
+        self._insert_events = BulkInsert(
+            dialect,
+            style,
+            "events",
+            (
+                "id",
+                "project_id",
+                "profile_id",
+                "message_id",
+                "name",
+                "external_id",
+                "anonymous_id",
+                "data",
+                "created_at",
+                "received_at",
+            ),
+            json_columns=("data",),
+            suffix="ON CONFLICT (project_id, message_id) DO NOTHING",
+        )
+        self._insert_identities = BulkInsert(
+            dialect,
+            style,
+            "identities",
+            ("project_id", "kind", "value", "profile_id", "created_at"),
+            suffix="ON CONFLICT DO NOTHING",
+        )
+        self._insert_profiles = BulkInsert(
+            dialect,
+            style,
+            "profiles",
+            (
+                "id",
+                "project_id",
+                "external_id",
+                "email",
+                "phone",
+                "timezone",
+                "locale",
+                "data",
+                "created_at",
+                "updated_at",
+            ),
+            json_columns=("data",),
         )
         device_insert = insert(devices)
         self._upsert_device = device_insert.on_conflict_do_update(
@@ -184,7 +233,24 @@ class ProfileStore:
             if p.dirty and not p.is_new
         ]
         if new:
-            conn.execute(sa.insert(profiles), new)
+            self._insert_profiles(
+                conn,
+                [
+                    (
+                        p["id"],
+                        p["project_id"],
+                        p["external_id"],
+                        p["email"],
+                        p["phone"],
+                        p["timezone"],
+                        p["locale"],
+                        _json(p["data"]),
+                        p["created_at"],
+                        p["updated_at"],
+                    )
+                    for p in new
+                ],
+            )
         if changed:
             conn.execute(
                 sa.update(profiles)
@@ -203,11 +269,34 @@ class ProfileStore:
 
     def insert_identities(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            conn.execute(self._insert_identity, rows)
+            self._insert_identities(
+                conn,
+                [
+                    (r["project_id"], r["kind"], r["value"], r["profile_id"], r["created_at"])
+                    for r in rows
+                ],
+            )
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            conn.execute(self._insert_event, rows)
+            self._insert_events(
+                conn,
+                [
+                    (
+                        r["id"],
+                        r["project_id"],
+                        r["profile_id"],
+                        r["message_id"],
+                        r["name"],
+                        r["external_id"],
+                        r["anonymous_id"],
+                        _json(r["data"]),
+                        r["created_at"],
+                        r["received_at"],
+                    )
+                    for r in rows
+                ],
+            )
 
     def upsert_devices(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         for row in rows:  # one by one: the same device may appear twice in a batch

@@ -18,9 +18,11 @@ __all__ = [
     "identities",
     "ingest_log",
     "log_positions",
+    "merge_rejections",
     "metadata",
     "profiles",
     "projects",
+    "schema_paths",
 ]
 
 metadata = sa.MetaData()
@@ -99,6 +101,9 @@ profiles = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
     sa.Index("ix_profiles_project_external", "project_id", "external_id"),
+    sa.Index("ix_profiles_project_created", "project_id", "created_at", "id"),
+    sa.Index("ix_profiles_project_email", "project_id", "email"),
+    sa.Index("ix_profiles_project_phone", "project_id", "phone"),
 )
 
 identities = sa.Table(
@@ -147,4 +152,32 @@ devices = sa.Table(
     sa.Column("updated_at", Micros, nullable=False),
     sa.UniqueConstraint("project_id", "device_id", name="uq_devices_project_device"),
     sa.Index("ix_devices_profile", "profile_id"),
+    sa.Index("ix_devices_project_token", "project_id", "token"),
+)
+
+schema_paths = sa.Table(
+    "schema_paths",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String(16), primary_key=True),  # trait | event
+    sa.Column("event_name", sa.String(255), primary_key=True),  # '' for traits
+    sa.Column("path", sa.String(512), primary_key=True),
+    sa.Column("type", sa.String(16), primary_key=True),
+    sa.Column("first_seen_at", Micros, nullable=False),
+    sa.Column("last_seen_at", Micros, nullable=False),
+)
+
+merge_rejections = sa.Table(
+    "merge_rejections",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("anonymous_id", sa.String(255), nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=False),
+    sa.Column("profile_id", sa.String(32), nullable=False),
+    sa.Column("other_profile_id", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Index("ix_merge_rejections_profile", "profile_id"),
+    sa.Index("ix_merge_rejections_other", "other_profile_id"),
 )
