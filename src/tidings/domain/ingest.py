@@ -17,7 +17,7 @@ __all__ = [
     "partition_of",
 ]
 
-EntryKind = Literal["event", "identify", "alias", "user", "device"]
+EntryKind = Literal["event", "identify", "alias", "user", "device", "erase"]
 
 
 def partition_of(project_id: int, identity_key: str, partitions: int) -> int:
