@@ -20,6 +20,7 @@ from tidings.store.database import Database, open_database
 from tidings.store.idempotency import IdempotencyStore
 from tidings.store.profiles import ProfileStore
 from tidings.store.projects import ProjectStore
+from tidings.store.schema import SchemaStore
 
 __all__ = ["SchemaError", "Services", "build", "ensure_schema"]
 
@@ -51,6 +52,7 @@ class Services:
     projects: ProjectStore
     profiles: ProfileStore
     idempotency: IdempotencyStore
+    schema: SchemaStore
     log: DatabaseLog
     committer: GroupCommitter
     watch: ProcessedWatch
@@ -129,6 +131,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         projects=ProjectStore(db.writer, db.reader),
         profiles=profiles,
         idempotency=IdempotencyStore(db.writer, db.reader),
+        schema=SchemaStore(db.writer, db.reader),
         log=log,
         committer=GroupCommitter(log, max_items=settings.commit_max_items),
         watch=watch,
@@ -136,7 +139,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
     if settings.run_worker:
         consumer = Consumer(
             log,
-            BatchProcessor(db.processing_writer, db.reader, profiles),
+            BatchProcessor(db.processing_writer, db.reader, profiles, services.schema),
             partitions=range(settings.log_partitions),
             positions={},
             watch=watch,

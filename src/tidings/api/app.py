@@ -21,6 +21,7 @@ from tidings.api.errors import error_response, problem_response, request_id_of
 from tidings.api.ingest import IngestRoutes
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths
+from tidings.api.schema import schema_router
 from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
@@ -104,6 +105,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsA
         ("POST", "/api/client/users/batch"): ingest.users_batch,
     }
     app.include_router(users_router(services, keys))
+    app.include_router(schema_router(services, keys))
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
     async def health() -> Response:

@@ -254,6 +254,10 @@ class IngestRoutes:
                 "Idempotency-Key to read the results.",
                 retry_after=2,
             )
+        appended = iter(outcome.positions)
+        for result in results:
+            if "_payload" in result:
+                result["_seq"] = next(appended)[1]
         return await self._finish_batch(project.id, key, results)
 
     async def _resume_batch(self, auth: AuthContext, body: Any, key: str) -> Response:
@@ -286,9 +290,15 @@ class IngestRoutes:
     def _batch_results(self, project_id: int, results: list[dict[str, Any]]) -> bytes:
         profiles = self.services.profiles
         succeeded = 0
+        seqs = [r["_seq"] for r in results if "_seq" in r]
+        refused = profiles.rejections_at(project_id, seqs) if seqs else {}
         for result in results:
             payload = result.pop("_payload", None)
+            seq = result.pop("_seq", None)
             if payload is None:
+                continue
+            if seq in refused:
+                result["error"] = {"code": "state_conflict", "message": refused[seq]}
                 continue
             kind, value = (
                 ("external", payload["external_id"])

@@ -20,6 +20,9 @@ def present_profile(profile: dict[str, Any]) -> dict[str, Any]:
     shown["created_at"] = iso(profile["created_at"])
     shown["updated_at"] = iso(profile["updated_at"])
     shown["anonymous_id"] = profile["anonymous_ids"][0] if profile["anonymous_ids"] else None
+    shown["merge_rejections"] = [
+        {**r, "created_at": iso(r["created_at"])} for r in profile.get("merge_rejections", [])
+    ]
     shown["devices"] = [
         {**d, "created_at": iso(d["created_at"]), "updated_at": iso(d["updated_at"])}
         for d in profile["devices"]

@@ -13,11 +13,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.ids import new_device_id, new_event_id, new_profile_id
+from tidings.domain.ids import new_device_id, new_event_id, new_profile_id, new_ulid
 from tidings.domain.ingest import LogRecord
 from tidings.domain.profiles import PROFILE_FIELDS, merge_traits
+from tidings.domain.schema import infer_paths
 from tidings.store.database import Writer
 from tidings.store.profiles import ProfileRow, ProfileStore
+from tidings.store.schema import SchemaStore
 
 __all__ = ["BatchProcessor"]
 
@@ -40,6 +42,10 @@ class _Batch:
         self.events: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
         self.merges: list[tuple[int, str, str]] = []  # (project, absorbed, survivor)
+        self.erased: list[tuple[int, str]] = []  # (project, profile) that existed before
+        self.rejections: list[dict[str, Any]] = []
+        self.schema: set[tuple[int, str, str, str, str]] = set()
+        self.seq = 0  # the log position of the record being applied
 
     def profile(self, profile_id: str) -> ProfileRow:
         found = self.profiles.get(profile_id)
@@ -89,17 +95,12 @@ class _Batch:
         if external_id and by_external:
             if anonymous_id and not by_anonymous:
                 self._link(project_id, ANONYMOUS, anonymous_id, by_external)
-            elif by_anonymous and by_anonymous != by_external:
+            elif anonymous_id and by_anonymous and by_anonymous != by_external:
                 absorbed = self.profile(by_anonymous)
                 if absorbed.external_id in (None, external_id):
                     self._merge(absorbed, self.profile(by_external))
                 else:
-                    logger.warning(
-                        "not merging: anonymous id %r belongs to user %r, not %r",
-                        anonymous_id,
-                        absorbed.external_id,
-                        external_id,
-                    )
+                    self._reject(project_id, anonymous_id, external_id, absorbed, by_external)
             return by_external
         if anonymous_id and by_anonymous:
             if external_id:
@@ -112,6 +113,7 @@ class _Batch:
                     return profile.id
                 created = self._create(project_id, external_id)
                 self._link(project_id, EXTERNAL, external_id, created.id)
+                self._reject(project_id, anonymous_id, external_id, profile, created.id)
                 return created.id
             return by_anonymous
         created = self._create(project_id, external_id)
@@ -120,6 +122,60 @@ class _Batch:
         if anonymous_id:
             self._link(project_id, ANONYMOUS, anonymous_id, created.id)
         return created.id
+
+    def _reject(
+        self,
+        project_id: int,
+        anonymous_id: str,
+        external_id: str,
+        holder: ProfileRow,
+        other_profile_id: str,
+    ) -> None:
+        """Record a merge refused because the anonymous id already belongs to another
+        identified user: it stays where it is, and both profiles show the refusal."""
+        logger.info(
+            "merge refused: anonymous id %r belongs to %r, not %r",
+            anonymous_id,
+            holder.external_id,
+            external_id,
+        )
+        self.rejections.append(
+            {
+                "id": f"mrj_{new_ulid()}",
+                "project_id": project_id,
+                "anonymous_id": anonymous_id,
+                "external_id": external_id,
+                "profile_id": holder.id,
+                "other_profile_id": other_profile_id,
+                "reason": f"anonymous id belongs to user {holder.external_id!r}",
+                "log_seq": self.seq,
+                "created_at": self.now,
+            }
+        )
+
+    def _repoint(self, old: str, new: str | None) -> None:
+        """Rows of this batch not yet written that belong to ``old``: move them to ``new``,
+        or drop them when ``new`` is None (erased)."""
+        for rows in (self.new_identities, self.events, self.devices):
+            if new is None:
+                rows[:] = [r for r in rows if r["profile_id"] != old]
+            else:
+                for row in rows:
+                    if row["profile_id"] == old:
+                        row["profile_id"] = new
+        for key, profile_id in list(self.identities.items()):
+            if profile_id == old:
+                if new is None:
+                    del self.identities[key]
+                else:
+                    self.identities[key] = new
+
+    def erase(self, profile_id: str) -> None:
+        profile = self.profile(profile_id)
+        self._repoint(profile_id, None)
+        self.profiles.pop(profile_id, None)
+        if not profile.is_new:
+            self.erased.append((profile.project_id, profile_id))
 
     def _merge(self, absorbed: ProfileRow, survivor: ProfileRow) -> None:
         """Fold ``absorbed`` into ``survivor``: traits by latest write, rows re-pointed."""
@@ -131,11 +187,14 @@ class _Batch:
         survivor.created_at = min(absorbed.created_at, survivor.created_at)
         survivor.updated_at = self.now
         survivor.dirty = True
-        for key, profile_id in self.identities.items():
-            if profile_id == absorbed.id:
-                self.identities[key] = survivor.id
+        self._repoint(absorbed.id, survivor.id)
         self.profiles.pop(absorbed.id, None)
-        self.merges.append((absorbed.project_id, absorbed.id, survivor.id))
+        if not absorbed.is_new:
+            self.merges.append((absorbed.project_id, absorbed.id, survivor.id))
+
+    def note_schema(self, project_id: int, source: str, name: str, data: dict[str, Any]) -> None:
+        for path, kind in infer_paths(data):
+            self.schema.add((project_id, source, name, path, kind))
 
     def apply_traits(self, profile_id: str, traits: dict[str, Any]) -> None:
         profile = self.profile(profile_id)
@@ -146,6 +205,7 @@ class _Batch:
                 changed = True
         patch = traits.get("data")
         if patch:
+            self.note_schema(profile.project_id, "trait", "", patch)
             merged = merge_traits(profile.data, patch)
             if merged != profile.data:
                 profile.data = merged
@@ -156,10 +216,13 @@ class _Batch:
 
 
 class BatchProcessor:
-    def __init__(self, writer: Writer, reader: Engine, store: ProfileStore) -> None:
+    def __init__(
+        self, writer: Writer, reader: Engine, store: ProfileStore, schema: SchemaStore | None = None
+    ) -> None:
         self.writer = writer
         self.reader = reader
         self.store = store
+        self.schema = schema or SchemaStore(writer, reader)
 
     def process(
         self,
@@ -188,12 +251,18 @@ class BatchProcessor:
             for record in fresh:
                 self._apply(batch, record)
         with self.writer.begin() as conn:
+            # Rows already in the database first (merges re-point, erasures delete), then
+            # this batch's own rows, which were re-pointed or dropped in memory.
+            for project_id, absorbed, survivor in batch.merges:
+                self.store.merge_profiles(conn, project_id, absorbed, survivor)
+            for project_id, profile_id in batch.erased:
+                self.store.erase_profile(conn, project_id, profile_id)
             self.store.save_profiles(conn, list(batch.profiles.values()))
             self.store.insert_identities(conn, batch.new_identities)
             self.store.insert_events(conn, batch.events)
             self.store.upsert_devices(conn, batch.devices)
-            for project_id, absorbed, survivor in batch.merges:
-                self.store.merge_profiles(conn, project_id, absorbed, survivor)
+            self.store.insert_rejections(conn, batch.rejections)
+            self.schema.record(conn, sorted(batch.schema), now)
             last: dict[int, int] = {}
             for record in records:  # in log order: the last one of a partition wins
                 last[record.partition] = record.seq
@@ -241,6 +310,12 @@ class BatchProcessor:
     @staticmethod
     def _apply(batch: _Batch, record: LogRecord) -> None:
         payload = record.payload
+        batch.seq = record.seq
+        if record.kind == "erase":
+            found = batch.identities.get((record.project_id, EXTERNAL, payload["external_id"]))
+            if found is not None:
+                batch.erase(found)
+            return
         profile_id = batch.resolve(
             record.project_id, payload.get("external_id"), payload.get("anonymous_id")
         )
@@ -248,6 +323,8 @@ class BatchProcessor:
             user = payload.get("user")
             if user:
                 batch.apply_traits(profile_id, user)
+            if payload.get("data"):
+                batch.note_schema(record.project_id, "event", payload["name"], payload["data"])
             batch.events.append(
                 {
                     "id": new_event_id(),

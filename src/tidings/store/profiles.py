@@ -15,7 +15,14 @@ from sqlalchemy.engine import Connection, Engine
 from tidings.domain.errors import InvalidRequest
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
-from tidings.store.tables import devices, events, identities, log_positions, profiles
+from tidings.store.tables import (
+    devices,
+    events,
+    identities,
+    log_positions,
+    merge_rejections,
+    profiles,
+)
 
 __all__ = ["EventPage", "ProfileRow", "ProfileStore"]
 
@@ -299,8 +306,62 @@ class ProfileStore:
             )
 
     def upsert_devices(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """By ``device_id``, else by ``token``: an app reinstalled under a new device id
+        keeps its push token, and must not leave a second device holding it."""
         for row in rows:  # one by one: the same device may appear twice in a batch
+            token = row.get("token")
+            if token:
+                by_token = conn.execute(
+                    sa.select(devices.c.id, devices.c.device_id).where(
+                        devices.c.project_id == row["project_id"], devices.c.token == token
+                    )
+                ).first()
+                if by_token is not None and by_token.device_id != row["device_id"]:
+                    taken = conn.execute(
+                        sa.select(devices.c.id).where(
+                            devices.c.project_id == row["project_id"],
+                            devices.c.device_id == row["device_id"],
+                        )
+                    ).first()
+                    if taken is None:  # the token's device, renamed
+                        values = {k: v for k, v in row.items() if k not in ("id", "created_at")}
+                        conn.execute(
+                            sa.update(devices).where(devices.c.id == by_token.id).values(values)
+                        )
+                        continue
+                    conn.execute(  # the token moved to another device: drop it here
+                        sa.update(devices).where(devices.c.id == by_token.id).values(token=None)
+                    )
             conn.execute(self._upsert_device, row)
+
+    @staticmethod
+    def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
+        """Delete a profile and everything that is about it."""
+        for table in (events, identities, devices):
+            conn.execute(
+                sa.delete(table).where(
+                    table.c.project_id == project_id, table.c.profile_id == profile_id
+                )
+            )
+        conn.execute(
+            sa.delete(merge_rejections).where(
+                merge_rejections.c.project_id == project_id,
+                sa.or_(
+                    merge_rejections.c.profile_id == profile_id,
+                    merge_rejections.c.other_profile_id == profile_id,
+                ),
+            )
+        )
+        conn.execute(
+            sa.delete(profiles).where(
+                profiles.c.project_id == project_id, profiles.c.id == profile_id
+            )
+        )
+
+    @staticmethod
+    def insert_rejections(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(sa.insert(merge_rejections), rows)
 
     @staticmethod
     def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: str) -> None:
@@ -310,6 +371,12 @@ class ProfileStore:
                 sa.update(table)
                 .where(table.c.project_id == project_id, table.c.profile_id == absorbed)
                 .values(profile_id=survivor)
+            )
+        for column in (merge_rejections.c.profile_id, merge_rejections.c.other_profile_id):
+            conn.execute(
+                sa.update(merge_rejections)
+                .where(merge_rejections.c.project_id == project_id, column == absorbed)
+                .values({column.name: survivor})
             )
         conn.execute(
             sa.delete(profiles).where(
@@ -325,6 +392,25 @@ class ProfileStore:
             return {p: s for p, s in conn.execute(sa.select(log_positions))}
 
     # -- reads ------------------------------------------------------------------------------
+
+    def rejections_at(self, project_id: int, seqs: list[int]) -> dict[int, str]:
+        """Merges refused while applying these log positions: position → explanation."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    merge_rejections.c.log_seq,
+                    merge_rejections.c.anonymous_id,
+                    merge_rejections.c.reason,
+                ).where(
+                    merge_rejections.c.project_id == project_id,
+                    merge_rejections.c.log_seq.in_(seqs),
+                )
+            ).all()
+        return {
+            seq: f"Not linked: anonymous_id {anonymous!r}: {reason}; two identified users "
+            "are never merged."
+            for seq, anonymous, reason in rows
+        }
 
     def profile_id_for(self, project_id: int, kind: str, value: str) -> str | None:
         with self.reader.connect() as conn:
@@ -361,6 +447,17 @@ class ProfileStore:
                 .where(devices.c.profile_id == profile_id, devices.c.project_id == project_id)
                 .order_by(devices.c.updated_at.desc())
             ).all()
+            rejection_rows = conn.execute(
+                sa.select(merge_rejections)
+                .where(
+                    merge_rejections.c.project_id == project_id,
+                    sa.or_(
+                        merge_rejections.c.profile_id == profile_id,
+                        merge_rejections.c.other_profile_id == profile_id,
+                    ),
+                )
+                .order_by(merge_rejections.c.created_at, merge_rejections.c.id)
+            ).all()
         return {
             "id": row.id,
             "external_id": row.external_id,
@@ -386,6 +483,15 @@ class ProfileStore:
                     "updated_at": d.updated_at,
                 }
                 for d in device_rows
+            ],
+            "merge_rejections": [
+                {
+                    "anonymous_id": r.anonymous_id,
+                    "external_id": r.external_id,
+                    "reason": r.reason,
+                    "created_at": r.created_at,
+                }
+                for r in rejection_rows
             ],
         }
 

@@ -177,6 +177,7 @@ merge_rejections = sa.Table(
     sa.Column("profile_id", sa.String(32), nullable=False),
     sa.Column("other_profile_id", sa.String(32), nullable=False),
     sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("log_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", Micros, nullable=False),
     sa.Index("ix_merge_rejections_profile", "profile_id"),
     sa.Index("ix_merge_rejections_other", "other_profile_id"),

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("profile_id", sa.String(32), nullable=False),
         sa.Column("other_profile_id", sa.String(32), nullable=False),
         sa.Column("reason", sa.String(255), nullable=False),
+        sa.Column("log_seq", sa.BigInteger, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_merge_rejections_profile", "merge_rejections", ["profile_id"])
