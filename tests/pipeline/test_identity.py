@@ -220,3 +220,44 @@ async def test_the_data_schema_records_paths_and_types(
     only_traits = await client.get("/api/client/schema?source=trait", headers=bearer(project.sk))
     assert {r["path"] for r in only_traits.json()["results"]} == {"plan", "signed_up", "vip"}
     assert (await client.get("/api/client/schema", headers=bearer(project.pk))).status_code == 401
+
+
+async def test_merges_racing_across_partitions_end_consistent(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """Many people at once, each: anonymous events, then an identify, sent concurrently."""
+    import asyncio
+    import random
+
+    people = [(f"anon-{i}", f"user-{i}") for i in range(40)]
+
+    async def person(anonymous_id: str, external_id: str) -> None:
+        await send(
+            client,
+            project.pk,
+            "/events",
+            [{"name": f"Viewed {k}", "anonymous_id": anonymous_id} for k in range(3)],
+        )
+        await send(
+            client,
+            project.pk,
+            "/identify",
+            {"anonymous_id": anonymous_id, "external_id": external_id},
+        )
+        await send(
+            client, project.pk, "/events", [{"name": "Bought", "anonymous_id": anonymous_id}]
+        )
+
+    random.Random(7).shuffle(people)
+    await asyncio.gather(*[person(a, u) for a, u in people])
+    await drain(services)
+    for anonymous_id, external_id in people:
+        profile = await user(client, project, external_id)
+        assert profile["anonymous_ids"] == [anonymous_id]
+        assert await names(client, project, external_id) == [
+            "Bought",
+            "Viewed 0",
+            "Viewed 1",
+            "Viewed 2",
+        ]
+    assert _count(services, profiles) == len(people)
