@@ -337,6 +337,7 @@ class BatchProcessor:
                     "data": payload.get("data") or {},
                     "created_at": payload.get("created_at") or record.accepted_at,
                     "received_at": record.accepted_at,
+                    "context": payload.get("context"),
                 }
             )
         elif record.kind in ("identify", "user"):

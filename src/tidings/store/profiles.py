@@ -109,8 +109,9 @@ class ProfileStore:
                 "data",
                 "created_at",
                 "received_at",
+                "context",
             ),
-            json_columns=("data",),
+            json_columns=("data", "context"),
             suffix="ON CONFLICT (project_id, message_id) DO NOTHING",
         )
         self._insert_identities = BulkInsert(
@@ -300,6 +301,7 @@ class ProfileStore:
                         _json(r["data"]),
                         r["created_at"],
                         r["received_at"],
+                        _json(r["context"]) if r.get("context") is not None else None,
                     )
                     for r in rows
                 ],

@@ -130,6 +130,7 @@ events = sa.Table(
     sa.Column("data", Json, nullable=False),
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("received_at", Micros, nullable=False),
+    sa.Column("context", Json, nullable=True),  # e.g. the Segment spec's context object
     sa.UniqueConstraint("project_id", "message_id", name="uq_events_project_message"),
     sa.Index("ix_events_profile_time", "project_id", "profile_id", "created_at", "id"),
 )

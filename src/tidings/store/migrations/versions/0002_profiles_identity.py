@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -44,9 +47,13 @@ def upgrade() -> None:
     op.create_index("ix_profiles_project_email", "profiles", ["project_id", "email"])
     op.create_index("ix_profiles_project_phone", "profiles", ["project_id", "phone"])
     op.create_index("ix_devices_project_token", "devices", ["project_id", "token"])
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("context", Json, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("context")
     op.drop_index("ix_devices_project_token", "devices")
     op.drop_index("ix_profiles_project_phone", "profiles")
     op.drop_index("ix_profiles_project_email", "profiles")
