@@ -1,0 +1,136 @@
+"""Who may call what, generated from the route table.
+
+Every route under /api/client must be listed in ``ACCESS`` with the key it needs: a new
+endpoint fails ``test_every_route_is_classified`` until someone decides its access rule,
+and then the matrix below checks that rule for every key kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.test_validation import assert_problem
+from tests.conftest import Project, bearer, create_project, drain
+from tidings.api.app import TidingsApp
+from tidings.bootstrap import Services
+from tidings.domain.auth import Role, Scope
+
+PUBLIC = "public"  # pk_ or sk_ keys of any role
+# (method, path) → PUBLIC, or the least role a secret key needs.
+ACCESS: dict[tuple[str, str], str | Role] = {
+    ("POST", "/api/client/events"): PUBLIC,
+    ("POST", "/api/client/identify"): PUBLIC,
+    ("POST", "/api/client/alias"): PUBLIC,
+    ("POST", "/api/client/devices"): PUBLIC,
+    ("PATCH", "/api/client/users"): Role.EDITOR,
+    ("POST", "/api/client/users/batch"): Role.EDITOR,
+    ("GET", "/api/client/users/{external_id}"): Role.SUPPORT,
+    ("GET", "/api/client/users/{external_id}/events"): Role.SUPPORT,
+    ("GET", "/api/client/schema"): Role.SUPPORT,
+    ("GET", "/api/client/users"): Role.SUPPORT,
+    ("DELETE", "/api/client/users/{external_id}"): Role.ADMIN,
+    ("DELETE", "/api/client/users"): Role.ADMIN,
+}
+
+QUERIES: dict[tuple[str, str], str] = {("DELETE", "/api/client/users"): "?user_id=matrix"}
+
+# A body that passes validation, per route, so that only access decides the answer.
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/client/events"): [{"name": "E", "external_id": "matrix"}],
+    ("POST", "/api/client/identify"): {"external_id": "matrix"},
+    ("POST", "/api/client/alias"): {"external_id": "matrix", "anonymous_id": "matrix-anon"},
+    ("POST", "/api/client/devices"): {
+        "external_id": "matrix",
+        "device_id": "d",
+        "os": "ios",
+        "model": "m",
+        "app_build": "1",
+        "app_version": "1",
+    },
+    ("PATCH", "/api/client/users"): [{"external_id": "matrix"}],
+    ("POST", "/api/client/users/batch"): [{"external_id": "matrix"}],
+}
+
+
+def routes(app: TidingsApp) -> set[tuple[str, str]]:
+    """The raw ingest routes, plus every route FastAPI serves (its OpenAPI paths)."""
+    found = set(app._fast)
+    for path, operations in app.fastapi.openapi()["paths"].items():
+        if path.startswith("/api/client"):
+            found |= {(method.upper(), path) for method in operations}
+    return found
+
+
+def test_every_route_is_classified(app: TidingsApp) -> None:
+    unclassified = routes(app) - set(ACCESS)
+    assert not unclassified, f"decide the access rule of {sorted(unclassified)} in ACCESS"
+    assert not set(ACCESS) - routes(app), "ACCESS lists routes that no longer exist"
+
+
+def _request(client: httpx.AsyncClient, method: str, path: str, key: str | None):  # type: ignore[no-untyped-def]
+    url = path.replace("{external_id}", "matrix") + QUERIES.get((method, path), "")
+    headers = bearer(key) if key else {}
+    body = BODIES.get((method, path))
+    if body is None:
+        return client.request(method, url, headers=headers)
+    return client.request(method, url, json=body, headers=headers)
+
+
+async def test_access_matrix(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    revoked = services.projects.create_key(project.id, Scope.PUBLIC).key
+    services.projects.revoke_key(key=revoked)
+    by_role = {
+        role: services.projects.create_key(project.id, Scope.SECRET, role=role).key for role in Role
+    }
+    for (method, path), rule in sorted(ACCESS.items(), key=lambda x: (x[0][1], x[0][0])):
+        where = f"{method} {path}"
+        for key in (None, "pk_not_a_key", "sk_not_a_key", revoked):
+            response = await _request(client, method, path, key)
+            assert_problem(response, 401, "authentication_required")
+        public = await _request(client, method, path, project.pk)
+        if rule == PUBLIC:
+            assert public.status_code < 300, (where, public.text)
+        else:
+            assert_problem(public, 401, "authentication_required")
+        for role, key in by_role.items():
+            response = await _request(client, method, path, key)
+            if rule == PUBLIC or role >= rule:
+                assert response.status_code not in (401, 403), (where, role, response.text)
+            else:
+                assert_problem(response, 403, "permission_denied")
+
+
+async def test_another_projects_keys_see_nothing(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    other = create_project(services)
+    for method, path in ACCESS:
+        if method != "GET" or "{external_id}" not in path:
+            continue
+        await client.post(
+            "/api/client/events",
+            json=[{"name": "Private", "external_id": "matrix"}],
+            headers=bearer(project.pk),
+        )
+        await drain(services)
+        mine = await _request(client, method, path, project.sk)
+        theirs = await _request(client, method, path, other.sk)
+        assert mine.status_code == 200, (path, mine.text)
+        assert_problem(theirs, 404, "resource_missing")
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "bearer"])
+async def test_only_the_bearer_scheme_authenticates(
+    client: httpx.AsyncClient, project: Project, scheme: str
+) -> None:
+    response = await client.post(
+        "/api/client/events",
+        json=[{"name": "E", "external_id": "u"}],
+        headers={"Authorization": f"{scheme} {project.pk}"},
+    )
+    assert response.status_code == (204 if scheme.lower() == "bearer" else 401)
