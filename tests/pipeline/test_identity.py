@@ -53,7 +53,7 @@ async def test_a_second_anonymous_chain_merges_into_a_known_user(
     await send(client, project.pk, "/identify", {"anonymous_id": "laptop", "external_id": "u-2"})
     await drain(services)
     merged = await user(client, project, "u-2")
-    assert merged["anonymous_ids"] == ["phone", "laptop"]
+    assert sorted(merged["anonymous_ids"]) == ["laptop", "phone"]
     assert merged["data"] == {"theme": "dark"}
     assert await names(client, project, "u-2") == ["On laptop"]
     with services.db.reader.connect() as conn:

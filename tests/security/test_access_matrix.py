@@ -57,7 +57,7 @@ BODIES: dict[tuple[str, str], Any] = {
 
 def routes(app: TidingsApp) -> set[tuple[str, str]]:
     """The raw ingest routes, plus every route FastAPI serves (its OpenAPI paths)."""
-    found = set(app._fast)
+    found = {route for route in app._fast if route[1].startswith("/api/client")}
     for path, operations in app.fastapi.openapi()["paths"].items():
         if path.startswith("/api/client"):
             found |= {(method.upper(), path) for method in operations}

@@ -20,8 +20,9 @@ from tidings.api.auth import KeyCache
 from tidings.api.errors import error_response, problem_response, request_id_of
 from tidings.api.ingest import IngestRoutes
 from tidings.api.middleware import RequestIdMiddleware
-from tidings.api.openapi import add_ingest_paths
+from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.schema import schema_router
+from tidings.api.segment import SegmentRoutes
 from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
@@ -103,6 +104,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsA
         ("POST", "/api/client/devices"): ingest.devices,
         ("PATCH", "/api/client/users"): ingest.users_patch,
         ("POST", "/api/client/users/batch"): ingest.users_batch,
+        **SegmentRoutes(services, keys).endpoints(),  # /v1: the Segment tracking API
     }
     app.include_router(users_router(services, keys))
     app.include_router(schema_router(services, keys))
@@ -167,6 +169,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsA
                 routes=app.routes,
             )
             add_ingest_paths(schema)
+            add_segment_paths(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

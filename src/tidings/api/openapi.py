@@ -6,7 +6,7 @@ from typing import Any
 
 from tidings.api import wire
 
-__all__ = ["add_ingest_paths"]
+__all__ = ["add_ingest_paths", "add_segment_paths"]
 
 _ID = {"type": ["string", "null"], "minLength": 1, "maxLength": 255}
 _STR = {"type": ["string", "null"], "minLength": 1, "maxLength": 255}
@@ -189,16 +189,22 @@ _READ_ERRORS = {
     "404": _problem("No such user"),
 }
 
+_ERASE_ERRORS = {
+    "403": _problem("The key's role is too low (erasure needs admin)"),
+    "503": _problem("Not processed in time; the erasure still happens. Retry-After is set"),
+}
+
 
 def _document_reads(paths: dict[str, Any]) -> None:
     """FastAPI documents its own 422 for bad parameters; Tidings answers 400 problems."""
     for path, operations in paths.items():
         if not path.startswith("/api/client/"):
             continue
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            for status, response in _READ_ERRORS.items():
+            errors = {**_READ_ERRORS, **(_ERASE_ERRORS if method == "delete" else {})}
+            for status, response in errors.items():
                 responses.setdefault(status, response)
             operation.setdefault("security", [{"bearer": []}])
 
@@ -223,9 +229,10 @@ def add_ingest_paths(schema: dict[str, Any]) -> None:
     paths["/api/client/devices"] = {
         "post": _operation("Register a device", _ref("DeviceIn"), _NO_CONTENT, secret=False)
     }
-    paths["/api/client/users"] = {
-        "patch": _operation("Upsert users", _array("UserUpsert"), _NO_CONTENT, secret=True)
-    }
+    # Beside FastAPI's own GET (list) and DELETE (bulk erase) of the same path.
+    paths.setdefault("/api/client/users", {})["patch"] = _operation(
+        "Upsert users", _array("UserUpsert"), _NO_CONTENT, secret=True
+    )
     paths["/api/client/users/batch"] = {
         "post": _operation(
             "Upsert users synchronously, with a result per item",
@@ -239,3 +246,141 @@ def add_ingest_paths(schema: dict[str, Any]) -> None:
             secret=True,
         )
     }
+
+
+def add_segment_paths(schema: dict[str, Any]) -> None:
+    """The Segment tracking API (``/v1``); see docs/segment-compat.md."""
+    from tidings.api import segment, segment_wire
+
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["writeKey"] = {
+        "type": "http",
+        "scheme": "basic",
+        "description": "The write key (any pk_ or sk_ key) as username, empty password; "
+        "or send it as writeKey in the body.",
+    }
+    obj = {"type": ["object", "null"], "additionalProperties": True}
+    ident = {"type": ["string", "number", "null"], "description": "A number becomes a string"}
+    stamp = {"type": ["string", "null"], "format": "date-time"}
+    message = {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "A Segment spec message, at most 32 KB. Unknown fields are ignored. "
+        "At least one of userId or anonymousId (alias: previousId and userId).",
+        "properties": {
+            "type": {"enum": list(segment_wire.TYPES), "description": "Required inside a batch"},
+            "userId": ident,
+            "anonymousId": ident,
+            "previousId": ident,
+            "groupId": ident,
+            "messageId": ident,
+            "event": {"type": "string", "maxLength": 255, "description": "track only"},
+            "name": {"type": ["string", "null"], "description": "page and screen"},
+            "category": {"type": ["string", "null"], "description": "page and screen"},
+            "properties": obj,
+            "traits": obj,
+            "context": obj,
+            "timestamp": stamp,
+            "originalTimestamp": stamp,
+            "sentAt": stamp,
+            "writeKey": {"type": "string"},
+        },
+    }
+    schemas = components.setdefault("schemas", {})
+    schemas["SegmentMessage"] = message
+    schemas["SegmentBatch"] = {
+        "type": "object",
+        "additionalProperties": True,
+        "required": ["batch"],
+        "description": "At most 500 KB, also after inflating a gzip or deflate body.",
+        "properties": {
+            "batch": {"type": "array", "minItems": 1, "items": _ref("SegmentMessage")},
+            "sentAt": stamp,
+            "context": {**obj, "description": "Merged under each message's context"},
+            "writeKey": {"type": "string"},
+        },
+    }
+    schemas["SegmentOutcomes"] = {
+        "type": "object",
+        "required": ["results", "accepted", "rejected"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "messageId"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "messageId": {"type": ["string", "null"]},
+                        "accepted": {"const": True},
+                        "error": {"type": "object"},
+                    },
+                },
+            },
+            "accepted": {"type": "integer"},
+            "rejected": {"type": "integer"},
+        },
+    }
+    ok = {
+        "200": {
+            "description": '{"success": true} once durably committed; with ?outcomes=1 a '
+            "result per message (invalid ones skipped, valid ones stored)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"type": "object", "properties": {"success": {"const": True}}},
+                            _ref("SegmentOutcomes"),
+                        ]
+                    }
+                }
+            },
+        }
+    }
+    errors = {
+        "400": _problem("Malformed request or message (every problem listed in errors)"),
+        "401": _problem("No write key, or an unknown or revoked one"),
+        "413": _problem("A message over 32 KB, or a body over 500 KB (also once inflated)"),
+        "415": _problem("Content-Type is not JSON, or an unsupported Content-Encoding"),
+        "422": _problem("A field's value is invalid (traits.email, traits.phone, timestamps)"),
+        "503": _problem("Temporarily unavailable; retry after Retry-After seconds"),
+    }
+    parameters = [
+        {
+            "name": "outcomes",
+            "in": "query",
+            "required": False,
+            "description": "1: answer 200 with a result per message instead of refusing the "
+            "whole request when a message is invalid",
+            "schema": {"enum": ["1", "0", "true", "false"]},
+        },
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "schema": {"enum": ["gzip", "deflate", "identity"]},
+        },
+    ]
+    aliases = {path[-1]: path for path in segment.ROUTES if len(path) == len("/v1/t")}
+    paths = schema.setdefault("paths", {})
+    for path, kind in segment.ROUTES.items():
+        if path in aliases.values():
+            continue  # analytics.js's one-letter paths, described on the long ones
+        body = _ref("SegmentBatch") if kind is None else _ref("SegmentMessage")
+        alias = aliases.get(path[len("/v1/")])
+        also = f" Also at {alias} (analytics.js)." if path != "/v1/import" else ""
+        summary = f"Segment {path.rsplit('/', 1)[1]}"
+        paths[path] = {
+            "post": {
+                "tags": ["segment"],
+                "summary": summary,
+                "description": "Segment tracking API; answers after the commit." + also,
+                "parameters": parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                },
+                "responses": {**ok, **errors},
+                "security": [{"writeKey": []}],
+            }
+        }

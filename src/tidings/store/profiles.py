@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -12,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.errors import InvalidRequest
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import (
@@ -24,7 +22,7 @@ from tidings.store.tables import (
     profiles,
 )
 
-__all__ = ["EventPage", "ProfileRow", "ProfileStore"]
+__all__ = ["ProfileRow", "ProfileStore"]
 
 _CHUNK = 300
 _encode_json = msgspec.json.Encoder().encode
@@ -62,28 +60,6 @@ class ProfileRow:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
-
-
-@dataclass(slots=True)
-class EventPage:
-    results: list[dict[str, Any]]
-    next_cursor: str | None
-    limit: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _encode_cursor(created_at: int, event_id: str) -> str:
-    raw = msgspec.json.encode([created_at, event_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, event_id = msgspec.json.decode(raw, type=tuple[int, str])
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidRequest("The cursor is not one this server issued.", param="cursor") from None
-    return created_at, event_id
 
 
 class ProfileStore:
@@ -496,48 +472,3 @@ class ProfileStore:
                 for r in rejection_rows
             ],
         }
-
-    def list_events(
-        self,
-        project_id: int,
-        profile_id: str,
-        *,
-        limit: int,
-        cursor: str | None,
-        include_payload: bool = True,
-    ) -> EventPage:
-        query = sa.select(
-            events.c.id,
-            events.c.name,
-            events.c.created_at,
-            events.c.external_id,
-            events.c.anonymous_id,
-            events.c.data,
-        ).where(events.c.project_id == project_id, events.c.profile_id == profile_id)
-        if cursor:
-            created_at, event_id = _decode_cursor(cursor)
-            query = query.where(
-                sa.or_(
-                    events.c.created_at < created_at,
-                    sa.and_(events.c.created_at == created_at, events.c.id < event_id),
-                )
-            )
-        query = query.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(limit + 1)
-        with self.reader.connect() as conn:
-            rows = conn.execute(query).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        results = []
-        for row in rows:
-            item: dict[str, Any] = {
-                "id": row.id,
-                "name": row.name,
-                "created_at": row.created_at,
-                "external_id": row.external_id,
-                "anonymous_id": row.anonymous_id,
-            }
-            if include_payload:
-                item["data"] = row.data or {}
-            results.append(item)
-        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
-        return EventPage(results=results, next_cursor=next_cursor, limit=limit)

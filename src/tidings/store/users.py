@@ -21,7 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
-from tidings.store.tables import devices, events, identities, ingest_log, profiles
+from tidings.store.tables import (
+    devices,
+    events,
+    identities,
+    ingest_log,
+    merge_rejections,
+    profiles,
+)
 
 __all__ = ["Page", "UserQueries"]
 
@@ -181,12 +188,34 @@ class UserQueries:
 
     @staticmethod
     def _present(conn: Connection, project_id: int, rows: Sequence[Any]) -> list[dict[str, Any]]:
-        """The rows in the shape of ``ProfileStore.get_profile``, with their anonymous ids
-        and devices loaded for the whole page at once."""
+        """The rows in the shape of ``ProfileStore.get_profile``, with their anonymous ids,
+        devices and refused merges loaded for the whole page at once."""
         ids = [row.id for row in rows]
         anonymous: dict[str, list[str]] = {i: [] for i in ids}
         owned: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        refused: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        rejections = merge_rejections.c
         for chunk in _chunks(ids):
+            # A refusal is listed on both profiles it names, as GET /users/{id} shows it.
+            for r in conn.execute(
+                sa.select(merge_rejections)
+                .where(
+                    rejections.project_id == project_id,
+                    sa.or_(
+                        rejections.profile_id.in_(chunk), rejections.other_profile_id.in_(chunk)
+                    ),
+                )
+                .order_by(rejections.created_at, rejections.id)
+            ):
+                shown = {
+                    "anonymous_id": r.anonymous_id,
+                    "external_id": r.external_id,
+                    "reason": r.reason,
+                    "created_at": r.created_at,
+                }
+                for owner in dict.fromkeys((r.profile_id, r.other_profile_id)):
+                    if owner in refused:
+                        refused[owner].append(shown)
             for profile_id, value in conn.execute(
                 sa.select(identities.c.profile_id, identities.c.value)
                 .where(
@@ -229,6 +258,7 @@ class UserQueries:
                 "created_at": row.created_at,
                 "updated_at": row.updated_at,
                 "devices": owned[row.id],
+                "merge_rejections": refused[row.id],
             }
             for row in rows
         ]
