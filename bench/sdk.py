@@ -2,34 +2,42 @@
 
     .venv/bin/python bench/sdk.py [--events N] [--repeats R] [--quick] [--json PATH]
 
-In one run it starts three fresh Tidings servers (``tidings migrate``, ``project create
+In one run it starts four fresh Tidings servers (``tidings migrate``, ``project create
 --json``, ``serve``; each on its own new SQLite database in a temp dir), one per kind of
 measurement, and pushes ``--events`` events (default 50,000) into each, in rounds:
 
 (a) ``BatchingClient`` without a spool: time from the first ``track`` until ``flush()``
     returns True, and the host thread's time inside ``track`` per event;
 (b) ``BatchingClient(spool_path=...)`` (a fresh temp file per run): the same figures;
-(c) the reference: one ``httpx.Client`` posting pre-built 100-event JSON arrays to
+(c) the reference: ``segment-analytics-python`` (``segment.analytics.Client``, from PyPI)
+    pushing the same events into Tidings' Segment endpoint ``POST /v1/batch`` (write key =
+    the project's public key): the same figures, from the first ``track`` until its
+    ``flush()`` (``queue.join()``) would return, waited for with a deadline;
+(d) a second reference: one ``httpx.Client`` posting pre-built 100-event JSON arrays to
     ``POST /api/client/events`` one after the other, the fastest one Python thread pushes
-    through the same endpoint. (The issue asks for ``segment-analytics-python`` pushing into
-    ``/v1/batch`` here once Tidings has that endpoint; until then this loop is the reference.)
+    through Tidings' own endpoint.
 
 The kinds alternate within each round (order rotated per round), so noise from the shared
-machine hits all of them alike; the medians of the repeats and the median of the per-round
-ratios (a)/(c) and (b)/(c) are reported. After every run the harness waits (bounded) until
+machine hits all of them alike; the medians of the repeats and the medians of the per-round
+ratios to (c) and to (d) are reported. After every run the harness waits (bounded) until
 ``/api/health`` reports ``log_lag`` 0 and then counts the rows of ``events`` in the server's
 database: the count must grow by exactly what was sent (every event has its own
-``message_id``). Every process it starts is stopped in the end; every wait is bounded.
+``message_id`` / ``messageId``). Both SDKs get ``max_queue_size`` = ``--events`` by default,
+so neither drops a burst for a full queue. Every process it starts is stopped in the end;
+every wait is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import platform
+import queue
 import resource
 import shutil
 import signal
@@ -39,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -58,6 +67,15 @@ except ImportError:  # pragma: no cover - a hint rather than a traceback
         "(.venv/bin/python bench/sdk.py) or `pip install -e clients/python`"
     ) from None
 
+try:
+    from segment.analytics import Client as SegmentClient
+    from segment.analytics import request as segment_request
+except ImportError:  # pragma: no cover
+    raise SystemExit(
+        "segment-analytics-python is not importable: run with the project's venv "
+        "(.venv/bin/python bench/sdk.py) or `pip install segment-analytics-python`"
+    ) from None
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -67,12 +85,16 @@ WARMUP_EVENTS = 200  # per run, before the clock starts: connection, key cache, 
 EVENTS_PER_USER = 10
 NAMES = ("Order placed", "Page viewed", "Added to cart", "Signed up", "Checkout started")
 
-KINDS = ("sdk", "spool", "httpx")
+KINDS = ("sdk", "spool", "segment", "httpx")
+TRACKING_KINDS = ("sdk", "spool", "segment")  # the SDKs: timed from the first track()
+LETTERS = {"sdk": "a", "spool": "b", "segment": "c", "httpx": "d"}
 LABELS = {
     "sdk": "BatchingClient",
     "spool": "BatchingClient + spool",
-    "httpx": "httpx loop (reference)",
+    "segment": "segment-analytics-python → /v1/batch",
+    "httpx": "httpx loop (2nd reference)",
 }
+LABEL_WIDTH = max(len(v) for v in LABELS.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,17 +118,28 @@ class Options:
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     p = argparse.ArgumentParser(
-        description="Tidings Python SDK benchmark (BatchingClient vs a plain httpx loop).",
+        description=(
+            "Tidings Python SDK benchmark (BatchingClient vs segment-analytics-python into "
+            "/v1/batch, and vs a plain httpx loop)."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="1 repeat of 10,000 events (~30 s)")
+    p.add_argument("--quick", action="store_true", help="1 repeat of 10,000 events (~20 s)")
     p.add_argument("--events", type=int, help="events per run (default 50,000; quick 10,000)")
     p.add_argument("--repeats", type=int, help="rounds; medians reported (default 3; quick 1)")
-    p.add_argument("--batch-size", type=int, default=100, help="events per request (max 100)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="events per request (max 100); the Segment SDK's upload_size",
+    )
     p.add_argument(
         "--queue-size",
         type=int,
-        help="BatchingClient max_queue_size (default: --events, so a burst is never dropped)",
+        help=(
+            "max_queue_size of both SDKs, BatchingClient and segment-analytics-python "
+            "(default: --events, so a burst is never dropped)"
+        ),
     )
     p.add_argument("--flush-timeout", type=float, default=120.0, help="flush() budget, s")
     p.add_argument("--drain-timeout", type=float, default=120.0, help="max wait for log_lag 0")
@@ -388,6 +421,7 @@ class Run:
     client_cpu_us: float = 0.0  # whole client process CPU (all threads), per event
     build_cpu_us: float = 0.0  # httpx: building the bodies (uuid4 + json.dumps), per event
     server_cores: float = 0.0
+    server_cpu_us: float = 0.0  # the server's CPU per event
     rest_cores: float = 0.0  # everything else on the machine
     requests: int = 0
     request_bytes: int = 0
@@ -426,6 +460,7 @@ class Meter:
         server = group_cpu(self.server_pid) - self.server0
         busy = machine_busy() - self.busy0
         run.client_cpu_us = client / run.events * 1e6
+        run.server_cpu_us = server / run.events * 1e6
         if wall > 0:
             run.server_cores = server / wall
             run.rest_cores = max(0.0, (busy - server - client) / wall)
@@ -503,6 +538,154 @@ def run_sdk(server: Server, o: Options, rnd: int, spool: bool, workdir: Path) ->
     run.requests = transport.requests
     run.request_bytes = transport.body_bytes
     run.statuses = {str(k): v for k, v in sorted(transport.statuses.items())}
+    return run
+
+
+class SegmentCounter:
+    """Counts what ``segment-analytics-python`` sends and what it gives up on.
+
+    The SDK posts with ``requests`` through one module-level session
+    (``segment.analytics.request._session``); a response hook on it counts the answers
+    (attached for one run, removed after). Events the SDK gives up on are reported to
+    ``on_error(exc, batch)`` (a 4xx other than 408/410/429/460, retries or the backoff budget
+    exhausted, no room to re-queue a rate-limited batch); ``track`` returns ``(False, msg)``
+    when its queue is full. A message over 32 KB would be dropped with only a log line, but
+    these are ~0.5 KB (and the stored count would show it).
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.body_bytes = 0
+        self.statuses: Counter[int] = Counter()
+        self.failed = 0  # events passed to on_error
+        self.errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        self.requests = self.body_bytes = 0
+        self.statuses = Counter()
+
+    def on_error(self, exc: Exception, batch: Sequence[object]) -> None:
+        with self._lock:
+            self.failed += len(batch)
+            self.errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Logger filter: the SDK logs a warning per event dropped for a full queue; those
+        are counted (``track`` returned False) and reported once instead."""
+        return "queue is full" not in record.getMessage()
+
+    def on_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self.requests += 1
+        self.body_bytes += int(response.request.headers.get("Content-Length") or 0)
+        self.statuses[int(response.status_code)] += 1
+
+
+def wait_segment_flushed(q: queue.Queue[Any], timeout: float) -> bool:
+    """``Client.flush()`` of segment-analytics-python is ``queue.join()``, which has no timeout:
+    the same wait (every queued message ``task_done()``, i.e. its request answered or given
+    up), on the same condition, with a deadline. True if it returned within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    with q.all_tasks_done:
+        while q.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            q.all_tasks_done.wait(remaining)
+    return True
+
+
+def stop_segment(client: SegmentClient, timeout: float = 20.0) -> None:
+    """``Client.join()`` with a bound: stop the consumer threads (each notices within
+    ``upload_interval``, or a retry wait's 1 s slice, or a request's 15 s timeout) and drop
+    the ``atexit`` hook that would join them again at exit."""
+    for consumer in client.consumers or []:
+        consumer.pause()
+    for consumer in client.consumers or []:
+        with contextlib.suppress(RuntimeError):  # never started
+            consumer.join(timeout)
+    atexit.unregister(client.join)
+
+
+def run_segment(server: Server, o: Options, rnd: int) -> Run:
+    run = Run("segment", rnd, o.events)
+    prefix = f"r{rnd}segment"
+    warm = make_events(prefix + "w", WARMUP_EVENTS)
+    events = make_events(prefix, o.events)
+    counter = SegmentCounter()
+    hooks = segment_request._session.hooks["response"]
+    segment_log = logging.getLogger("segment")
+    client = SegmentClient(
+        server.public_key,  # the write key: sent as the HTTP Basic username
+        host=server.base_url,  # the SDK posts to host + "/v1/batch"
+        max_queue_size=o.queue_size,
+        upload_size=o.batch_size,
+        sync_mode=False,
+        on_error=counter.on_error,
+        # Defaults are 12 h and 30 min: only a failing run would notice; bound them.
+        max_total_backoff_duration=o.flush_timeout,
+        max_rate_limit_duration=o.flush_timeout,
+    )
+    q: queue.Queue[Any] = client.queue
+    hooks.append(counter.on_response)
+    segment_log.addFilter(counter)
+    try:
+        warm_dropped = 0
+        for name, props, ext in warm:
+            ok, _ = client.track(user_id=ext, event=name, properties=props)
+            warm_dropped += not ok
+        warm_ok = wait_segment_flushed(q, 30.0) and warm_dropped == 0 and counter.failed == 0
+        warm_lost = warm_dropped + counter.failed
+        server.sent += WARMUP_EVENTS - warm_lost
+        wait_lag_zero(server, o.drain_timeout)
+        counter.reset()
+        failed0 = counter.failed
+        dropped = 0
+        durations = [0] * o.events
+        track = client.track
+        clock = time.perf_counter_ns
+        meter = Meter(server.pid)
+        thread0 = time.thread_time()
+        t0 = clock()
+        for i, (name, props, ext) in enumerate(events):
+            s = clock()
+            ok, _ = track(user_id=ext, event=name, properties=props)
+            durations[i] = clock() - s
+            if not ok:
+                dropped += 1
+        t_loop = clock()
+        thread_cpu = time.thread_time() - thread0
+        accepted = o.events - dropped
+        # Answered (task_done) = accepted - unfinished; of those, failed went to on_error.
+        run.delivered_in_loop = accepted - q.unfinished_tasks - (counter.failed - failed0)
+        flushed = wait_segment_flushed(q, o.flush_timeout)
+        t_end = clock()
+        meter.finish(run)
+        failed = counter.failed - failed0
+        run.delivered = accepted - q.unfinished_tasks - failed
+        run.ok = flushed and warm_ok and dropped == 0 and failed == 0
+    finally:
+        stop_segment(client)
+        segment_log.removeFilter(counter)
+        with contextlib.suppress(ValueError):
+            hooks.remove(counter.on_response)
+    # Dropped (queue full) and given-up (on_error) events are not expected on the server.
+    run.dropped = dropped + failed
+    run.expected = WARMUP_EVENTS + o.events - warm_lost - run.dropped
+    server.sent += o.events - run.dropped
+    run.seconds = (t_end - t0) / 1e9
+    run.loop_seconds = (t_loop - t0) / 1e9
+    durations.sort()
+    run.track_us_mean = sum(durations) / len(durations) / 1e3
+    run.track_us_p50 = _percentile(durations, 0.50) / 1e3
+    run.track_us_p99 = _percentile(durations, 0.99) / 1e3
+    run.track_us_max = durations[-1] / 1e3
+    run.track_cpu_us = thread_cpu / o.events * 1e6
+    run.requests = counter.requests
+    run.request_bytes = counter.body_bytes
+    run.statuses = {str(k): v for k, v in sorted(counter.statuses.items())}
+    for error, n in counter.errors.items():
+        print(f"      segment on_error x{n}: {error}", flush=True)
     return run
 
 
@@ -589,10 +772,11 @@ def _med(values: Sequence[float]) -> float:
 def print_run(run: Run) -> None:
     per_req = run.events / run.requests if run.requests else 0.0
     line = (
-        f"  round {run.round + 1} {LABELS[run.kind]:<24} {run.events_per_s:>9,.0f} events/s "
-        f"({run.seconds:5.2f} s, {run.requests} req, {per_req:.0f} ev/req"
+        f"  round {run.round + 1} {LABELS[run.kind]:<{LABEL_WIDTH}} {run.events_per_s:>9,.0f} "
+        f"events/s ({run.seconds:5.2f} s, {run.requests} req, {per_req:.0f} ev/req, "
+        f"{run.request_bytes / run.events:.0f} B/event sent"
     )
-    if run.kind != "httpx":
+    if run.kind in TRACKING_KINDS:
         line += (
             f"; track {run.track_us_mean:.1f} us/event mean, p50 {run.track_us_p50:.1f}, "
             f"p99 {run.track_us_p99:.1f}, max {run.track_us_max / 1e3:.1f} ms; loop "
@@ -603,12 +787,13 @@ def print_run(run: Run) -> None:
         line += f"; bodies built beforehand, untimed: {run.build_cpu_us:.1f} us/event CPU"
     print(line + ")")
     if run.dropped:
-        print(f"      {run.dropped:,} events dropped by the client (see --queue-size)")
+        print(f"      {run.dropped:,} events dropped or given up by the client (see --queue-size)")
     stored = "stored ok" if run.stored_ok else "STORED MISMATCH"
     print(
         f"      client CPU {run.client_cpu_us:.1f} us/event, server {run.server_cores:.2f} "
-        f"cores, rest of machine {run.rest_cores:.2f} cores; flush ok={run.ok}, dropped "
-        f"{run.dropped}, answers {run.statuses}; log_lag 0 after {run.drain_seconds:.1f} s"
+        f"cores ({run.server_cpu_us:.0f} us/event), rest of machine {run.rest_cores:.2f} "
+        f"cores; flush ok={run.ok}, dropped {run.dropped}, answers {run.statuses}; "
+        f"log_lag 0 after {run.drain_seconds:.1f} s"
         f"{'' if run.drained else ' (NOT DRAINED)'}; {stored}: +{run.stored:,} rows "
         f"(expected +{run.expected:,}; total {run.stored_total:,}/{run.expected_total:,})",
         flush=True,
@@ -619,7 +804,8 @@ def print_run(run: Run) -> None:
 class Summary:
     kind: str
     events_per_s: float
-    ratio: float  # median of the per-round ratios to the httpx loop
+    ratio_segment: float  # median of the per-round ratios to segment-analytics-python (c)
+    ratio_httpx: float  # median of the per-round ratios to the httpx loop (d)
     track_us_mean: float
     track_us_p50: float
     track_us_p99: float
@@ -631,16 +817,20 @@ class Summary:
 
 def summarize(runs: Sequence[Run], repeats: int) -> dict[str, Summary]:
     out: dict[str, Summary] = {}
-    ref = {r.round: r.events_per_s for r in runs if r.kind == "httpx"}
+
+    def ratios(mine: Sequence[Run], ref_kind: str) -> float:
+        ref = {r.round: r.events_per_s for r in runs if r.kind == ref_kind}
+        return _med(
+            [r.events_per_s / ref[r.round] for r in mine if ref.get(r.round) and r.events_per_s]
+        )
+
     for kind in KINDS:
         mine = [r for r in runs if r.kind == kind]
-        ratios = [
-            r.events_per_s / ref[r.round] for r in mine if ref.get(r.round) and r.events_per_s
-        ]
         out[kind] = Summary(
             kind=kind,
             events_per_s=_med([r.events_per_s for r in mine]),
-            ratio=_med(ratios),
+            ratio_segment=ratios(mine, "segment"),
+            ratio_httpx=ratios(mine, "httpx"),
             track_us_mean=_med([r.track_us_mean for r in mine]),
             track_us_p50=_med([r.track_us_p50 for r in mine]),
             track_us_p99=_med([r.track_us_p99 for r in mine]),
@@ -689,6 +879,8 @@ def machine_facts(workdir: Path) -> dict[str, str]:
         "sqlite": sqlite3.sqlite_version,
         "tidings": _version("tidings"),
         "tidings-client": _version("tidings-client"),
+        "segment-analytics-python": _version("segment-analytics-python"),
+        "requests": _version("requests"),
         "httpx": _version("httpx"),
         "GIL switch interval": f"{sys.getswitchinterval() * 1e3:g} ms (client process)",
         "max RSS so far": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB",
@@ -714,40 +906,56 @@ def machine_facts(workdir: Path) -> dict[str, str]:
 
 
 def print_summary(summary: dict[str, Summary], o: Options, facts: dict[str, str]) -> None:
-    ref = summary["httpx"].events_per_s
+    seg, ref = summary["segment"].events_per_s, summary["httpx"].events_per_s
     print(f"\n## Medians of {o.repeats} round(s), {o.events:,} events per run")
     for kind in KINDS:
         s = summary[kind]
-        ratio_of_medians = s.events_per_s / ref if ref else 0.0
-        line = f"  {LABELS[kind]:<24} {s.events_per_s:>9,.0f} events/s"
+        line = f"  ({LETTERS[kind]}) {LABELS[kind]:<{LABEL_WIDTH}} {s.events_per_s:>9,.0f} events/s"
+        if kind in ("sdk", "spool"):
+            line += (
+                f"  vs segment-analytics-python {s.ratio_segment:.2f} (median per round; of "
+                f"medians {s.events_per_s / seg if seg else 0.0:.2f})"
+            )
         if kind != "httpx":
             line += (
-                f"  ratio to httpx {s.ratio:.2f} (median per round; of medians "
-                f"{ratio_of_medians:.2f}); track {s.track_us_mean:.1f} us/event "
-                f"(p50 {s.track_us_p50:.1f}, p99 {s.track_us_p99:.1f}; CPU {s.track_cpu_us:.1f})"
+                f"  vs httpx loop {s.ratio_httpx:.2f} (of medians "
+                f"{s.events_per_s / ref if ref else 0.0:.2f}); track {s.track_us_mean:.1f} "
+                f"us/event (p50 {s.track_us_p50:.1f}, p99 {s.track_us_p99:.1f}; "
+                f"CPU {s.track_cpu_us:.1f})"
             )
         line += f"; client CPU {s.client_cpu_us:.1f} us/event"
         if kind == "httpx":
             line += f" (+ {s.build_cpu_us:.1f} untimed to build the JSON)"
         line += "" if s.all_ok else "  [NOT ALL RUNS DELIVERED AND STORED]"
         print(line)
-    a, b = summary["sdk"], summary["spool"]
-    print(f"\n  (a)/(c) = {a.ratio:.2f}    (b)/(c) = {b.ratio:.2f}")
+    a, b, c = summary["sdk"], summary["spool"], summary["segment"]
+    print(
+        f"\n  (a)/(c) = {a.ratio_segment:.2f}    (b)/(c) = {b.ratio_segment:.2f}    "
+        f"(a)/(d) = {a.ratio_httpx:.2f}    (b)/(d) = {b.ratio_httpx:.2f}    "
+        f"(c)/(d) = {c.ratio_httpx:.2f}"
+    )
 
     print("\n## For docs/benchmarks.md\n")
     print(
         f"Python SDK, one host thread, {o.batch_size}-event batches into one local "
         f"`tidings serve` (SQLite), {o.events:,} events per run, median of {o.repeats} "
         f"run(s); {facts['cpu']}, {facts['cores']} cores, Python {platform.python_version()}, "
-        f"tidings-client {facts['tidings-client']}, commit {facts.get('commit', '?')}; "
+        f"tidings-client {facts['tidings-client']}, segment-analytics-python "
+        f"{facts['segment-analytics-python']}, commit {facts.get('commit', '?')}; "
         f"`bench/sdk.py{' --quick' if o.quick else ''}`.\n"
     )
     print(
-        "| Client | events/s (first `track` → `flush()` True) | vs httpx loop "
-        "| host time in `track`, µs/event (mean / p50 / p99) | client CPU, µs/event "
-        "| all stored |"
+        "| Client | events/s (first `track` → flush done) | vs segment-analytics-python "
+        "| vs httpx loop | host time in `track`, µs/event (mean / p50 / p99) "
+        "| client CPU, µs/event | all stored |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | :---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | :---: |")
+    names = {
+        "sdk": "`BatchingClient` → `/api/client/events`",
+        "spool": "`BatchingClient(spool_path=…)` → `/api/client/events`",
+        "segment": "`segment-analytics-python` `Client` → `/v1/batch` (reference)",
+        "httpx": "plain `httpx.Client` loop, pre-built bodies → `/api/client/events`",
+    }
     for kind in KINDS:
         s = summary[kind]
         track = (
@@ -755,19 +963,22 @@ def print_summary(summary: dict[str, Summary], o: Options, facts: dict[str, str]
             if kind == "httpx"
             else f"{s.track_us_mean:.1f} / {s.track_us_p50:.1f} / {s.track_us_p99:.1f}"
         )
-        ratio = "1.00" if kind == "httpx" else f"{s.ratio:.2f}"
-        name = {"sdk": "`BatchingClient`", "spool": "`BatchingClient(spool_path=…)`"}.get(
-            kind, "plain `httpx.Client` loop, pre-built bodies (reference)"
-        )
+        vs_segment = {"segment": "1.00", "httpx": "-"}.get(kind, f"{s.ratio_segment:.2f}")
+        vs_httpx = "1.00" if kind == "httpx" else f"{s.ratio_httpx:.2f}"
         print(
-            f"| {name} | {s.events_per_s:,.0f} | {ratio} | {track} | {s.client_cpu_us:.1f} "
-            f"| {'yes' if s.all_ok else 'NO'} |"
+            f"| {names[kind]} | {s.events_per_s:,.0f} | {vs_segment} | {vs_httpx} | {track} "
+            f"| {s.client_cpu_us:.1f} | {'yes' if s.all_ok else 'NO'} |"
         )
     print(
-        f"\nClient CPU is the whole client process (host thread and sender thread) per event; "
-        f"the reference's bodies (uuid4 + `json.dumps`) are built before its clock starts "
-        f'({summary["httpx"].build_cpu_us:.1f} µs/event). "All stored": after every run '
-        f"`log_lag` reached 0 and the server's `events` table grew by exactly the events sent."
+        f"\nRatios are medians of the per-round ratios. Flush done: `BatchingClient.flush()` "
+        f"returned True; for segment-analytics-python, its `flush()` wait (`queue.join()`: "
+        f"every message's request answered) returned, with a deadline. Both SDKs get "
+        f"`max_queue_size` = {o.queue_size:,} so none of the burst is dropped for a full "
+        f"queue. Client CPU is the whole client process (host thread and sender thread) per "
+        f"event; the httpx loop's bodies (uuid4 + `json.dumps`) are built before its clock "
+        f'starts ({summary["httpx"].build_cpu_us:.1f} µs/event). "All stored": after every '
+        f"run `log_lag` reached 0 and the server's `events` table grew by exactly the events "
+        f"sent."
     )
 
 
@@ -791,9 +1002,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {k}: {v}")
     print(f"  temp dir: {workdir}{' (kept)' if o.keep else ' (removed at the end)'}")
     print(
-        f"  {o.repeats} round(s) x 3 kinds x {o.events:,} events (+{WARMUP_EVENTS} warm-up); "
-        f"batch_size {o.batch_size}, max_queue_size {o.queue_size:,}; one fresh server "
-        f"(own SQLite database) per kind",
+        f"  {o.repeats} round(s) x {len(KINDS)} kinds x {o.events:,} events "
+        f"(+{WARMUP_EVENTS} warm-up); batch_size / upload_size {o.batch_size}, max_queue_size "
+        f"{o.queue_size:,} (both SDKs); one fresh server (own SQLite database) per kind",
         flush=True,
     )
     servers: dict[str, Server] = {}
@@ -805,11 +1016,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         actions: dict[str, Callable[[int], Run]] = {
             "sdk": lambda rnd: run_sdk(servers["sdk"], o, rnd, False, workdir),
             "spool": lambda rnd: run_sdk(servers["spool"], o, rnd, True, workdir),
+            "segment": lambda rnd: run_segment(servers["segment"], o, rnd),
             "httpx": lambda rnd: run_httpx(servers["httpx"], o, rnd),
         }
         for rnd in range(o.repeats):
             print(f"\n## Round {rnd + 1}/{o.repeats}", flush=True)
-            order = KINDS[rnd % 3 :] + KINDS[: rnd % 3]
+            order = KINDS[rnd % len(KINDS) :] + KINDS[: rnd % len(KINDS)]
             for kind in order:
                 server = servers[kind]
                 if server.proc.poll() is not None:
