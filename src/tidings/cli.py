@@ -122,6 +122,9 @@ def serve(
             loop="uvloop",
             http="httptools",
             access_log=False,
+            # The client address is the peer unless TIDINGS_TRUST_FORWARDED_FOR says
+            # otherwise (rate limits); uvicorn would otherwise rewrite it for local peers.
+            proxy_headers=False,
             log_level="warning",
             timeout_graceful_shutdown=10,
         )

@@ -49,6 +49,26 @@ class Settings(BaseSettings):
         default=True, description="`serve` on SQLite brings the schema up to date by itself."
     )
 
+    rate_limit_per_key: float = Field(
+        default=0,
+        ge=0,
+        description="Requests per second per Authorization header value; 0 turns it off.",
+    )
+    rate_limit_per_ip: float = Field(
+        default=0, ge=0, description="Requests per second per client address; 0 turns it off."
+    )
+    rate_limit_burst: float = Field(
+        default=2.0,
+        ge=1,
+        description="Bucket size, in seconds of the rate: a limit of r allows bursts of "
+        "r * burst requests (at least 1).",
+    )
+    trust_forwarded_for: bool = Field(
+        default=False,
+        description="Take the client address from the first X-Forwarded-For entry (only "
+        "behind a proxy that sets that header itself).",
+    )
+
     @property
     def database_url_value(self) -> str:
         return self.database_url.get_secret_value()

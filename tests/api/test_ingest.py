@@ -210,3 +210,13 @@ async def test_an_empty_device_token_is_treated_as_absent(
     assert (await post(client, "/devices", project.pk, device)).status_code == 204
     await drain(services)
     assert (await profile(client, project, "u_tok"))["devices"][0]["token"] is None
+
+
+async def test_integers_of_any_size_are_kept(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    big = -8132051169622910566400  # beyond 64 bits
+    body = [{"name": "Big", "external_id": "u_big", "data": {"n": big}}]
+    assert (await post(client, "/events", project.pk, body)).status_code == 204
+    await drain(services)
+    assert (await events_of(client, project, "u_big"))[0]["data"] == {"n": big}

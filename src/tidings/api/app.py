@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,11 +22,13 @@ from tidings.api.errors import error_response, problem_response, request_id_of
 from tidings.api.ingest import IngestRoutes
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
+from tidings.api.ratelimit import with_rate_limits
 from tidings.api.schema import schema_router
 from tidings.api.segment import SegmentRoutes
 from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
+from tidings.settings import Settings
 
 __all__ = ["TidingsApp", "create_app"]
 
@@ -44,17 +47,24 @@ _HTTP_CODES = {
 
 
 class TidingsApp:
-    """The ASGI entry point: request ids, then ingest routes directly, else FastAPI.
+    """The ASGI entry point: request ids, rate limits, then ingest routes directly, else FastAPI.
 
     The ingest routes skip FastAPI's middleware and routing layers, which cost about as
     much as the rest of a single-event request (see docs/benchmarks.md).
     """
 
-    def __init__(self, fastapi: FastAPI, fast_routes: dict[tuple[str, str], Endpoint]) -> None:
+    def __init__(
+        self,
+        fastapi: FastAPI,
+        fast_routes: dict[tuple[str, str], Endpoint],
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.fastapi = fastapi
         self.state = fastapi.state
         self._fast = fast_routes
-        self._app = RequestIdMiddleware(self._dispatch)
+        self._app = RequestIdMiddleware(with_rate_limits(self._dispatch, settings, clock))
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self._fast.get((scope.get("method", ""), scope.get("path", "")))
@@ -71,8 +81,16 @@ class TidingsApp:
         await self._app(scope, receive, send)
 
 
-def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsApp:
-    """The ASGI app over ``services``; it starts and stops them unless told not to."""
+def create_app(
+    services: Services,
+    *,
+    manage_lifecycle: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+) -> TidingsApp:
+    """The ASGI app over ``services``; it starts and stops them unless told not to.
+
+    ``clock`` (monotonic seconds) drives the rate limits; tests pass a fake one.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -174,4 +192,4 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> TidingsA
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return TidingsApp(app, fast_routes)
+    return TidingsApp(app, fast_routes, services.settings, clock=clock)

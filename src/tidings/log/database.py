@@ -20,9 +20,11 @@ from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
 __all__ = ["DatabaseLog"]
 
-_encode = msgspec.msgpack.Encoder().encode
+# JSON, not MessagePack: entries hold the client's JSON as sent, and JSON allows integers
+# of any size (MessagePack stops at 64 bits; the fuzz test found it).
+_encode = msgspec.json.Encoder().encode
 _COLUMNS = ("partition", "project_id", "kind", "payload", "accepted_at")
-_decode = msgspec.msgpack.Decoder().decode
+_decode = msgspec.json.Decoder().decode
 
 
 class DatabaseLog:
