@@ -329,7 +329,12 @@ def add_segment_paths(schema: dict[str, Any]) -> None:
                 "application/json": {
                     "schema": {
                         "oneOf": [
-                            {"type": "object", "properties": {"success": {"const": True}}},
+                            {
+                                "type": "object",
+                                "required": ["success"],
+                                "additionalProperties": False,
+                                "properties": {"success": {"const": True}},
+                            },
                             _ref("SegmentOutcomes"),
                         ]
                     }
