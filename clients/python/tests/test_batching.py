@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import tidings_client as tc
+from tidings_client import _queue as tc_queue
 from tidings_client.testing import RecordingTransport, problem_response
 
 
@@ -230,3 +231,104 @@ def test_bad_options_are_refused():
         tc.BatchingClient("pk", batch_size=101)
     with pytest.raises(ValueError):
         tc.BatchingClient("pk", max_queue_size=0)
+
+
+# -- drops held back by the log's rate limit are logged later, never lost --------------------
+
+
+def _drop_counts(records):
+    """(events, reason) of every drop warning."""
+    out = []
+    for record in records:
+        words = record.getMessage().split()
+        if record.name == "tidings_client" and words[1:2] == ["dropped"]:
+            out.append((int(words[2]), words[4].strip("();:")))
+    return out
+
+
+def test_a_burst_of_drops_is_logged_in_full_by_close(make, caplog):
+    now = [1000.0]
+    client = make(max_queue_size=20)  # batch_size 100, flush_interval 60: nothing leaves
+    client._reporter._clock = lambda: now[0]
+    with caplog.at_level(logging.WARNING, logger="tidings_client"):
+        for _ in range(2000):
+            client.track("E", external_id="u")
+        assert _drop_counts(caplog.records) == [(1, "queue_full")]  # the rest is held back
+        client.close(timeout=5)
+    assert client.dropped == 1980
+    assert _drop_counts(caplog.records) == [(1, "queue_full"), (1979, "queue_full")]
+    assert caplog.records[-1].getMessage().endswith("; 1980 dropped in total")
+
+
+def test_an_idle_sender_logs_held_back_drops_once_they_are_due(make):
+    now = [1000.0]
+    client = make(max_queue_size=2)
+    client._reporter._clock = lambda: now[0]
+    records = []
+    logged = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+            if len(_drop_counts(records)) == 2:
+                logged.set()
+
+    watch = Watch(logging.WARNING)
+    logging.getLogger("tidings_client").addHandler(watch)
+    try:
+        for _ in range(50):
+            client.track("E", external_id="u")
+        assert client.flush(timeout=10) is False  # the 2 queued ones left; 48 dropped
+        assert _drop_counts(records) == [(1, "queue_full")]
+        assert client._reporter.due_in() == tc_queue.LOG_EVERY  # the idle sender waits
+        now[0] += tc_queue.LOG_EVERY  # the interval is up ...
+        with client._cond:
+            client._cond.notify_all()  # ... as the sender's timed wait would find
+        assert logged.wait(10)  # logged by the sender: no new drop, no close()
+        assert _drop_counts(records) == [(1, "queue_full"), (47, "queue_full")]
+        assert records[-1].threadName == "tidings-client-sender"
+    finally:
+        logging.getLogger("tidings_client").removeHandler(watch)
+
+
+_EXIT_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+import tidings_client as tc
+from tidings_client.testing import RecordingTransport
+
+kept = tc.BatchingClient(
+    "pk", base_url="http://t", transport=RecordingTransport(), max_queue_size=5,
+    flush_interval=60,
+)
+for _ in range(50):
+    kept.track("E", external_id="u")  # 45 dropped; the script never closes this client
+closed = tc.BatchingClient("pk", base_url="http://t", transport=RecordingTransport())
+closed.close()
+for _ in range(30):
+    closed.track("E", external_id="u")  # 30 dropped after close()
+print("counted", kept.dropped, closed.dropped, flush=True)
+"""
+
+
+def test_held_back_drops_are_logged_at_interpreter_exit_even_after_close():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[:3] == [
+        "tidings_client: dropped 1 event(s) (queue_full); 1 dropped in total",
+        "tidings_client: dropped 1 event(s) (closed); 1 dropped in total",
+        "counted 45 30",
+    ]
+    assert sorted(lines[3:]) == [  # at exit, in whichever order the clients are visited
+        "tidings_client: dropped 29 event(s) (closed); 30 dropped in total",
+        "tidings_client: dropped 44 event(s) (queue_full); 45 dropped in total",
+    ]

@@ -5,10 +5,11 @@ import sqlite3
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 import tidings_client as tc
-from tidings_client._spool import Spool
+from tidings_client._spool import Item, Spool
 from tidings_client.testing import RecordingTransport
 
 
@@ -18,10 +19,8 @@ def rows(path):
 
 
 def down():
-    """A transport for a server that is down."""
-    transport = RecordingTransport()
-    transport.fail_next(*[503] * 10_000)
-    return transport
+    """A transport for a server that is down, for as long as the test runs."""
+    return httpx.MockTransport(lambda request: httpx.Response(503))
 
 
 def batching(path, transport, **kwargs):
@@ -56,7 +55,7 @@ def test_a_restart_resends_what_was_left_with_the_same_message_ids(tmp_path):
     first = batching(path, down())
     ids = [first.track("E", {"i": i}, external_id="u") for i in range(4)]
     assert first.flush(timeout=0.2) is False
-    first.close(timeout=0.2)
+    first.close(timeout=1)  # the sender stops retrying and releases its lease
     assert first.dropped == 0  # kept on disk, not dropped
     assert [mid for mid, owner in rows(path)] == ids
     assert all(owner is None for _, owner in rows(path))
@@ -186,3 +185,67 @@ def test_spool_directory_is_created(tmp_path):
     path = tmp_path / "deep" / "dir" / "s.db"
     Spool(path).close()
     assert os.path.exists(path)
+
+
+# -- one transaction (one WAL commit) per batch, not one per row ------------------------------
+
+
+def _statements(spool):
+    """Record the SQL the spool's connection runs (expanded, one string per statement)."""
+    seen = []
+    spool._conn.set_trace_callback(seen.append)
+    return seen
+
+
+def _one_transaction(statements, verb, rows):
+    assert statements[0] == "BEGIN IMMEDIATE"
+    assert statements[-1] == "COMMIT"
+    body = statements[1:-1]
+    assert len(body) == rows and all(s.startswith(verb) for s in body)
+
+
+def test_removing_a_batch_of_100_rows_is_one_commit(tmp_path):
+    spool = Spool(tmp_path / "s.db")
+    for i in range(100):
+        spool.append(f"m{i}", b"{}")
+    items = spool.take(100, 1_000_000)
+    statements = _statements(spool)
+    spool.remove(items)
+    _one_transaction(statements, "DELETE", 100)
+    assert spool.count() == 0 and spool.approximate_count() == 0
+
+
+def test_renewing_and_releasing_a_batch_are_one_commit_each(tmp_path):
+    spool = Spool(tmp_path / "s.db")
+    for i in range(100):
+        spool.append(f"m{i}", b"{}")
+    items = spool.take(100, 1_000_000)
+    statements = _statements(spool)
+    spool.renew(items)
+    _one_transaction(statements, "UPDATE", 100)
+    statements.clear()
+    spool.release(items)
+    _one_transaction(statements, "UPDATE", 100)
+    assert all(owner is None for _, owner in rows(tmp_path / "s.db"))
+    statements.clear()
+    spool.remove([])
+    spool.renew([])
+    spool.release([])
+    assert statements == []  # nothing to do: no transaction at all
+
+
+def test_a_remove_that_fails_midway_deletes_nothing_and_the_spool_stays_usable(tmp_path):
+    path = tmp_path / "s.db"
+    spool = Spool(path)
+    for i in range(10):
+        spool.append(f"m{i}", b"{}")
+    items = spool.take(10, 1_000_000)
+    broken = Item(object(), "bad", b"{}")  # cannot be bound: fails after 10 deletes
+    with pytest.raises(sqlite3.Error):
+        spool.remove([*items, broken])
+    assert len(rows(path)) == 10  # rolled back as a whole
+    assert not spool._conn.in_transaction
+    spool.remove(items[:5])
+    spool.remove(items[:5])  # already gone (as when another process delivered them too)
+    assert len(rows(path)) == 5
+    assert spool.approximate_count() == 5  # not thrown off by the second remove

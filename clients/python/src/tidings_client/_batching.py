@@ -112,7 +112,7 @@ class BatchingClient(Client):
             self._hint = self._spool.approximate_count()
             self._last_seq = self._spool.last_seq()
             self._ensure_sender()
-        _open_clients.add(self)
+        _clients.add(self)
         # multiprocessing children end with os._exit(), skipping atexit: close from its own
         # exit hook instead.
         from multiprocessing import util as mp_util
@@ -268,6 +268,11 @@ class BatchingClient(Client):
         """
         budget = self.shutdown_timeout if timeout is None else max(0.0, timeout)
         with self._cond:
+            closed = self._closed
+        if closed:  # still log drops held back since (``track`` after ``close``, say)
+            self._reporter.log_held_back()
+            return
+        with self._cond:
             if self._closed:
                 return
             self._closing = True
@@ -288,13 +293,13 @@ class BatchingClient(Client):
             self._cond.notify_all()
         if leftovers:
             self._report(DropReason.SHUTDOWN, leftovers, None)
+        self._reporter.log_held_back()  # what the rate limit held back is logged, too
         if running:
             logger.warning(
                 "tidings_client: a batch was still being sent when close() ran out of time"
             )
         else:
             self._release_resources()
-        _open_clients.discard(self)
 
     def _release_resources(self) -> None:
         with self._cond:
@@ -334,6 +339,7 @@ class BatchingClient(Client):
                         return
                     if items:
                         self._deliver(items)
+                    self._reporter.log_held_back(due_only=True)
                 except Exception:
                     logger.exception("tidings_client: sender error, continuing")
                     self._interruptible_wait(1.0)
@@ -341,6 +347,7 @@ class BatchingClient(Client):
                         return
         finally:
             if self._closed:
+                self._reporter.log_held_back()  # drops settled after close() returned
                 self._release_resources()
 
     def _pending_hint(self) -> int:
@@ -357,7 +364,11 @@ class BatchingClient(Client):
                         break
                     first_seen = None
                     if self._spool is None:
-                        self._cond.wait()
+                        # Idle: wake up when drops held back by the log's rate limit are due.
+                        due = self._reporter.due_in()
+                        if due is not None and due <= 0:
+                            return []  # _run logs them, outside the lock
+                        self._cond.wait(due)
                     elif not self._cond.wait(self._spool_poll):
                         break  # look for rows freed by other processes
                     continue
@@ -473,7 +484,9 @@ class BatchingClient(Client):
     def _report(self, reason: DropReason, items: list[Item], error: TidingsError | None) -> None:
         with self._cond:
             total = self._dropped
-        self._reporter.report(reason, items, error, total)
+        if self._reporter.report(reason, items, error, total):
+            with self._cond:  # a count is held back: an idle sender logs it once it is due
+                self._cond.notify_all()
 
     # -- fork -----------------------------------------------------------------------------
 
@@ -495,7 +508,9 @@ class BatchingClient(Client):
             self._spool._after_fork_in_child()
 
 
-_open_clients: weakref.WeakSet[BatchingClient] = weakref.WeakSet()
+_clients: weakref.WeakSet[BatchingClient] = weakref.WeakSet()
+"""Every client alive, closed or not: at exit the open ones are closed, and all of them log
+the drops their log's rate limit held back."""
 
 
 def _close_at_multiprocessing_exit(client: BatchingClient) -> None:
@@ -506,7 +521,7 @@ def _close_at_multiprocessing_exit(client: BatchingClient) -> None:
 
 @atexit.register
 def _close_at_exit() -> None:
-    for client in list(_open_clients):
+    for client in list(_clients):
         try:
             client.close()
         except Exception:  # never raise into the host's shutdown

@@ -105,7 +105,14 @@ class MemoryQueue:
 
 
 class DropReporter:
-    """Tells the host about lost events: ``on_drop``, and a rate-limited warning."""
+    """Tells the host about lost events: ``on_drop``, and a rate-limited warning.
+
+    At most one warning per reason every ``LOG_EVERY`` seconds; what the limit holds back is
+    never lost from the log: the next line of that reason carries the count dropped since the
+    previous one, and ``log_held_back`` writes what is still held back (the client calls it
+    once the interval is up, at ``close()`` and at interpreter exit). So the counts logged for
+    a reason add up to the events dropped for it.
+    """
 
     def __init__(
         self,
@@ -115,29 +122,32 @@ class DropReporter:
         self._on_drop = on_drop
         self._clock = clock
         self._lock = threading.Lock()
-        self._log_state: dict[DropReason, tuple[float, int]] = {}
+        self._logged_at: dict[DropReason, float] = {}
+        # Per reason: events dropped since its last line and not logged yet, the latest error.
+        self._held: dict[DropReason, tuple[int, TidingsError | None]] = {}
+        self._total = 0
 
     def report(
         self, reason: DropReason, items: list[Item], error: TidingsError | None, total: int
-    ) -> None:
-        """Log (at most once per ``LOG_EVERY`` per reason, with counts) and call on_drop."""
+    ) -> bool:
+        """Log (at most once per ``LOG_EVERY`` per reason, with counts) and call on_drop.
+
+        ``total`` is the client's count of dropped events, this drop included. Returns True
+        when this drop starts holding back a count for ``reason`` (to be logged later).
+        """
         now = self._clock()
         with self._lock:
-            last, suppressed = self._log_state.get(reason, (now - LOG_EVERY, 0))
-            if now - last >= LOG_EVERY:
-                self._log_state[reason] = (now, 0)
-                log_count = suppressed + len(items)
+            self._total = max(self._total, total)
+            held, _ = self._held.pop(reason, (0, None))
+            last = self._logged_at.get(reason)
+            if last is None or now - last >= LOG_EVERY:
+                self._logged_at[reason] = now
+                log_count = held + len(items)
             else:
-                self._log_state[reason] = (last, suppressed + len(items))
+                self._held[reason] = (held + len(items), error)
                 log_count = 0
         if log_count:
-            logger.warning(
-                "tidings_client: dropped %d event(s) (%s)%s; %d dropped in total",
-                log_count,
-                reason.value,
-                f": {error}" if error else "",
-                total,
-            )
+            _log_drops(log_count, reason, error, total)
         if self._on_drop is not None:
             dropped = Dropped(
                 reason=reason,
@@ -149,3 +159,41 @@ class DropReporter:
                 self._on_drop(dropped)
             except Exception:  # never raise into the host
                 logger.exception("tidings_client: the on_drop callback raised")
+        return log_count == 0 and held == 0
+
+    def due_in(self) -> float | None:
+        """Seconds until a held-back count may be logged (0: now); None when none is held."""
+        if not self._held:
+            return None
+        with self._lock:
+            if not self._held:
+                return None
+            first = min(self._logged_at[reason] for reason in self._held)
+            return max(0.0, first + LOG_EVERY - self._clock())
+
+    def log_held_back(self, *, due_only: bool = False) -> None:
+        """Log the counts held back by the rate limit (with ``due_only``: once it allows)."""
+        if not self._held:  # the common case, without the lock
+            return
+        now = self._clock()
+        lines: list[tuple[int, DropReason, TidingsError | None]] = []
+        with self._lock:
+            for reason, (count, error) in list(self._held.items()):
+                if due_only and now - self._logged_at[reason] < LOG_EVERY:
+                    continue
+                del self._held[reason]
+                self._logged_at[reason] = now
+                lines.append((count, reason, error))
+            total = self._total
+        for count, reason, error in lines:
+            _log_drops(count, reason, error, total)
+
+
+def _log_drops(count: int, reason: DropReason, error: TidingsError | None, total: int) -> None:
+    logger.warning(
+        "tidings_client: dropped %d event(s) (%s)%s; %d dropped in total",
+        count,
+        reason.value,
+        f": {error}" if error else "",
+        total,
+    )

@@ -19,7 +19,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 __all__ = ["Item", "Spool", "SpoolFullError"]
@@ -127,6 +128,23 @@ class Spool:
             raise RuntimeError("the spool is closed")
         return self._conn
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (one WAL commit), taken with the write lock at once.
+
+        The connection is in autocommit mode, so without this every statement, and every row
+        of an ``executemany``, would be a commit of its own. Call with ``self._lock`` held.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back already (disk full, say)
+                db.execute("ROLLBACK")
+            raise
+
     def _count_rows(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -168,29 +186,22 @@ class Spool:
     def take(self, max_items: int, max_bytes: int) -> list[Item]:
         """Lease the oldest free rows, at most ``max_items`` and ``max_bytes`` of bodies."""
         now = self._clock()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                self._free_dead_leases(now)
-                rows = db.execute(
-                    "SELECT id, message_id, body FROM events"
-                    " WHERE owner IS NULL OR owner = ? OR lease_until < ?"
-                    " ORDER BY id LIMIT ?",
-                    (self._owner, now, max_items),
-                ).fetchall()
-                items: list[Item] = []
-                size = 0
-                for row_id, message_id, body in rows:
-                    if items and size + len(body) > max_bytes:
-                        break
-                    items.append(Item(int(row_id), str(message_id), bytes(body)))
-                    size += len(body)
-                self._lease(items, now)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as db:
+            self._free_dead_leases(now)
+            rows = db.execute(
+                "SELECT id, message_id, body FROM events"
+                " WHERE owner IS NULL OR owner = ? OR lease_until < ?"
+                " ORDER BY id LIMIT ?",
+                (self._owner, now, max_items),
+            ).fetchall()
+            items: list[Item] = []
+            size = 0
+            for row_id, message_id, body in rows:
+                if items and size + len(body) > max_bytes:
+                    break
+                items.append(Item(int(row_id), str(message_id), bytes(body)))
+                size += len(body)
+            self._lease(items, now)
         return items
 
     def _free_dead_leases(self, now: float) -> None:
@@ -206,28 +217,37 @@ class Spool:
                 )
 
     def _lease(self, items: Sequence[Item], now: float) -> None:
+        """Lease ``items`` to this spool; call inside ``_transaction``."""
         self._db.executemany(
             "UPDATE events SET owner = ?, lease_until = ? WHERE id = ?",
             [(self._owner, now + self.lease_seconds, item.seq) for item in items],
         )
 
     def renew(self, items: Sequence[Item]) -> None:
-        """Extend the lease of rows being retried."""
-        with self._lock:
+        """Extend the lease of rows being retried (in one transaction)."""
+        if not items:
+            return
+        with self._lock, self._transaction():
             self._lease(items, self._clock())
 
     def remove(self, items: Iterable[Item]) -> None:
-        """Delete rows the server acknowledged (or refused for good)."""
+        """Delete rows the server acknowledged (or refused for good), in one transaction."""
         ids = [(item.seq,) for item in items]
+        if not ids:
+            return
         with self._lock:
-            self._db.executemany("DELETE FROM events WHERE id = ?", ids)
-            self._count = max(0, self._count - len(ids))
+            with self._transaction() as db:
+                deleted = db.executemany("DELETE FROM events WHERE id = ?", ids).rowcount
+            # Rows another process already deleted (a lease taken over) are not counted twice.
+            self._count = max(0, self._count - max(0, deleted))
 
     def release(self, items: Iterable[Item]) -> None:
         """Give leased rows back, for this or another process to send later."""
         ids = [(item.seq, self._owner) for item in items]
-        with self._lock:
-            self._db.executemany(
+        if not ids:
+            return
+        with self._lock, self._transaction() as db:
+            db.executemany(
                 "UPDATE events SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?",
                 ids,
             )
