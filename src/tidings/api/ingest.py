@@ -361,23 +361,11 @@ def _validate_batch(body: list[Any], default_locale: str | None) -> list[dict[st
                 if isinstance(item.get(name), str):
                     result[name] = item[name]
         if problems:
-            result["error"] = _item_error(problems)
+            result["error"] = problems.as_item_error()
         else:
             result["_payload"] = payload
         results.append(result)
     return results
-
-
-def _item_error(problems: wire.Problems) -> dict[str, Any]:
-    errors = problems.structural or problems.content
-    first = errors[0]
-    code = first.code if problems.structural else "validation_failed"
-    return {
-        "code": code,
-        "message": first.message,
-        "param": first.param,
-        "errors": [{"param": x.param, "code": x.code, "message": x.message} for x in errors],
-    }
 
 
 def _replay(record: IdempotencyRecord, request_hash: str) -> Response:

@@ -35,7 +35,6 @@ from tidings.api.segment_wire import (
     Mapped,
     Shared,
     batch_of,
-    item_error,
     map_message,
     sent_message_id,
     too_large,
@@ -188,7 +187,7 @@ class SegmentRoutes:
             problems = wire.Problems()
             item = map_message(message, kind, path, index, problems, shared)
             if problems or item is None:
-                result["error"] = item_error(problems)
+                result["error"] = problems.as_item_error()
                 continue
             if item.kind == "event":  # the generated id, when none was sent
                 result["messageId"] = item.payload["message_id"]

@@ -26,7 +26,6 @@ __all__ = [
     "Mapped",
     "Shared",
     "batch_of",
-    "item_error",
     "map_message",
     "sent_message_id",
     "too_large",
@@ -88,17 +87,6 @@ def too_large_message(path: str) -> str:
     return f"Message {path or 'body'} is larger than {MAX_MESSAGE_BYTES // 1024} KB."
 
 
-def item_error(problems: wire.Problems) -> dict[str, Any]:
-    errors = problems.structural or problems.content
-    first = errors[0]
-    return {
-        "code": first.code if problems.structural else "validation_failed",
-        "message": first.message,
-        "param": first.param,
-        "errors": [{"param": x.param, "code": x.code, "message": x.message} for x in errors],
-    }
-
-
 def sent_message_id(message: Any) -> str | None:
     value = message.get("messageId") if isinstance(message, dict) else None
     if isinstance(value, str):
@@ -109,10 +97,6 @@ def sent_message_id(message: Any) -> str | None:
 
 
 # -- one message -------------------------------------------------------------------------
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
 
 def _number_id(value: float) -> str:
@@ -131,7 +115,7 @@ def _id(
 ) -> str | None:
     """A string id; numbers become strings (Segment allows a numeric userId)."""
     value = message.get(name)
-    param = _join(path, name)
+    param = wire.join_path(path, name)
     if value is None:
         if required:
             problems.add(param, "parameter_missing", f"'{name}' is required.")
@@ -164,7 +148,7 @@ def _text(
     max_length: int | None = None,
 ) -> str | None:
     value = message.get(name)
-    param = _join(path, name)
+    param = wire.join_path(path, name)
     if value is None or (value == "" and not required):
         if required:
             problems.add(param, "parameter_missing", f"'{name}' is required.")
@@ -183,25 +167,13 @@ def _text(
     return value
 
 
-def _object(
-    message: dict[str, Any], name: str, path: str, problems: wire.Problems
-) -> dict[str, Any] | None:
-    value = message.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        problems.add(_join(path, name), "parameter_invalid_format", f"'{name}' must be an object.")
-        return None
-    return value
-
-
 def _timestamp(
     message: dict[str, Any], name: str, path: str, problems: wire.Problems
 ) -> int | None:
     value = message.get(name)
     if value is None:
         return None
-    param = _join(path, name)
+    param = wire.join_path(path, name)
     if not isinstance(value, str) or len(value) > 64:
         problems.add(
             param, "parameter_invalid_format", f"'{name}' must be an ISO-8601 timestamp string."
@@ -230,7 +202,7 @@ def map_message(
     if kind is None:
         return None
     message_id = _id(message, "messageId", path, problems)
-    context = _object(message, "context", path, problems)
+    context = wire.object_field(message, "context", path, problems)
     if shared.context:
         context = {**shared.context, **(context or {})}
     if kind == "alias":
@@ -247,7 +219,7 @@ def _type_of(
     message: dict[str, Any], endpoint_type: str | None, path: str, problems: wire.Problems
 ) -> str | None:
     sent = message.get("type")
-    param = _join(path, "type")
+    param = wire.join_path(path, "type")
     if endpoint_type is not None:
         if sent is not None and sent != endpoint_type:
             problems.add(
@@ -281,7 +253,7 @@ def _ids(message: dict[str, Any], path: str, problems: wire.Problems) -> dict[st
         out["anonymous_id"] = anonymous_id
     if not out and len(problems.structural) == before:
         problems.add(
-            _join(path, "userId"),
+            wire.join_path(path, "userId"),
             "parameter_missing",
             "At least one of 'userId' or 'anonymousId' is required.",
         )
@@ -305,7 +277,7 @@ def _event(
     index: int,
     shared: Shared,
 ) -> Mapped | None:
-    properties = _object(message, "properties", path, problems)
+    properties = wire.object_field(message, "properties", path, problems)
     data = dict(properties or {})
     if kind == "track":
         name = _text(message, "event", path, problems, required=True, max_length=255)
@@ -345,7 +317,7 @@ def _identify(
     context: dict[str, Any] | None,
     shared: Shared,
 ) -> Mapped | None:
-    traits = _object(message, "traits", path, problems) or {}
+    traits = wire.object_field(message, "traits", path, problems) or {}
     _client_time(message, path, problems)  # validated, not used: traits apply in log order
     payload: dict[str, Any] = dict(ids)
     locale = _context_value(context, "locale", fields.normalise_locale)
@@ -354,13 +326,13 @@ def _identify(
     timezone = _context_value(context, "timezone", fields.normalise_timezone)
     if timezone is not None:
         payload["timezone"] = timezone
-    traits_path = _join(path, "traits")
+    traits_path = wire.join_path(path, "traits")
     email = _text(traits, "email", traits_path, problems, max_length=320)
     if email is not None:
         try:
             payload["email"] = fields.normalise_email(email)
         except ValueError as exc:
-            problems.invalid(_join(traits_path, "email"), str(exc))
+            problems.invalid(wire.join_path(traits_path, "email"), str(exc))
     phone = _text(traits, "phone", traits_path, problems, max_length=255)
     if phone is not None:
         try:
@@ -368,7 +340,7 @@ def _identify(
                 phone, locales=(locale, shared.default_locale)
             )
         except ValueError as exc:
-            problems.invalid(_join(traits_path, "phone"), str(exc))
+            problems.invalid(wire.join_path(traits_path, "phone"), str(exc))
     data = {key: value for key, value in traits.items() if key not in ("email", "phone")}
     if data:
         payload["data"] = data
@@ -393,7 +365,7 @@ def _group(
     message: dict[str, Any], path: str, problems: wire.Problems, ids: dict[str, str]
 ) -> Mapped | None:
     group_id = _id(message, "groupId", path, problems, required=True)
-    traits = _object(message, "traits", path, problems)
+    traits = wire.object_field(message, "traits", path, problems)
     _client_time(message, path, problems)
     if group_id is None or not ids:
         return None

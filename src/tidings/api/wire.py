@@ -21,6 +21,8 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MAX_ITEMS",
     "Problems",
+    "join_path",
+    "object_field",
     "validate_alias",
     "validate_device",
     "validate_event",
@@ -76,6 +78,17 @@ class Problems:
     def __bool__(self) -> bool:
         return bool(self.structural or self.content)
 
+    def as_item_error(self) -> dict[str, Any]:
+        """The ``error`` of one item in a per-item answer (same 400/422 rule as requests)."""
+        errors = self.structural or self.content
+        first = errors[0]
+        return {
+            "code": first.code if self.structural else "validation_failed",
+            "message": first.message,
+            "param": first.param,
+            "errors": [{"param": x.param, "code": x.code, "message": x.message} for x in errors],
+        }
+
     def raise_if_any(self) -> None:
         if self.structural:
             first = self.structural[0]
@@ -95,7 +108,8 @@ class Problems:
             )
 
 
-def _join(prefix: str, name: str) -> str:
+def join_path(prefix: str, name: str) -> str:
+    """``[0]`` + ``user`` → ``[0].user``; a field at the top level is its own name."""
     return f"{prefix}.{name}" if prefix else name
 
 
@@ -112,7 +126,7 @@ def _unknown(item: dict[str, Any], allowed: frozenset[str], path: str, problems:
     for key in item:
         if key not in allowed:
             problems.add(
-                _join(path, key),
+                join_path(path, key),
                 "parameter_unknown",
                 f"Unknown field '{key}'; allowed: {', '.join(sorted(allowed))}.",
             )
@@ -128,7 +142,7 @@ def _string(
     max_length: int = MAX_NAME_LENGTH,
 ) -> str | None:
     value = item.get(name)
-    param = _join(path, name)
+    param = join_path(path, name)
     if value is None:
         if required:
             problems.add(param, "parameter_missing", f"'{name}' is required.")
@@ -159,18 +173,23 @@ def _ids(item: dict[str, Any], path: str, problems: Problems, out: dict[str, Any
         and "external_id" not in out
     ):
         problems.add(
-            _join(path, "external_id"),
+            join_path(path, "external_id"),
             "parameter_missing",
             "At least one of 'external_id' or 'anonymous_id' is required.",
         )
 
 
-def _data(item: dict[str, Any], name: str, path: str, problems: Problems) -> dict[str, Any] | None:
+def object_field(
+    item: dict[str, Any], name: str, path: str, problems: Problems
+) -> dict[str, Any] | None:
+    """The JSON object in ``item[name]``, if any; anything else is a problem."""
     value = item.get(name)
     if value is None:
         return None
     if not isinstance(value, dict):
-        problems.add(_join(path, name), "parameter_invalid_format", f"'{name}' must be an object.")
+        problems.add(
+            join_path(path, name), "parameter_invalid_format", f"'{name}' must be an object."
+        )
         return None
     return value
 
@@ -199,8 +218,8 @@ def _traits(
             try:
                 out[name] = check(raw[name])
             except ValueError as exc:
-                problems.invalid(_join(path, name), str(exc))
-    data = _data(item, "data", path, problems)
+                problems.invalid(join_path(path, name), str(exc))
+    data = object_field(item, "data", path, problems)
     if data is not None:
         out["data"] = data
 
@@ -222,12 +241,12 @@ def validate_event(
     if name is not None:
         out["name"] = name
     _ids(item, path, problems, out)
-    data = _data(item, "data", path, problems)
+    data = object_field(item, "data", path, problems)
     if data is not None:
         out["data"] = data
     user = item.get("user")
     if user is not None:
-        user_path = _join(path, "user")
+        user_path = join_path(path, "user")
         if _check_object(user, user_path, problems, "'user'"):
             _unknown(user, USER_FIELDS, user_path, problems)
             traits: dict[str, Any] = {}
@@ -239,7 +258,7 @@ def validate_event(
         try:
             out["created_at"] = fields.parse_timestamp(created_at)
         except ValueError as exc:
-            problems.invalid(_join(path, "created_at"), str(exc))
+            problems.invalid(join_path(path, "created_at"), str(exc))
     message_id = _string(item, "message_id", path, problems)
     if message_id is not None:
         out["message_id"] = message_id
