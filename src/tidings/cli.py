@@ -92,6 +92,7 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
     settings = _settings(database_url)
     db = _open(settings, migrate_if_needed=settings.auto_migrate and settings.is_sqlite)
     store = ProjectStore(db.writer, db.reader)
