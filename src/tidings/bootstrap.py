@@ -141,7 +141,6 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
             log,
             BatchProcessor(db.processing_writer, db.reader, profiles, services.schema),
             partitions=range(settings.log_partitions),
-            positions={},
             watch=watch,
             batch_size=settings.worker_batch_size,
             maintenance=services.maintenance,

@@ -36,7 +36,7 @@ def new_ulid(now_ms: int | None = None) -> str:
     # Ids are not secrets: a fast PRNG is enough, and os.urandom costs a system call.
     value = (millis & 0xFFFF_FFFF_FFFF) << 80 | random.getrandbits(80)
     pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 0x3FF] for shift in range(120, -1, -10)])[-26:]
+    return "".join([pairs[(value >> shift) & 0x3FF] for shift in range(120, -1, -10)])
 
 
 def new_request_id() -> str:

@@ -90,35 +90,14 @@ class DatabaseLog:
         return int(result.rowcount) == 1
 
     def read(self, partition: int, after: int, limit: int) -> list[LogRecord]:
-        query = (
-            sa.select(
-                ingest_log.c.seq,
-                ingest_log.c.project_id,
-                ingest_log.c.kind,
-                ingest_log.c.payload,
-                ingest_log.c.accepted_at,
-            )
-            .where(ingest_log.c.partition == partition, ingest_log.c.seq > after)
-            .order_by(ingest_log.c.seq)
-            .limit(limit)
-        )
-        with self.reader.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            LogRecord(
-                seq=seq,
-                partition=partition,
-                project_id=project_id,
-                kind=kind,
-                payload=_decode(payload),
-                accepted_at=accepted_at,
-            )
-            for seq, project_id, kind, payload, accepted_at in rows
-        ]
+        return self._read((ingest_log.c.partition == partition, ingest_log.c.seq > after), limit)
 
     def read_all(self, after: int, limit: int) -> list[LogRecord]:
         """Entries of every partition above ``after``, oldest first (for a consumer that
         owns all partitions: one query instead of one per partition)."""
+        return self._read((ingest_log.c.seq > after,), limit)
+
+    def _read(self, conditions: tuple[Any, ...], limit: int) -> list[LogRecord]:
         query = (
             sa.select(
                 ingest_log.c.seq,
@@ -128,7 +107,7 @@ class DatabaseLog:
                 ingest_log.c.payload,
                 ingest_log.c.accepted_at,
             )
-            .where(ingest_log.c.seq > after)
+            .where(*conditions)
             .order_by(ingest_log.c.seq)
             .limit(limit)
         )

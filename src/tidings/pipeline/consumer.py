@@ -28,9 +28,6 @@ class ProcessedWatch:
         self._positions: dict[int, int] = dict(positions or {})
         self._waiters: list[tuple[_Target, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
 
-    def position(self, partition: int) -> int:
-        return self._positions.get(partition, 0)
-
     def _reached(self, targets: _Target) -> bool:
         return all(self._positions.get(p, 0) >= seq for p, seq in targets)
 
@@ -77,7 +74,6 @@ class Consumer:
         processor: BatchProcessor,
         *,
         partitions: Iterable[int],
-        positions: dict[int, int],
         watch: ProcessedWatch,
         batch_size: int = 1000,
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
@@ -89,7 +85,7 @@ class Consumer:
         self.log = log
         self.processor = processor
         self.partitions = list(partitions)
-        self.positions = {p: positions.get(p, 0) for p in self.partitions}
+        self.positions: dict[int, int] = {}  # loaded from the store by start()
         self.watch = watch
         self.batch_size = batch_size
         self.clock = clock
@@ -122,9 +118,9 @@ class Consumer:
 
     def poll_once(self) -> int:
         """Process at most one batch per partition; returns how many records were applied."""
-        if self._idle_at_seq is not None and self.log.last_seq() == self._idle_at_seq:
-            return 0  # nothing appended since the last empty pass: skip the partition reads
         newest = self.log.last_seq()
+        if newest == self._idle_at_seq:
+            return 0  # nothing appended since the last empty pass: skip the partition reads
         if self.owns_all:
             # One read for every partition, skipping what a partition already applied.
             low = min(self.positions.values(), default=0)
