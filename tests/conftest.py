@@ -1,9 +1,18 @@
-"""Shared fixtures: a migrated SQLite database, running services, an in-process client."""
+"""Shared fixtures: a migrated database, running services, an in-process client.
+
+Every test that takes the ``settings`` fixture (and so ``services``, ``client``, …) runs
+twice: on SQLite, and on PostgreSQL when ``TIDINGS_TEST_POSTGRES_URL`` names a server
+(one database for the session, migrated once, its tables emptied before each test).
+Without that variable the PostgreSQL runs skip with the reason; with
+``TIDINGS_TEST_REQUIRE_SERVICES`` set they fail instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tidings.api.app import TidingsApp, create_app
 from tidings.bootstrap import Services, build, ensure_schema
 from tidings.domain.auth import Role, Scope
 from tidings.settings import Settings
+from tidings.store import migrate
+from tidings.store.database import open_database
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "spotzee-sdk-requests.json"
 
@@ -51,9 +63,81 @@ def create_project(services: Services, *, locale: str | None = "en-AU") -> Proje
     return Project(id=project.id, pk=pk, sk=sk)
 
 
+POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
+REQUIRE_SERVICES = bool(os.environ.get("TIDINGS_TEST_REQUIRE_SERVICES"))
+
+
+def postgres_url_or_skip() -> str:
+    if not POSTGRES_URL:
+        if REQUIRE_SERVICES:
+            pytest.fail("TIDINGS_TEST_REQUIRE_SERVICES is set but TIDINGS_TEST_POSTGRES_URL is not")
+        pytest.skip("TIDINGS_TEST_POSTGRES_URL is not set: PostgreSQL runs are skipped")
+    return POSTGRES_URL
+
+
+def _admin_engine(url: str) -> sa.Engine:
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated database on the configured server, dropped after the session."""
+    base = postgres_url_or_skip()
+    name = f"tidings_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = _admin_engine(base)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = str(sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False))
+    db = open_database(url)
+    try:
+        migrate.upgrade(db.writer)
+    finally:
+        db.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def empty_postgres(url: str) -> None:
+    """Empty every table (and restart its ids) so that a test starts from nothing."""
+    engine = _admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            names = [
+                name
+                for (name,) in conn.exec_driver_sql(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            ]
+            if names:
+                quoted = ", ".join(f'"{n}"' for n in names)
+                conn.exec_driver_sql(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'tidings.db'}"
+    url = str(request.getfixturevalue("postgres_database"))
+    empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
 
 
 @pytest.fixture

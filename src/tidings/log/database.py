@@ -42,8 +42,11 @@ class DatabaseLog:
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+            insert: Any = postgresql.insert(table)
+        else:
+            insert = sqlite.insert(table)
+        # RETURNING tells whether the row went in: psycopg reports no rowcount here.
+        return insert.on_conflict_do_nothing().returning(table.c.key)
 
     def append(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
@@ -87,7 +90,7 @@ class DatabaseLog:
                 "created_at": record.created_at,
             },
         )
-        return int(result.rowcount) == 1
+        return result.first() is not None
 
     def read(self, partition: int, after: int, limit: int) -> list[LogRecord]:
         return self._read((ingest_log.c.partition == partition, ingest_log.c.seq > after), limit)
