@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
+
 from tidings.log.committer import GroupCommitter
 from tidings.log.database import DatabaseLog
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
@@ -18,6 +20,7 @@ from tidings.settings import Settings
 from tidings.store import migrate
 from tidings.store.database import Database, open_database
 from tidings.store.idempotency import IdempotencyStore
+from tidings.store.leases import open_leases
 from tidings.store.profiles import ProfileStore
 from tidings.store.projects import ProjectStore
 from tidings.store.schema import SchemaStore
@@ -103,7 +106,7 @@ class Services:
 
         With the worker in this process it tells us; otherwise poll its stored positions.
         """
-        if self.consumer is not None:
+        if self.consumer is not None and self.consumer.holds(p for p, _ in targets):
             return await self.watch.wait(targets, seconds)
         deadline = time.monotonic() + seconds
         while True:
@@ -137,10 +140,17 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         watch=watch,
     )
     if settings.run_worker:
+        database_path = sa.engine.make_url(db.url).database if db.is_sqlite else None
         consumer = Consumer(
             log,
-            BatchProcessor(db.processing_writer, db.reader, profiles, services.schema),
-            partitions=range(settings.log_partitions),
+            BatchProcessor(
+                db.processing_writer,
+                db.reader,
+                profiles,
+                services.schema,
+                concurrent=not db.is_sqlite,
+            ),
+            leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,
             batch_size=settings.worker_batch_size,
             maintenance=services.maintenance,

@@ -2,6 +2,16 @@
 
 Appends and the idempotency records of the same requests share one transaction, so a
 key is never recorded for entries that were not stored, nor the reverse.
+
+Order of visibility: a reader keeps, per partition, the highest position it has applied,
+so an entry must never become visible after one with a higher position. SQLite has one
+writer at a time. On PostgreSQL, sequence numbers are handed out when rows are inserted
+but become visible when their transaction commits, and two API processes' transactions
+can commit in the other order (tests/log/test_database_log.py shows the reader skipping
+entries). So every append transaction on PostgreSQL first takes one transaction-scoped
+advisory lock: appends commit one after the other, and PostgreSQL makes a transaction
+visible before it releases its locks. The group committer keeps this cheap: each
+transaction carries everything its process queued meanwhile.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ __all__ = ["DatabaseLog"]
 _encode = msgspec.json.Encoder().encode
 _COLUMNS = ("partition", "project_id", "kind", "payload", "accepted_at")
 _decode = msgspec.json.Decoder().decode
+# pg_advisory_xact_lock key of the append lock (any constant; "TDNGLOG" in ASCII).
+APPEND_LOCK = 0x54444E474C4F47
 
 
 class DatabaseLog:
@@ -32,6 +44,7 @@ class DatabaseLog:
         self.engine = engine
         self.reader = reader
         self.partitions = partitions
+        self._serialise = engine.dialect.name == "postgresql"
         self._insert_idem = self._insert_ignore(idempotency_keys)
         self._insert_entries = BulkInsert(
             engine.dialect.name,
@@ -52,6 +65,8 @@ class DatabaseLog:
         outcomes: list[AppendOutcome] = []
         plain: list[tuple[int, int, str, bytes, int]] = []
         with self.engine.begin() as conn:
+            if self._serialise:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
             for request in requests:
                 if request.idempotency is not None and not self._claim(conn, request):
                     outcomes.append(AppendOutcome(appended=False))

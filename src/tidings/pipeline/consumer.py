@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tidings.log.port import IngestLog
-from tidings.pipeline.processor import BatchProcessor
+from tidings.pipeline.processor import BatchProcessor, StaleBatch
+from tidings.store.leases import Leases
 
 __all__ = ["Consumer", "ProcessedWatch"]
 
@@ -66,14 +67,21 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 
 class Consumer:
-    """Reads every partition in order and applies batches until stopped."""
+    """Reads its partitions in order and applies batches until stopped.
+
+    Its partitions are fixed (``partitions``) or leased (``leases``): then it rebalances
+    every ``rebalance_every`` seconds, between batches, and starts a partition it gains
+    from the position stored with the last batch applied to it.
+    """
 
     def __init__(
         self,
         log: IngestLog,
         processor: BatchProcessor,
         *,
-        partitions: Iterable[int],
+        partitions: Iterable[int] = (),
+        leases: Leases | None = None,
+        rebalance_every: float = 1.0,
         watch: ProcessedWatch,
         batch_size: int = 1000,
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
@@ -84,7 +92,9 @@ class Consumer:
     ) -> None:
         self.log = log
         self.processor = processor
-        self.partitions = list(partitions)
+        self.partitions = sorted(set(partitions))
+        self.leases = leases
+        self.rebalance_every = rebalance_every
         self.positions: dict[int, int] = {}  # loaded from the store by start()
         self.watch = watch
         self.batch_size = batch_size
@@ -97,16 +107,24 @@ class Consumer:
         self._thread: threading.Thread | None = None
         self._trimmed: dict[int, int] = {}
         self._idle_at_seq: int | None = None
-        self.owns_all = set(self.partitions) == set(range(log.partitions))
         self.coalesce = coalesce
         self.processed = 0
+        self.stale = 0  # batches computed again because another worker got there first
+
+    @property
+    def owns_all(self) -> bool:
+        return len(self.partitions) == self.log.partitions
+
+    def holds(self, partitions: Iterable[int]) -> bool:
+        held = set(self.partitions)
+        return all(p in held for p in partitions)
 
     def start(self) -> None:
         self._stop.clear()
-        stored = self.load_positions()
-        self.positions = {p: stored.get(p, 0) for p in self.partitions}
-        for partition, seq in self.positions.items():
-            self.watch.advance(partition, seq)
+        self.processor.store.ensure_positions(range(self.log.partitions))
+        if self.leases is not None:
+            self.partitions = sorted(self.leases.rebalance())
+        self._reload_positions()
         self._thread = threading.Thread(target=self._run, name="tidings-consumer", daemon=True)
         self._thread.start()
 
@@ -115,9 +133,29 @@ class Consumer:
         self.wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.leases is not None:
+            self.leases.close()
+            self.partitions = []
+
+    def _reload_positions(self) -> None:
+        stored = self.load_positions()
+        self.positions = {p: stored.get(p, 0) for p in self.partitions}
+        for partition, seq in self.positions.items():
+            self.watch.advance(partition, seq)
+
+    def rebalance(self) -> None:
+        if self.leases is None:
+            return
+        held = sorted(self.leases.rebalance())
+        if held != self.partitions:
+            self.partitions = held
+            self._idle_at_seq = None
+            self._reload_positions()
 
     def poll_once(self) -> int:
         """Process at most one batch per partition; returns how many records were applied."""
+        if not self.partitions:
+            return 0
         newest = self.log.last_seq()
         if newest == self._idle_at_seq:
             return 0  # nothing appended since the last empty pass: skip the partition reads
@@ -144,7 +182,17 @@ class Consumer:
                 def also(conn: Any) -> None:
                     self.log.trim_through(conn, newest_applied)
 
-            self.processor.process(records, self.clock(), also)
+            expected = {r.partition: self.positions[r.partition] for r in records}
+            try:
+                self.processor.process(records, self.clock(), also, expected)
+            except StaleBatch as stale:
+                # Another worker wrote what this batch was computed from: start again
+                # from the stored positions (which may now belong to someone else).
+                logger.info("batch computed again: %s", stale)
+                self.stale += 1
+                self._idle_at_seq = None
+                self._reload_positions()
+                return 0
             for record in records:
                 self.positions[record.partition] = record.seq
             for partition in {r.partition for r in records}:
@@ -171,10 +219,13 @@ class Consumer:
             self.maintenance()
 
     def _run(self) -> None:
-        last_trim = time.monotonic()
+        last_trim = last_rebalance = time.monotonic()
         failures = 0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - last_rebalance > self.rebalance_every:
+                    self.rebalance()
+                    last_rebalance = time.monotonic()
                 applied = self.poll_once()
                 if time.monotonic() - last_trim > self.trim_every:
                     self.trim()

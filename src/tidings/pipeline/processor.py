@@ -21,12 +21,17 @@ from tidings.store.database import Writer
 from tidings.store.profiles import ProfileRow, ProfileStore
 from tidings.store.schema import SchemaStore
 
-__all__ = ["BatchProcessor"]
+__all__ = ["BatchProcessor", "StaleBatch"]
 
 logger = logging.getLogger(__name__)
 
 EXTERNAL = "external"
 ANONYMOUS = "anonymous"
+
+
+class StaleBatch(Exception):
+    """What the batch was computed from changed before it could be written (another
+    worker wrote the same profile, or took over the partition): compute it again."""
 
 
 class _Batch:
@@ -46,13 +51,28 @@ class _Batch:
         self.rejections: list[dict[str, Any]] = []
         self.schema: set[tuple[int, str, str, str, str]] = set()
         self.seq = 0  # the log position of the record being applied
+        self.read_versions: dict[str, int] = {}  # profile → updated_at as read
+
+    def load(self, ids: set[str]) -> None:
+        loaded = self.store.load_profiles(self.conn, ids)
+        self.profiles.update(loaded)
+        for profile_id, row in loaded.items():
+            self.read_versions.setdefault(profile_id, row.updated_at)
 
     def profile(self, profile_id: str) -> ProfileRow:
         found = self.profiles.get(profile_id)
         if found is None:
-            found = self.store.load_profiles(self.conn, [profile_id])[profile_id]
-            self.profiles[profile_id] = found
+            self.load({profile_id})
+            found = self.profiles.get(profile_id)
+            if found is None:  # merged away or erased by another worker since the lookup
+                raise StaleBatch(f"profile {profile_id} is gone")
         return found
+
+    def touch(self, profile: ProfileRow) -> None:
+        """Mark a profile changed. Its ``updated_at`` always grows, so that a concurrent
+        writer that read the old value can tell it changed (see ``BatchProcessor``)."""
+        profile.dirty = True
+        profile.updated_at = max(self.now, profile.updated_at + 1)
 
     def _link(self, project_id: int, kind: str, value: str, profile_id: str) -> None:
         self.identities[(project_id, kind, value)] = profile_id
@@ -107,8 +127,7 @@ class _Batch:
                 profile = self.profile(by_anonymous)
                 if profile.external_id is None:
                     profile.external_id = external_id
-                    profile.dirty = True
-                    profile.updated_at = self.now
+                    self.touch(profile)
                     self._link(project_id, EXTERNAL, external_id, profile.id)
                     return profile.id
                 created = self._create(project_id, external_id)
@@ -185,8 +204,8 @@ class _Batch:
             value = getattr(newer, name) or getattr(older, name)
             setattr(survivor, name, value)
         survivor.created_at = min(absorbed.created_at, survivor.created_at)
-        survivor.updated_at = self.now
-        survivor.dirty = True
+        survivor.updated_at = max(survivor.updated_at, absorbed.updated_at)
+        self.touch(survivor)
         self._repoint(absorbed.id, survivor.id)
         self.profiles.pop(absorbed.id, None)
         if not absorbed.is_new:
@@ -211,29 +230,47 @@ class _Batch:
                 profile.data = merged
                 changed = True
         if changed:
-            profile.dirty = True
-            profile.updated_at = self.now
+            self.touch(profile)
 
 
 class BatchProcessor:
+    """Applies batches of log records.
+
+    A batch is read and computed outside the write transaction, then written in one short
+    one. With one worker (SQLite, or one process) nobody else writes profiles meanwhile.
+    With ``concurrent`` (PostgreSQL, where several workers may run), one person's ids can
+    sit in partitions owned by different workers, so the write transaction first checks,
+    under row locks taken in id order, that what the batch was computed from still holds:
+    the partitions' positions are the ones it read from (no other worker took over), every
+    profile it read has the same ``updated_at`` (which grows with every change) and every
+    profile it points rows at still exists, and after inserting identities, that each one
+    maps where the batch thinks. Otherwise ``StaleBatch``: the caller computes it again.
+    """
+
     def __init__(
-        self, writer: Writer, reader: Engine, store: ProfileStore, schema: SchemaStore | None = None
+        self,
+        writer: Writer,
+        reader: Engine,
+        store: ProfileStore,
+        schema: SchemaStore | None = None,
+        *,
+        concurrent: bool = False,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self.store = store
         self.schema = schema or SchemaStore(writer, reader)
+        self.concurrent = concurrent
 
     def process(
         self,
         records: list[LogRecord],
         now: int,
         also: Callable[[Connection], None] | None = None,
+        expected_positions: dict[int, int] | None = None,
     ) -> None:
-        """Read and compute outside the write transaction, then write in one short one.
-
-        Safe because one consumer owns a partition, and so the identities it routes.
-        """
+        """Apply ``records`` (in log order); ``expected_positions`` are the stored positions
+        of their partitions the caller read from (checked when ``concurrent``)."""
         if not records:
             return
         with self.reader.connect() as read:
@@ -247,10 +284,12 @@ class BatchProcessor:
                 for key in self._keys_of(record)
                 if key in batch.identities
             }
-            batch.profiles.update(self.store.load_profiles(read, preload))
+            batch.load(preload)
             for record in fresh:
                 self._apply(batch, record)
         with self.writer.begin() as conn:
+            if self.concurrent:
+                self._check_still_current(conn, batch, records, expected_positions)
             # Rows already in the database first (merges re-point, erasures delete), then
             # this batch's own rows, which were re-pointed or dropped in memory.
             for project_id, absorbed, survivor in batch.merges:
@@ -259,6 +298,8 @@ class BatchProcessor:
                 self.store.erase_profile(conn, project_id, profile_id)
             self.store.save_profiles(conn, list(batch.profiles.values()))
             self.store.insert_identities(conn, batch.new_identities)
+            if self.concurrent and batch.new_identities:
+                self._check_identities(conn, batch)
             self.store.insert_events(conn, batch.events)
             self.store.upsert_devices(conn, batch.devices)
             self.store.insert_rejections(conn, batch.rejections)
@@ -270,6 +311,41 @@ class BatchProcessor:
                 self.store.set_position(conn, partition, seq)
             if also is not None:
                 also(conn)
+
+    def _check_still_current(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        records: list[LogRecord],
+        expected_positions: dict[int, int] | None,
+    ) -> None:
+        partitions = sorted({r.partition for r in records})
+        stored = self.store.lock_positions(conn, partitions)
+        expected = expected_positions or {}
+        for partition in partitions:
+            if stored.get(partition, 0) != expected.get(partition, 0):
+                raise StaleBatch(f"partition {partition} moved on: another worker holds it")
+        new = {p.id for p in batch.profiles.values() if p.is_new}
+        referenced = set(batch.read_versions)
+        for rows in (batch.events, batch.devices, batch.new_identities):
+            referenced.update(row["profile_id"] for row in rows)
+        referenced.update(survivor for _, _, survivor in batch.merges)
+        referenced -= new
+        current = self.store.lock_profiles(conn, referenced)
+        for profile_id in referenced:
+            if profile_id not in current:
+                raise StaleBatch(f"profile {profile_id} is gone")
+            read = batch.read_versions.get(profile_id)
+            if read is not None and current[profile_id] != read:
+                raise StaleBatch(f"profile {profile_id} changed")
+
+    def _check_identities(self, conn: Connection, batch: _Batch) -> None:
+        keys = {(r["project_id"], r["kind"], r["value"]) for r in batch.new_identities}
+        stored = self.store.lookup_identities(conn, keys)
+        for key in keys:
+            wanted = batch.identities.get(key)
+            if wanted is not None and stored.get(key) != wanted:
+                raise StaleBatch(f"identity {key[1]}:{key[2]} was linked elsewhere meanwhile")
 
     def _without_duplicates(self, conn: Connection, records: list[LogRecord]) -> list[LogRecord]:
         """The records minus events whose message id was already stored (or appears earlier

@@ -362,8 +362,42 @@ class ProfileStore:
             )
         )
 
+    @staticmethod
+    def lock_profiles(conn: Connection, ids: Iterable[str]) -> dict[str, int]:
+        """``updated_at`` of the profiles that exist, locked until the transaction ends
+        (in id order, so that two workers never deadlock on them)."""
+        found: dict[str, int] = {}
+        id_list = sorted(ids)
+        for start in range(0, len(id_list), _CHUNK):
+            rows = conn.execute(
+                sa.select(profiles.c.id, profiles.c.updated_at)
+                .where(profiles.c.id.in_(id_list[start : start + _CHUNK]))
+                .order_by(profiles.c.id)
+                .with_for_update()
+            )
+            found.update({profile_id: updated for profile_id, updated in rows})
+        return found
+
+    @staticmethod
+    def lock_positions(conn: Connection, partitions: Sequence[int]) -> dict[int, int]:
+        """Stored positions of ``partitions``, locked until the transaction ends."""
+        rows = conn.execute(
+            sa.select(log_positions.c.partition, log_positions.c.seq)
+            .where(log_positions.c.partition.in_(list(partitions)))
+            .order_by(log_positions.c.partition)
+            .with_for_update()
+        )
+        return {int(partition): int(seq) for partition, seq in rows}
+
     def set_position(self, conn: Connection, partition: int, seq: int) -> None:
         conn.execute(self._upsert_position, {"partition": partition, "seq": seq})
+
+    def ensure_positions(self, partitions: Iterable[int]) -> None:
+        """A position row (0) for every partition, so that workers can lock it."""
+        rows = [{"partition": p, "seq": 0} for p in partitions]
+        insert = postgresql.insert if self.writer.dialect.name == "postgresql" else sqlite.insert
+        with self.writer.begin() as conn:
+            conn.execute(insert(log_positions).on_conflict_do_nothing(), rows)
 
     def positions(self) -> dict[int, int]:
         with self.reader.connect() as conn:
