@@ -83,16 +83,9 @@ def serve(
     database_url: DatabaseOption = None,
 ) -> None:
     """Run the API, the worker and everything else in one process."""
-    import uvicorn
-
-    from tidings.api.app import create_app
-    from tidings.bootstrap import build
     from tidings.store.projects import ProjectStore
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
+    _logging()
     settings = _settings(database_url)
     db = _open(settings, migrate_if_needed=settings.auto_migrate and settings.is_sqlite)
     store = ProjectStore(db.writer, db.reader)
@@ -104,6 +97,38 @@ def serve(
         console.print(f"  public key: [green]{public.key}[/green]")
         console.print(f"  secret key: [green]{secret.key}[/green]")
     db.dispose()
+    _run_http(settings, host, port)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Run a stateless API node: no worker, no migrations (run `tidings migrate` first).
+
+    Run as many as you like behind a load balancer, with `tidings worker` processes
+    applying the ingest log (see docs/operations.md)."""
+    _logging()
+    settings = _settings(database_url).model_copy(update={"run_worker": False})
+    _open(settings, migrate_if_needed=False).dispose()
+    _run_http(settings, host, port)
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
+
+
+def _run_http(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from tidings.api.app import create_app
+    from tidings.bootstrap import build
+
     child = None
     if settings.run_worker and settings.worker_mode == "process":
         child = _WorkerChild(settings.database_url_value)
@@ -141,12 +166,13 @@ def worker(
         int | None, typer.Option(hidden=True, help="Exit when this process is gone.")
     ] = None,
 ) -> None:
-    """Run only the log consumer (beside `tidings serve` with TIDINGS_RUN_WORKER=false)."""
+    """Apply the ingest log: beside `tidings api` nodes, or `tidings serve`.
+
+    On PostgreSQL, run several: they share the log's partitions and take over those of a
+    worker that stops or dies. On SQLite one worker applies the log; another waits."""
     from tidings.bootstrap import build
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging()
     settings = _settings(database_url).model_copy(update={"run_worker": True})
     _open(settings, migrate_if_needed=False).dispose()
     services = build(settings, standalone_worker=True)
