@@ -172,12 +172,28 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
         )
         reader = _sqlite_engine(url, immediate=False, synchronous=sqlite_synchronous)
         return Database(url=url, writer=writer, reader=reader, processing_writer=processing)
-    engine = sa.create_engine(
+    engine = _postgresql_engine(url)
+    # The worker's commits don't wait for the WAL flush: like the SQLite consumer's, its
+    # effects and its log position commit (or vanish, after a database crash) together,
+    # and the log entries they came from were committed durably.
+    return Database(
+        url=url,
+        writer=engine,
+        reader=engine,
+        processing_writer=_postgresql_engine(url, synchronous_commit="off"),
+    )
+
+
+def _postgresql_engine(url: str, *, synchronous_commit: str | None = None) -> Engine:
+    connect_args: dict[str, str] = {}
+    if synchronous_commit is not None:
+        connect_args["options"] = f"-c synchronous_commit={synchronous_commit}"
+    return sa.create_engine(
         url,
         json_serializer=_json_serializer,
         json_deserializer=msgspec.json.decode,
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
+        connect_args=connect_args,
     )
-    return Database(url=url, writer=engine, reader=engine, processing_writer=engine)
