@@ -63,6 +63,28 @@ def test_advisory_leases_split_fairly_and_take_over(settings: Settings) -> None:
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_workers_of_another_database_do_not_count(settings: Settings) -> None:
+    """pg_locks lists the whole server's locks: a worker of another database on the same
+    server must not shrink this database's workers' shares."""
+    from tests.conftest import POSTGRES_URL
+
+    assert POSTGRES_URL is not None
+    other_engine = sa.create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(
+        settings.database_url_value.replace("postgresql://", "postgresql+psycopg://")
+    )
+    elsewhere, here = AdvisoryLeases(other_engine, PARTITIONS), AdvisoryLeases(engine, PARTITIONS)
+    try:
+        assert elsewhere.rebalance() == set(range(PARTITIONS))
+        assert here.rebalance() == set(range(PARTITIONS))
+    finally:
+        elsewhere.close()
+        here.close()
+        engine.dispose()
+        other_engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_leases_die_with_their_connection(settings: Settings) -> None:
     engine = sa.create_engine(
         settings.database_url_value.replace("postgresql://", "postgresql+psycopg://")

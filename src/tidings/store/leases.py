@@ -105,8 +105,11 @@ class AdvisoryLeases:
         return int(
             conn.execute(
                 sa.text(
+                    # pg_locks lists every database's locks; advisory locks are per
+                    # database, and so are the workers that share one log.
                     "SELECT count(DISTINCT objid) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND classid = :space AND objsubid = 2 AND granted"
+                    "AND classid = :space AND objsubid = 2 AND granted AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
                 {"space": MEMBER_SPACE},
             ).scalar_one()
