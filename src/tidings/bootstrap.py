@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from tidings.log.committer import GroupCommitter
 from tidings.log.database import DatabaseLog
+from tidings.log.nats import NatsLog
+from tidings.log.port import IngestLog
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.processor import BatchProcessor
 from tidings.settings import Settings
@@ -56,7 +58,7 @@ class Services:
     profiles: ProfileStore
     idempotency: IdempotencyStore
     schema: SchemaStore
-    log: DatabaseLog
+    log: IngestLog
     committer: GroupCommitter
     watch: ProcessedWatch
     consumer: Consumer | None = None
@@ -122,10 +124,20 @@ class Services:
         self.idempotency.purge(cutoff)
 
 
+def _open_log(settings: Settings, db: Database) -> DatabaseLog | NatsLog:
+    """The ingest log ``TIDINGS_LOG_URL`` names: ``db`` (a table) or ``nats://…``."""
+    url = settings.log_url
+    if url == "db":
+        return DatabaseLog(db.writer, db.reader, settings.log_partitions)
+    if url.startswith(("nats://", "tls://")):
+        return NatsLog(url, db.writer, db.reader, settings.log_partitions)
+    raise ValueError(f"TIDINGS_LOG_URL must be 'db' or nats://host:port, not {url!r}")
+
+
 def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
     """Wire the services; ``standalone_worker`` is a worker polling a log others append to."""
     db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
-    log = DatabaseLog(db.writer, db.reader, settings.log_partitions)
+    log = _open_log(settings, db)
     profiles = ProfileStore(db.writer, db.reader)
     watch = ProcessedWatch()
     services = Services(
@@ -139,6 +151,8 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         committer=GroupCommitter(log, max_items=settings.commit_max_items),
         watch=watch,
     )
+    if isinstance(log, NatsLog):
+        services.on_stop.append(log.close)
     if settings.run_worker:
         database_path = sa.engine.make_url(db.url).database if db.is_sqlite else None
         consumer = Consumer(

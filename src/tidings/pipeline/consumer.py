@@ -107,6 +107,7 @@ class Consumer:
         self._thread: threading.Thread | None = None
         self._trimmed: dict[int, int] = {}
         self._idle_at_seq: int | None = None
+        self._read_from: int | None = None  # owns_all: the last entry read_all returned
         self.coalesce = coalesce
         self.processed = 0
         self.stale = 0  # batches computed again because another worker got there first
@@ -140,6 +141,7 @@ class Consumer:
     def _reload_positions(self) -> None:
         stored = self.load_positions()
         self.positions = {p: stored.get(p, 0) for p in self.partitions}
+        self._read_from = None
         for partition, seq in self.positions.items():
             self.watch.advance(partition, seq)
 
@@ -159,14 +161,18 @@ class Consumer:
         newest = self.log.last_seq()
         if newest == self._idle_at_seq:
             return 0  # nothing appended since the last empty pass: skip the partition reads
+        read_to = None
         if self.owns_all:
-            # One read for every partition, skipping what a partition already applied.
-            low = min(self.positions.values(), default=0)
-            records = [
-                r
-                for r in self.log.read_all(low, self.batch_size)
-                if r.seq > self.positions[r.partition]
-            ]
+            # One read for every partition, skipping what a partition already applied. It
+            # goes on from the last entry read, not from the lowest position: a partition
+            # without new entries keeps an old position, and a log that is not trimmed in
+            # the batch's transaction (JetStream) would hand back the same entries.
+            low = self._read_from
+            if low is None:
+                low = min(self.positions.values(), default=0)
+            read = self.log.read_all(low, self.batch_size)
+            read_to = read[-1].seq if read else None
+            records = [r for r in read if r.seq > self.positions[r.partition]]
         else:
             records = []
             for partition in self.partitions:
@@ -197,17 +203,18 @@ class Consumer:
                 self.positions[record.partition] = record.seq
             for partition in {r.partition for r in records}:
                 self.watch.advance(partition, self.positions[partition])
+        if read_to is not None:
+            self._read_from = read_to
         self.processed += applied
-        self._idle_at_seq = None if applied else newest
+        self._idle_at_seq = None if applied or read_to is not None else newest
         return applied
 
     def load_positions(self) -> dict[int, int]:
         return self.processor.store.positions()
 
     def trim(self) -> None:
-        if self.owns_all:  # trimmed with each batch
-            self._maintain()
-            return
+        # With owns_all, the database log was trimmed with each batch (trim_through);
+        # JetStream cannot be, so each partition is trimmed here. Cheap for the database.
         for partition, seq in self.positions.items():
             if seq > self._trimmed.get(partition, 0):
                 self.log.trim(partition, seq)
