@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +17,8 @@ import sqlalchemy as sa
 
 from tests.conftest import _admin_engine, postgres_url_or_skip
 from tests.e2e.server import Server, Worker, create_project, run_cli
+from tests.log.test_nats_log import nats_url  # noqa: F401 (a fixture)
+from tidings.store.leases import PARTITION_SPACE
 
 pytestmark = pytest.mark.slow
 
@@ -98,15 +101,52 @@ async def _kill_when(killed: asyncio.Event, worker: Worker) -> None:
     await asyncio.to_thread(worker.kill)
 
 
-def test_two_apis_two_workers_one_killed(pg_url: str) -> None:
+@pytest.fixture(params=["db", "jetstream"])
+def log_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The ingest log: the database's table, or a JetStream stream of this test's own."""
+    if request.param == "db":
+        yield "db"
+        return
+    from tests.log.test_nats_log import _delete_stream, _unique
+
+    nats = str(request.getfixturevalue("nats_url"))
+    stream, prefix = _unique()
+    yield f"{nats}?stream={stream}&prefix={prefix}"
+    _delete_stream(nats, stream)
+
+
+def _wait_until_both_workers_hold_partitions(url: str) -> None:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            with engine.connect() as conn:
+                holders = conn.execute(
+                    sa.text(
+                        "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND classid = :space AND granted AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ),
+                    {"space": PARTITION_SPACE},
+                ).scalar_one()
+            if holders == 2:
+                return
+            assert time.monotonic() < deadline, "the workers did not share the partitions"
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+def test_two_apis_two_workers_one_killed(pg_url: str, log_url: str) -> None:
     project = create_project(pg_url)
-    env = {"TIDINGS_LOG_PARTITIONS": "8"}
+    env = {"TIDINGS_LOG_PARTITIONS": "8", "TIDINGS_LOG_URL": log_url}
     apis = [Server(pg_url, command="api", **env) for _ in range(2)]
     workers = [Worker(pg_url, **env) for _ in range(2)]
     processes: list[Server | Worker] = [*apis, *workers]
     try:
         for process in processes:
             process.start()
+        _wait_until_both_workers_hold_partitions(pg_url)
         acked: dict[str, list[int]] = {}
         killed = asyncio.Event()
 

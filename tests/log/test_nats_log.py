@@ -327,16 +327,103 @@ def test_calls_during_a_disconnect_fail_within_a_bounded_time(
         log.close()
 
 
-def test_trim_purges_a_partition_up_to_a_position(open_log: OpenLog) -> None:
-    log = open_log(2)
+def _store_positions(db: Database, positions: dict[int, int]) -> None:
+    """What the consumer stores with each batch it applies."""
+    with db.writer.begin() as conn:
+        conn.execute(sa.delete(log_positions))
+        conn.execute(
+            sa.insert(log_positions), [{"partition": p, "seq": s} for p, s in positions.items()]
+        )
+
+
+def test_trim_forgets_the_entries_below_the_oldest_unprocessed_one(
+    open_log: OpenLog, db: Database
+) -> None:
+    log = open_log(3)
+    # partition 0: 1, 3, 5, 7, 9; partition 1: 2, 4, 6, 8, 10; partition 2: none
     log.append([AppendRequest([event(n, n % 2) for n in range(10)])])
-    assert log.trim(0, 5) == 3  # sequences 1, 3, 5
-    assert [r.seq for r in log.read(0, 0, 100)] == [7, 9]
-    assert [r.seq for r in log.read_all(0, 100)] == [2, 4, 6, 7, 8, 9, 10]
+    assert log.trim(0, 5) == 0  # log_positions says nothing is processed yet
+    _store_positions(db, {0: 5, 1: 4})
+    assert log.trim(0, 5) == 4  # 1 … 4: 5 stays, as 6 is not processed
+    assert [r.seq for r in log.read(0, 0, 100)] == [5, 7, 9]
+    assert [r.seq for r in log.read_all(0, 100)] == [5, 6, 7, 8, 9, 10]
     assert log.trim(1, 0) == 0
-    assert log.trim(1, 10) == 5
+    # A partition without unprocessed entries holds nothing back, however old its
+    # position: partition 1 processed everything, partition 0 up to 7.
+    _store_positions(db, {0: 7, 1: 10, 2: 0})
+    assert log.trim(1, 10) == 3  # 5, 6, 7
+    assert [r.seq for r in log.read_all(0, 100)] == [8, 9, 10]
+    assert log.trim(1, 10) == 0
+    _store_positions(db, {0: 9, 1: 10, 2: 0})
+    assert log.trim(0, 9) == 3
+    assert log.read_all(0, 100) == []
     assert log.last_seq() == 10  # sequences are never reused
-    assert log.heads() == {0: 9}
+    assert log.heads() == {}
+    log.append([AppendRequest([event(10, 2)])])
+    assert [r.seq for r in log.read_all(9, 100)] == [11]
+
+
+def test_trimming_never_makes_a_reader_of_every_partition_skip_entries(
+    open_log: OpenLog, db: Database
+) -> None:
+    # nats-server 2.9 moves every consumer of more than one subject to the first remaining
+    # entry of a subject purged by filter, even by a purge that removes nothing: a worker
+    # holding every partition (read_all) then skipped other partitions' unprocessed
+    # entries after each trim (an acknowledged event lost in tests/e2e/test_topology.py).
+    log = open_log(2)
+    other = open_log(2)  # another worker's connection, trimming what it processed
+    # partition 0: 1, 4; partition 1: 2, 3
+    log.append([AppendRequest([event(0, 0), event(1, 1), event(2, 1), event(3, 0)])])
+    assert [r.seq for r in log.read_all(0, 2)] == [1, 2]
+    _store_positions(db, {0: 1, 1: 2})  # the batch applied
+    log.trim(0, 1)
+    log.trim(1, 2)
+    log.append([AppendRequest([event(4, 0), event(5, 1)])])  # 5, 6
+    assert [r.seq for r in log.read_all(2, 2)] == [3, 4]
+    _store_positions(db, {0: 4, 1: 3})
+    other.trim(0, 4)
+    other.trim(0, 4)  # nothing left to remove there
+    assert [r.seq for r in log.read_all(4, 100)] == [5, 6]
+    # A reader that starts from the lowest stored position (a worker taking every
+    # partition over), while the other worker trims.
+    fresh = open_log(2)
+    assert [r.seq for r in fresh.read_all(3, 1)] == [4]
+    other.trim(1, 3)
+    assert [r.seq for r in fresh.read_all(4, 100)] == [5, 6]
+
+
+def test_a_partition_taken_over_from_a_stored_position_loses_nothing_to_trims(
+    open_log: OpenLog, db: Database
+) -> None:
+    # Worker A reads partition 0, worker B partition 1, each from the stored position,
+    # while entries keep coming and both trim what they applied; then A is gone and B
+    # holds both partitions: it reads the whole stream from the lowest stored position.
+    a, b = open_log(2), open_log(2)
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    positions = {0: 0, 1: 0}
+    for n in range(12):
+        a.append([AppendRequest([event(n, n % 3 % 2)])])
+        for partition, reader in ((0, a), (1, b)):
+            for record in reader.read(partition, positions[partition], 2):
+                seen[partition].append(record.seq)
+                positions[partition] = record.seq
+        _store_positions(db, positions)
+        a.trim(0, positions[0])
+        b.trim(1, positions[1])
+    a.append([AppendRequest([event(n, n % 2) for n in range(12, 20)])])
+    low = min(positions.values())
+    while records := b.read_all(low, 3):
+        for record in records:
+            if record.seq > positions[record.partition]:
+                seen[record.partition].append(record.seq)
+                positions[record.partition] = record.seq
+        low = records[-1].seq
+        _store_positions(db, positions)
+        for partition in (0, 1):
+            b.trim(partition, positions[partition])
+    partition_of = [n % 3 % 2 for n in range(12)] + [n % 2 for n in range(12, 20)]
+    for partition in (0, 1):
+        assert seen[partition] == [s + 1 for s, p in enumerate(partition_of) if p == partition]
 
 
 def test_pending_counts_entries_after_the_stored_positions(open_log: OpenLog, db: Database) -> None:

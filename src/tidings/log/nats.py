@@ -16,6 +16,9 @@ position is the stream sequence: it grows across every partition, like the datab
   one unfiltered for ``read_all``): ephemeral, no acks, positioned by stream sequence and
   re-created whenever the caller asks for another position than the one it stands at, or
   a delivery gap shows it skipped something.
+- ``trim`` compacts the stream below its oldest unprocessed entry (by ``log_positions``),
+  never purges by subject: on nats-server 2.9 that moves the unfiltered consumers past
+  other partitions' unprocessed entries.
 - nats-py is asyncio; Tidings calls the log from threads. The log runs its own event loop
   in a daemon thread, and every call waits a bounded time for it.
 
@@ -549,6 +552,9 @@ class NatsLog:
             # Deliveries may still arrive (and be lost): never reuse this consumer.
             self._cursors = {k: v for k, v in self._cursors.items() if v is not cursor}
             raise LogUnavailable(f"NATS did not answer a read within {self._timeout:g} s") from None
+        except asyncio.CancelledError:  # the caller stopped waiting (``_run``): the same
+            self._cursors = {k: v for k, v in self._cursors.items() if v is not cursor}
+            raise
         finally:
             await subscription.unsubscribe()
         if pull.status not in (None, "404", "408"):  # 404/408: no more messages now
@@ -579,10 +585,37 @@ class NatsLog:
         would leave unprocessed entries deleted). Processed entries go with ``trim``."""
 
     def trim(self, partition: int, upto: int) -> int:
-        """Purge the partition's entries at or below ``upto``; returns how many went."""
+        """Forget processed entries: compact the stream below its oldest entry that
+        ``log_positions`` does not cover yet. Returns how many went (of any partition).
+
+        Never a purge by subject: nats-server 2.9 moves every consumer whose filter covers
+        the purged subject (an unfiltered one too) to the first entry of that subject left
+        in the stream, or past the stream's end, even when the purge removes nothing. A
+        reader of the whole stream (``read_all``, in this process or in any other) would
+        then skip other partitions' unprocessed entries. A purge of the stream's beginning
+        only moves consumers to its new first entry, over nothing but removed entries.
+        """
         if upto <= 0:
             return 0
-        return self._run(self._purge({"filter": self._subjects[partition], "seq": upto + 1}))
+        return self._run(self._compact(upto))
+
+    async def _compact(self, upto: int) -> int:
+        state = (await self._js.stream_info(self.stream)).state
+        first, last = int(state.first_seq or 0), int(state.last_seq or 0)
+        if state.messages == 0 or upto < first:
+            return 0  # the partition's entries up to there are gone already
+        # Every entry up to ``last`` is stored before the heads are read: a partition whose
+        # head is at or below its stored position has processed all of its entries up to
+        # there, and one whose head is above holds the floor at its stored position.
+        # Positions only grow: read before the heads, they are at worst too low (keep more).
+        stored = await asyncio.to_thread(self._stored_positions)
+        heads = await self._heads()
+        floor = min(
+            [last] + [stored.get(p, 0) for p, head in heads.items() if head > stored.get(p, 0)]
+        )
+        if floor < first:
+            return 0
+        return await self._purge({"seq": floor + 1})
 
     def last_seq(self) -> int:
         info = self._run(self._js.stream_info(self.stream))
