@@ -1,9 +1,14 @@
-"""Multi-row INSERT statements at driver level.
+"""Multi-row INSERT statements at driver level, and COPY on PostgreSQL.
 
 ``executemany`` steps the database once per row, and the SQLite driver releases and
 re-takes the GIL around every step; with a busy event loop in the same process each
 re-take can wait a whole switch interval. One ``INSERT … VALUES (…), (…), …`` per few
 hundred rows steps once (measured in docs/benchmarks.md).
+
+On PostgreSQL, plain inserts (no ``ON CONFLICT``) use ``COPY … FROM STDIN`` instead (JSON
+columns are passed as JSON text, which COPY parses like a literal):
+measured with psycopg 3 on 5,000 ingest log rows, 176 ms as multi-row INSERTs against
+36 ms with COPY (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ class BulkInsert:
         cast = "" if dialect_name == "sqlite" else "::jsonb"
         row = ", ".join(f"{mark}{cast}" if c in json_columns else mark for c in columns)
         self._row = f"({row})"
+        self._copy = (
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+            if dialect_name == "postgresql" and not suffix
+            else None
+        )
         self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         self._suffix = f" {suffix}" if suffix else ""
         self._width = len(columns)
@@ -50,6 +60,12 @@ class BulkInsert:
         return sql
 
     def __call__(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        if self._copy is not None and rows:
+            raw = conn.connection.dbapi_connection
+            with raw.cursor() as cursor, cursor.copy(self._copy) as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+            return
         for start in range(0, len(rows), self._chunk):
             chunk = rows[start : start + self._chunk]
             params = tuple(value for row in chunk for value in row)
