@@ -1,8 +1,9 @@
-"""The ``tidings`` command line: serve, migrate, projects and keys."""
+"""The ``tidings`` command line: serve, migrate, projects, keys and list imports."""
 
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import logging
 import os
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -341,6 +344,87 @@ def key_revoke(
     finally:
         db.dispose()
     print(json.dumps({"key_id": revoked, "revoked": True}) if as_json else f"key {revoked} revoked")
+
+
+IMPORT_CHUNK = 5_000  # rows a transaction: short enough not to hold up the other writers
+
+
+@app.command("import")
+def import_csv(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="A CSV file: a header row naming an external_id or email column, then one "
+            "user a row.",
+        ),
+    ],
+    project: Annotated[int, typer.Option(help="Project id.")],
+    list_id: Annotated[int, typer.Option("--list", help="The static list's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Add the users of a CSV file to a static list (users Tidings does not know are
+    reported, not created). The file is checked whole first; then every 5,000 rows are
+    one transaction, so an interrupted import can simply be run again."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from tidings.domain.errors import InvalidRequest, TidingsError
+    from tidings.domain.membership import Tally, read_member_csv
+    from tidings.store.lists import ListStore
+
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=False)
+    try:
+        store = ListStore(db.writer, db.reader)
+        target = store.get(project, list_id)
+        if target is None:
+            raise _fail(f"project {project} has no list {list_id}")
+        if target.type != "static":
+            raise _fail(f"list {list_id} is dynamic: its members follow its rule")
+        try:  # first pass: a broken file is refused before anything is written
+            with file.open("rb") as lines:
+                parsed = read_member_csv(lines)
+                total = sum(1 for _ in parsed.rows)
+        except InvalidRequest as exc:
+            raise _fail(f"{file}: {exc.message}") from None
+        tally = Tally()
+        progress = Progress(
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        with progress, file.open("rb") as lines:
+            task = progress.add_task(f"list {list_id}", total=total)
+            parsed = read_member_csv(lines)
+            while chunk := list(itertools.islice(parsed.rows, IMPORT_CHUNK)):
+                try:
+                    done = store.add_members(
+                        project, list_id, parsed.kind, chunk, now=time.time_ns() // 1000
+                    )
+                except TidingsError as exc:  # the list was deleted or retyped meanwhile
+                    raise _fail(exc.message) from None
+                tally.merge(done)
+                progress.advance(task, len(chunk))
+    finally:
+        db.dispose()
+    result = {"list_id": list_id, "rows": total, **tally.summary(added=True)}
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(
+        f"list {list_id}: {result['added']} added, {result['already_member']} already members, "
+        f"{result['not_found']} not found, {result['invalid']} invalid ({total} rows)"
+    )
+    for number in tally.not_found_rows:
+        print(f"  row {number}: no such user")
+    for bad in tally.invalid_rows:
+        print(f"  row {bad.row}: {bad.error.message if bad.error else 'invalid'}")
 
 
 def main() -> None:

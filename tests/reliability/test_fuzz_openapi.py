@@ -13,7 +13,8 @@ it (valid ones, and invalid ones in negative mode) and checks every answer:
 
 Each operation is fuzzed once with the project's secret key (role admin) and once with its
 public key, in each generation mode, on a fresh database (so DELETE's effects do not matter)
-holding one seeded user, whom half of the ``{external_id}`` cases name.
+holding one seeded user, whom half of the ``{external_id}`` cases name, in one seeded static
+list, which half of the ``{id}`` cases name.
 The run is bounded (``MAX_EXAMPLES`` per operation and mode) and derandomized, so CI sees
 the same requests every time.
 
@@ -71,6 +72,14 @@ OPERATIONS: list[tuple[str, str]] = [
     ("DELETE", "/api/client/users/{external_id}"),
     ("GET", "/api/client/users/{external_id}/events"),
     ("GET", "/api/client/schema"),
+    ("GET", "/api/client/lists"),
+    ("POST", "/api/client/lists"),
+    ("GET", "/api/client/lists/{id}"),
+    ("PATCH", "/api/client/lists/{id}"),
+    ("DELETE", "/api/client/lists/{id}"),
+    ("GET", "/api/client/lists/{id}/users"),
+    ("POST", "/api/client/lists/{id}/users"),
+    ("DELETE", "/api/client/lists/{id}/users"),
     ("POST", "/v1/track"),
     ("POST", "/v1/identify"),
     ("POST", "/v1/alias"),
@@ -122,9 +131,10 @@ def _authorization(key: str, security: list[dict[str, list[str]]]) -> str:
 SEEDED_USER = "u_fuzz"
 
 
-def _seed(app: TidingsApp, services: Services, project: Project) -> None:
+def _seed(app: TidingsApp, services: Services, project: Project) -> int:
     """A user with an anonymous id, a device and events, so that the reads answer 200 with
-    bodies to check against the document, not only empty pages and 404s."""
+    bodies to check against the document, not only empty pages and 404s; and a static list
+    with that user in it, whose id this returns."""
     auth = {"Authorization": f"Bearer {project.sk}"}
     writes = [
         (
@@ -169,6 +179,16 @@ def _seed(app: TidingsApp, services: Services, project: Project) -> None:
     while services.log.pending() > 0:
         assert time.monotonic() < deadline, "the seed writes were not processed"
         time.sleep(0.01)
+    with schemathesis.python.asgi.get_client(app) as client:
+        created = client.post(
+            "/api/client/lists", json={"name": "fuzz", "type": "static"}, headers=auth
+        )
+        assert created.status_code == 201, created.text
+        list_id = int(created.json()["id"])
+        members = {"external_ids": [SEEDED_USER]}
+        added = client.post(f"/api/client/lists/{list_id}/users", json=members, headers=auth)
+        assert added.status_code == 200, added.text
+    return list_id
 
 
 def _has_inputs(operation: schemathesis.APIOperation) -> bool:
@@ -199,7 +219,7 @@ def test_fuzz(
     operation = api_schema[path][method]
     if mode is GenerationMode.NEGATIVE and not _has_inputs(operation):
         pytest.skip("no parameter or body to make invalid")
-    _seed(app, services, project)
+    list_id = _seed(app, services, project)
     strategy = operation.as_strategy(generation_mode=mode)
     if "{external_id}" in path:
         # Random ids are all unknown (404); half of the cases name the seeded user instead.
@@ -208,6 +228,11 @@ def test_fuzz(
             operation.as_strategy(
                 generation_mode=mode, path_parameters={"external_id": SEEDED_USER}
             ),
+        )
+    if "{id}" in path:  # likewise: half of the cases name the seeded list
+        strategy = st.one_of(
+            strategy,
+            operation.as_strategy(generation_mode=mode, path_parameters={"id": str(list_id)}),
         )
     key = project.sk if scope == "secret" else project.pk
     checks = [

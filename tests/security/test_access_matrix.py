@@ -33,6 +33,14 @@ ACCESS: dict[tuple[str, str], str | Role] = {
     ("GET", "/api/client/users"): Role.SUPPORT,
     ("DELETE", "/api/client/users/{external_id}"): Role.ADMIN,
     ("DELETE", "/api/client/users"): Role.ADMIN,
+    ("GET", "/api/client/lists"): Role.SUPPORT,
+    ("POST", "/api/client/lists"): Role.EDITOR,
+    ("GET", "/api/client/lists/{id}"): Role.SUPPORT,
+    ("PATCH", "/api/client/lists/{id}"): Role.EDITOR,
+    ("DELETE", "/api/client/lists/{id}"): Role.EDITOR,
+    ("GET", "/api/client/lists/{id}/users"): Role.SUPPORT,
+    ("POST", "/api/client/lists/{id}/users"): Role.EDITOR,
+    ("DELETE", "/api/client/lists/{id}/users"): Role.EDITOR,
 }
 
 QUERIES: dict[tuple[str, str], str] = {("DELETE", "/api/client/users"): "?user_id=matrix"}
@@ -52,6 +60,10 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("PATCH", "/api/client/users"): [{"external_id": "matrix"}],
     ("POST", "/api/client/users/batch"): [{"external_id": "matrix"}],
+    ("POST", "/api/client/lists"): {"name": "matrix", "type": "static"},
+    ("PATCH", "/api/client/lists/{id}"): {"name": "matrix"},
+    ("POST", "/api/client/lists/{id}/users"): {"external_ids": ["matrix"]},
+    ("DELETE", "/api/client/lists/{id}/users"): {"external_ids": ["matrix"]},
 }
 
 

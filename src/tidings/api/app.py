@@ -20,6 +20,7 @@ from tidings import __version__
 from tidings.api.auth import KeyCache
 from tidings.api.errors import error_response, problem_response, request_id_of
 from tidings.api.ingest import IngestRoutes
+from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.ratelimit import with_rate_limits
@@ -125,6 +126,7 @@ def create_app(
         **SegmentRoutes(services, keys).endpoints(),  # /v1: the Segment tracking API
     }
     app.include_router(users_router(services, keys))
+    app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")

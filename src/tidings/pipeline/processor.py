@@ -18,6 +18,7 @@ from tidings.domain.ingest import LogRecord
 from tidings.domain.profiles import PROFILE_FIELDS, merge_traits
 from tidings.domain.schema import infer_paths
 from tidings.store.database import Writer
+from tidings.store.lists import ListStore
 from tidings.store.profiles import ProfileRow, ProfileStore
 from tidings.store.schema import SchemaStore
 
@@ -294,8 +295,10 @@ class BatchProcessor:
             # this batch's own rows, which were re-pointed or dropped in memory.
             for project_id, absorbed, survivor in batch.merges:
                 self.store.merge_profiles(conn, project_id, absorbed, survivor)
+                ListStore.repoint_profile(conn, project_id, absorbed, survivor)
             for project_id, profile_id in batch.erased:
                 self.store.erase_profile(conn, project_id, profile_id)
+                ListStore.forget_profile(conn, project_id, profile_id)
             self.store.save_profiles(conn, list(batch.profiles.values()))
             self.store.insert_identities(conn, batch.new_identities)
             if self.concurrent and batch.new_identities:

@@ -17,6 +17,9 @@ __all__ = [
     "idempotency_keys",
     "identities",
     "ingest_log",
+    "list_changes",
+    "list_members",
+    "lists",
     "log_positions",
     "merge_rejections",
     "metadata",
@@ -56,6 +59,9 @@ api_keys = sa.Table(
 
 ingest_log = sa.Table(
     "ingest_log",
+    "list_changes",
+    "list_members",
+    "lists",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("partition", sa.Integer, nullable=False),
@@ -182,4 +188,54 @@ merge_rejections = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Index("ix_merge_rejections_profile", "profile_id"),
     sa.Index("ix_merge_rejections_other", "other_profile_id"),
+)
+
+# -- lists (segments) ---------------------------------------------------------------------
+# A list's members are rows of ``list_members`` whatever its type. ``version`` counts rule
+# changes: a back-fill of version N upserts the members it finds with version N, then
+# removes those still below N, so a recomputation is a diff (enter/leave facts only for the
+# difference). ``list_changes`` is the append-only record of those enter/leave facts.
+
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),  # static | dynamic
+    sa.Column("rule", Json, nullable=True),  # dynamic lists only
+    sa.Column("state", sa.String(16), nullable=False),  # draft | loading | ready
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("users_count", sa.BigInteger, nullable=False),
+    sa.Column("tags", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Column("deleted_at", Micros, nullable=True),
+    sa.Index("ix_lists_project", "project_id", "id"),
+)
+
+list_members = sa.Table(
+    "list_members",
+    metadata,
+    sa.Column("list_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("profile_id", sa.String(32), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),  # the list version that (re)found it
+    sa.Column("added_at", Micros, nullable=False),
+    sa.Index("ix_list_members_list_added", "list_id", "added_at", "profile_id"),
+    sa.Index("ix_list_members_profile", "profile_id"),
+)
+
+list_changes = sa.Table(
+    "list_changes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("list_id", sa.Integer, nullable=False),
+    sa.Column("profile_id", sa.String(32), nullable=False),
+    sa.Column("change", sa.String(16), nullable=False),  # entered | left
+    sa.Column("list_version", sa.Integer, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Index("ix_list_changes_list", "list_id", "created_at"),
+    sa.Index("ix_list_changes_profile", "project_id", "profile_id", "created_at"),
+    sqlite_autoincrement=True,
 )
