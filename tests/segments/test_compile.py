@@ -95,7 +95,7 @@ ALL = {p.id for p in PEOPLE}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def backend(
+def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Backend]:
     """A database holding PEOPLE and HISTORY, plus a profile of another project."""
@@ -296,24 +296,24 @@ CASES: list[tuple[str, dict[str, Any], set[str]]] = [
 
 @pytest.mark.parametrize(("rule", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_compiled_rule_selects_the_matching_profiles(
-    backend: Backend, rule: dict[str, Any], expected: set[str]
+    database: Backend, rule: dict[str, Any], expected: set[str]
 ) -> None:
     parsed = parse_rule(rule)
-    with backend.engine.connect() as conn:
-        query = compile_rule(parsed, project_id=PROJECT, now=NOW, dialect=backend.name)
+    with database.engine.connect() as conn:
+        query = compile_rule(parsed, project_id=PROJECT, now=NOW, dialect=database.name)
         selected = set(conn.execute(query).scalars())
     assert selected == expected
     assert {p.id for p in PEOPLE if evaluate(parsed, p, HISTORY.get(p.id, []), NOW)} == expected
 
 
-def test_results_move_with_now(backend: Backend) -> None:
+def test_results_move_with_now(database: Backend) -> None:
     rule = parse_rule(did("Order placed", frequency=last_days(30, ">=", 3)))
 
     def at(now: int) -> set[str]:
-        with backend.engine.connect() as conn:
+        with database.engine.connect() as conn:
             return set(
                 conn.execute(
-                    compile_rule(rule, project_id=PROJECT, now=now, dialect=backend.name)
+                    compile_rule(rule, project_id=PROJECT, now=now, dialect=database.name)
                 ).scalars()
             )
 
@@ -327,9 +327,9 @@ def test_results_move_with_now(backend: Backend) -> None:
     assert next_change(rule, profile, HISTORY["shopper"], NOW) == NOW + 20 * DAY
 
 
-def test_the_select_narrows_like_any_other(backend: Backend) -> None:
-    query = compile_rule(parse_rule(PRO), project_id=PROJECT, now=NOW, dialect=backend.name)
-    with backend.engine.connect() as conn:
+def test_the_select_narrows_like_any_other(database: Backend) -> None:
+    query = compile_rule(parse_rule(PRO), project_id=PROJECT, now=NOW, dialect=database.name)
+    with database.engine.connect() as conn:
         assert set(conn.execute(query.where(profiles.c.id.in_(["old_pro", "free"]))).scalars()) == {
             "old_pro"
         }
@@ -338,14 +338,17 @@ def test_the_select_narrows_like_any_other(backend: Backend) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar() == 2
 
 
-def test_other_projects_are_never_selected(backend: Backend) -> None:
-    with backend.engine.connect() as conn:
+def test_other_projects_are_never_selected(database: Backend) -> None:
+    with database.engine.connect() as conn:
         query = compile_rule(
-            parse_rule(PRO), project_id=OTHER_PROJECT, now=NOW, dialect=backend.name
+            parse_rule(PRO), project_id=OTHER_PROJECT, now=NOW, dialect=database.name
         )
         assert set(conn.execute(query).scalars()) == {"other"}
         query = compile_rule(
-            parse_rule(did("Order placed")), project_id=OTHER_PROJECT, now=NOW, dialect=backend.name
+            parse_rule(did("Order placed")),
+            project_id=OTHER_PROJECT,
+            now=NOW,
+            dialect=database.name,
         )
         assert set(conn.execute(query).scalars()) == {"other"}
 
@@ -406,13 +409,13 @@ def _iso(micros: int) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def test_sql_reads_date_strings_as_python_does(backend: Backend) -> None:
+def test_sql_reads_date_strings_as_python_does(database: Backend) -> None:
     people = [facts(f"d{i}", data={"d": text}) for i, text in enumerate(DATE_TEXTS + NOT_DATES)]
     readable = {f"d{i}" for i in range(len(DATE_TEXTS))}
-    with backend.loaded(people, {}, project_id=3) as conn:
+    with database.loaded(people, {}, project_id=3) as conn:
 
         def select(rule: dict[str, Any]) -> set[str]:
-            query = compile_rule(parse_rule(rule), project_id=3, now=NOW, dialect=backend.name)
+            query = compile_rule(parse_rule(rule), project_id=3, now=NOW, dialect=database.name)
             return set(conn.execute(query).scalars())
 
         assert select(leaf("date", "data.d", ">=", "0001-01-01")) == readable
@@ -427,10 +430,10 @@ def test_sql_reads_date_strings_as_python_does(backend: Backend) -> None:
         assert select(leaf("date", "data.d", "is set")) == {p.id for p in people}
 
 
-def test_sql_reads_unix_seconds_as_python_does(backend: Backend) -> None:
+def test_sql_reads_unix_seconds_as_python_does(database: Backend) -> None:
     values = [1_717_200_000, 1_717_200_000.5, -1.25, 0, 1e12, -1e12, 253_402_300_799.5, True]
     people = [facts(f"s{i}", data={"d": v}) for i, v in enumerate(values)]
-    with backend.loaded(people, {}, project_id=3) as conn:
+    with database.loaded(people, {}, project_id=3) as conn:
         for rule in (
             leaf("date", "data.d", "=", "2024-06-01T00:00:00Z"),
             leaf("date", "data.d", "=", "2024-06-01T00:00:00.5Z"),
@@ -439,12 +442,12 @@ def test_sql_reads_unix_seconds_as_python_does(backend: Backend) -> None:
             leaf("date", "data.d", "is same day", "9999-12-31"),
         ):
             parsed = parse_rule(rule)
-            query = compile_rule(parsed, project_id=3, now=NOW, dialect=backend.name)
+            query = compile_rule(parsed, project_id=3, now=NOW, dialect=database.name)
             expected = {p.id for p in people if evaluate(parsed, p, [], NOW)}
             assert set(conn.execute(query).scalars()) == expected, rule
 
 
-def test_sql_survives_values_that_would_break_a_cast(backend: Backend) -> None:
+def test_sql_survives_values_that_would_break_a_cast(database: Backend) -> None:
     """Huge and tiny JSON numbers, and strings that look almost like numbers or dates,
     never make the query fail (PostgreSQL raises on a bad cast)."""
     odd: list[Any] = [
@@ -458,7 +461,7 @@ def test_sql_survives_values_that_would_break_a_cast(backend: Backend) -> None:
         -(10**25),
     ]
     people = [facts(f"x{i}", data={"v": v, "tags": [v]}) for i, v in enumerate(odd)]
-    with backend.loaded(people, {}, project_id=3) as conn:
+    with database.loaded(people, {}, project_id=3) as conn:
         for rule in (
             leaf("number", "data.v", ">", 0),
             leaf("date", "data.v", ">", "2000-01-01"),
@@ -466,7 +469,7 @@ def test_sql_survives_values_that_would_break_a_cast(backend: Backend) -> None:
             leaf("string", "data.v", "contains", "e"),
         ):
             parsed = parse_rule(rule)
-            query = compile_rule(parsed, project_id=3, now=NOW, dialect=backend.name)
+            query = compile_rule(parsed, project_id=3, now=NOW, dialect=database.name)
             expected = {p.id for p in people if evaluate(parsed, p, [], NOW)}
             assert set(conn.execute(query).scalars()) == expected, rule
 
