@@ -59,9 +59,6 @@ api_keys = sa.Table(
 
 ingest_log = sa.Table(
     "ingest_log",
-    "list_changes",
-    "list_members",
-    "lists",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("partition", sa.Integer, nullable=False),
