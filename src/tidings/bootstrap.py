@@ -25,6 +25,7 @@ from tidings.store.idempotency import IdempotencyStore
 from tidings.store.leases import open_leases
 from tidings.store.profiles import ProfileStore
 from tidings.store.projects import ProjectStore
+from tidings.store.retention import EventUpkeep
 from tidings.store.schema import SchemaStore
 
 __all__ = ["SchemaError", "Services", "build", "ensure_schema"]
@@ -65,6 +66,7 @@ class Services:
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     _checkpoints: threading.Event | None = None
+    _event_upkeep: EventUpkeep | None = None
 
     def _checkpointer(self, stop: threading.Event) -> None:
         while not stop.wait(1.0):
@@ -122,6 +124,10 @@ class Services:
     def maintenance(self) -> None:
         cutoff = time.time_ns() // 1000 - self.settings.idempotency_ttl_hours * 3_600_000_000
         self.idempotency.purge(cutoff)
+        if self._event_upkeep is None:  # partitions ahead (PostgreSQL), retention
+            days = self.settings.event_retention_days
+            self._event_upkeep = EventUpkeep(self.db.processing_writer, days)
+        self._event_upkeep.run()  # rate-limited and bounded; logs its own failures
 
 
 def _open_log(settings: Settings, db: Database) -> DatabaseLog | NatsLog:

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     )
     key_cache_ttl: float = Field(default=5.0, ge=0, description="Seconds an API key stays cached.")
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    event_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Events older than this many days (by created_at) are deleted, and "
+        "their message ids forgotten; 0 keeps them forever.",
+    )
     worker_batch_size: int = Field(default=1000, ge=1, le=100_000)
     sync_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a synchronous call waits for processing."

@@ -303,6 +303,12 @@ class BatchProcessor:
             self.store.insert_identities(conn, batch.new_identities)
             if self.concurrent and batch.new_identities:
                 self._check_identities(conn, batch)
+            # The message ids first: with several workers, one that another worker stored
+            # since this batch was read (the same event, retried into another partition)
+            # makes the batch stale, and computing it again drops the duplicate.
+            stored = self.store.record_message_ids(conn, batch.events, count=self.concurrent)
+            if stored < len(batch.events):
+                raise StaleBatch("an event's message id was stored by another worker meanwhile")
             self.store.insert_events(conn, batch.events)
             self.store.upsert_devices(conn, batch.devices)
             self.store.insert_rejections(conn, batch.rejections)
@@ -353,6 +359,8 @@ class BatchProcessor:
     def _without_duplicates(self, conn: Connection, records: list[LogRecord]) -> list[LogRecord]:
         """The records minus events whose message id was already stored (or appears earlier
         in this batch): a duplicate has no effect at all, not even on traits or identities.
+        Stored ids are those in ``event_message_ids``, which retention prunes with the
+        events: a retry of an event older than the retention window is stored again.
         """
         wanted: dict[int, set[str]] = {}
         for record in records:

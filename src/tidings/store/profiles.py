@@ -15,6 +15,7 @@ from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import (
     devices,
+    event_message_ids,
     events,
     identities,
     log_positions,
@@ -30,6 +31,18 @@ _encode_json = msgspec.json.Encoder().encode
 
 def _json(value: Any) -> str:
     return _encode_json(value).decode()
+
+
+class _BulkInsertReturning(BulkInsert):
+    """A ``BulkInsert`` whose suffix ends with ``RETURNING …``: the rows it returns."""
+
+    def returning(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        found: list[Any] = []
+        for start in range(0, len(rows), self._chunk):
+            chunk = rows[start : start + self._chunk]
+            params = tuple(value for row in chunk for value in row)
+            found.extend(conn.exec_driver_sql(self._statement(len(chunk)), params).all())
+        return found
 
 
 @dataclass(slots=True)
@@ -88,7 +101,20 @@ class ProfileStore:
                 "context",
             ),
             json_columns=("data", "context"),
-            suffix="ON CONFLICT (project_id, message_id) DO NOTHING",
+        )
+        # De-duplication by (project, message id): events itself has no unique constraint
+        # on it (PostgreSQL's partitioned table cannot). ``_claim_message_ids`` tells which
+        # ids were new, for concurrent workers; one worker needs no answer.
+        message_id_columns = ("project_id", "message_id", "created_at")
+        self._insert_message_ids = BulkInsert(
+            dialect, style, "event_message_ids", message_id_columns, suffix="ON CONFLICT DO NOTHING"
+        )
+        self._claim_message_ids = _BulkInsertReturning(
+            dialect,
+            style,
+            "event_message_ids",
+            message_id_columns,
+            suffix="ON CONFLICT DO NOTHING RETURNING message_id",
         )
         self._insert_identities = BulkInsert(
             dialect,
@@ -166,18 +192,37 @@ class ProfileStore:
 
     @staticmethod
     def existing_message_ids(conn: Connection, project_id: int, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` already stored for the project (within the retention window)."""
         found: set[str] = set()
         id_list = list(ids)
         for start in range(0, len(id_list), _CHUNK):
             found.update(
                 conn.execute(
-                    sa.select(events.c.message_id).where(
-                        events.c.project_id == project_id,
-                        events.c.message_id.in_(id_list[start : start + _CHUNK]),
+                    sa.select(event_message_ids.c.message_id).where(
+                        event_message_ids.c.project_id == project_id,
+                        event_message_ids.c.message_id.in_(id_list[start : start + _CHUNK]),
                     )
                 ).scalars()
             )
         return found
+
+    def record_message_ids(
+        self, conn: Connection, rows: list[dict[str, Any]], *, count: bool = False
+    ) -> int:
+        """Store the message ids of events about to be inserted (unique within ``rows``).
+
+        Returns how many were new when ``count`` (read with ``RETURNING``: fewer than
+        ``len(rows)`` means another writer stored one of them since the batch was read),
+        else ``len(rows)``. Inserted in key order, so that two concurrent writers of
+        overlapping ids wait for each other instead of deadlocking.
+        """
+        if not rows:
+            return 0
+        values = sorted((r["project_id"], r["message_id"], r["created_at"]) for r in rows)
+        if count:
+            return len(self._claim_message_ids.returning(conn, values))
+        self._insert_message_ids(conn, values)
+        return len(rows)
 
     @staticmethod
     def load_profiles(conn: Connection, ids: Iterable[str]) -> dict[str, ProfileRow]:
@@ -314,7 +359,18 @@ class ProfileStore:
 
     @staticmethod
     def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
-        """Delete a profile and everything that is about it."""
+        """Delete a profile and everything that is about it (its events' message ids too:
+        a retry of an erased event is stored again, as it was before they had a table)."""
+        conn.execute(
+            sa.delete(event_message_ids).where(
+                event_message_ids.c.project_id == project_id,
+                event_message_ids.c.message_id.in_(
+                    sa.select(events.c.message_id).where(
+                        events.c.project_id == project_id, events.c.profile_id == profile_id
+                    )
+                ),
+            )
+        )
         for table in (events, identities, devices):
             conn.execute(
                 sa.delete(table).where(

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql
 __all__ = [
     "api_keys",
     "devices",
+    "event_message_ids",
     "events",
     "idempotency_keys",
     "identities",
@@ -120,6 +121,11 @@ identities = sa.Table(
     sa.Index("ix_identities_profile", "profile_id"),
 )
 
+# On PostgreSQL ``events`` is partitioned by month of ``created_at`` (``events_YYYYMM``
+# plus ``events_default``, see store/partitions.py), so its key includes ``created_at`` and
+# it can hold no unique constraint on anything else: ``message_id`` de-duplication lives in
+# ``event_message_ids``. ``ix_events_created_at`` serves retention (store/retention.py):
+# a BRIN index on PostgreSQL (tiny, cheap to maintain), a B-tree on SQLite.
 events = sa.Table(
     "events",
     metadata,
@@ -131,11 +137,23 @@ events = sa.Table(
     sa.Column("external_id", sa.String(255), nullable=True),
     sa.Column("anonymous_id", sa.String(255), nullable=True),
     sa.Column("data", Json, nullable=False),
-    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("created_at", Micros, primary_key=True, autoincrement=False),
     sa.Column("received_at", Micros, nullable=False),
     sa.Column("context", Json, nullable=True),  # e.g. the Segment spec's context object
-    sa.UniqueConstraint("project_id", "message_id", name="uq_events_project_message"),
     sa.Index("ix_events_profile_time", "project_id", "profile_id", "created_at", "id"),
+    sa.Index("ix_events_created_at", "created_at", postgresql_using="brin"),
+    postgresql_partition_by="RANGE (created_at)",
+)
+
+# The message ids of stored events: a retried event (same project and message id) is
+# dropped. ``created_at`` is the event's, so that retention forgets both together.
+event_message_ids = sa.Table(
+    "event_message_ids",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Index("ix_event_message_ids_created_at", "created_at"),
 )
 
 devices = sa.Table(
