@@ -18,6 +18,8 @@ from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.processor import BatchProcessor
+from tidings.segments.backfill import SegmentWorker
+from tidings.segments.realtime import RealtimeSegments
 from tidings.settings import Settings
 from tidings.store import migrate
 from tidings.store.database import Database, open_database
@@ -63,6 +65,7 @@ class Services:
     committer: GroupCommitter
     watch: ProcessedWatch
     consumer: Consumer | None = None
+    segments: SegmentWorker | None = None  # timers and back-fills of dynamic lists
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     _checkpoints: threading.Event | None = None
@@ -161,6 +164,8 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         services.on_stop.append(log.close)
     if settings.run_worker:
         database_path = sa.engine.make_url(db.url).database if db.is_sqlite else None
+        segments = RealtimeSegments()  # dynamic lists: with each batch, timers, back-fills
+        segment_worker = SegmentWorker(db.processing_writer, db.reader, segments)
         consumer = Consumer(
             log,
             BatchProcessor(
@@ -169,14 +174,17 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
                 profiles,
                 services.schema,
                 concurrent=not db.is_sqlite,
+                segments=segments,
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,
             batch_size=settings.worker_batch_size,
             maintenance=services.maintenance,
+            timers=segment_worker.tick,
             idle_wait=settings.worker_poll_interval if standalone_worker else 0.5,
         )
         services.consumer = consumer
+        services.segments = segment_worker
         services.committer = GroupCommitter(
             log, max_items=settings.commit_max_items, on_commit=consumer.wake.set
         )

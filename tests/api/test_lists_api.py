@@ -650,3 +650,37 @@ async def _member_count(client: httpx.AsyncClient, project: Project, list_id: in
     response = await client.get(f"{LISTS}/{list_id}", headers=bearer(project.sk))
     assert response.status_code == 200, response.text
     return int(response.json()["users_count"])
+
+
+async def test_a_loading_dynamic_list_shows_how_far_its_back_fill_has_got(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    import asyncio
+    import time
+
+    await _users(
+        client,
+        project,
+        [{"external_id": f"p{n}", "data": {"plan": "pro" if n % 2 else "free"}} for n in range(5)],
+    )
+    assert services.consumer is not None and services.segments is not None
+    services.consumer.timers = None  # the test steps the back-fill itself
+    backfill = services.segments.backfill
+    backfill.chunk = 2
+    created = await _create(client, project, type="dynamic", rule=RULE)
+    assert created["state"] == "loading" and created["progress"] == {"done": 0, "total": None}
+    url = f"{LISTS}/{created['id']}"
+    now = time.time_ns() // 1000
+    seen = []
+    while await asyncio.to_thread(backfill.step, now):
+        seen.append((await client.get(url, headers=bearer(project.sk))).json().get("progress"))
+    assert seen == [
+        {"done": 0, "total": 5},
+        {"done": 2, "total": 5},
+        {"done": 4, "total": 5},
+        None,
+    ]
+    ready = (await client.get(url, headers=bearer(project.sk))).json()
+    assert ready["state"] == "ready" and ready["users_count"] == 2 and "progress" not in ready
+    listed = (await client.get(LISTS, headers=bearer(project.sk))).json()["results"]
+    assert listed[0] == ready

@@ -50,6 +50,13 @@ def _now() -> int:
 # -- response models (the OpenAPI document) ---------------------------------------------------
 
 
+class Progress(BaseModel):
+    done: int = Field(description="Users the back-fill has computed so far.")
+    total: int | None = Field(
+        description="The project's users when the back-fill started; null until it has."
+    )
+
+
 class ListOut(BaseModel):
     id: int
     name: str
@@ -64,6 +71,11 @@ class ListOut(BaseModel):
     tags: list[str]
     created_at: str
     updated_at: str = Field(description="When the name, tags or rule last changed.")
+    progress: Progress | None = Field(
+        default=None,
+        description="Only while a dynamic list is loading: how far the back-fill of its "
+        "rule has got.",
+    )
 
 
 class ListPageOut(BaseModel):
@@ -103,7 +115,7 @@ class MembersRemoved(BaseModel):
 
 
 def present_list(row: ListRow) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "id": row.id,
         "name": row.name,
         "type": row.type,
@@ -115,6 +127,10 @@ def present_list(row: ListRow) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
+    progress = row.progress
+    if progress is not None:
+        body["progress"] = {"done": progress[0], "total": progress[1]}
+    return body
 
 
 def _json(body: Any, status: int = 200) -> Response:

@@ -89,6 +89,7 @@ class Consumer:
         trim_every: float = 2.0,
         maintenance: Callable[[], None] | None = None,
         coalesce: float = 0.005,
+        timers: Callable[[int], int] | None = None,
     ) -> None:
         self.log = log
         self.processor = processor
@@ -102,6 +103,11 @@ class Consumer:
         self.idle_wait = idle_wait
         self.trim_every = trim_every
         self.maintenance = maintenance
+        # Called with ``clock()`` on every pass of the loop (segment timers and back-fills):
+        # returns how much it did; 0 lets the loop sleep when there is nothing else to do.
+        self.timers = timers
+        self._timer_failures = 0
+        self._timers_retry_at = 0.0
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -225,6 +231,24 @@ class Consumer:
         if self.maintenance is not None:
             self.maintenance()
 
+    def run_timers(self) -> int:
+        """One call of the ``timers`` hook. Its failures are logged and backed off without
+        holding up the log (the hook's work is retried on a later pass)."""
+        if self.timers is None:
+            return 0
+        if self._timer_failures and time.monotonic() < self._timers_retry_at:
+            return 0
+        try:
+            done = self.timers(self.clock())
+        except Exception:
+            self._timer_failures += 1
+            delay = min(5.0, 0.1 * 2**self._timer_failures)
+            self._timers_retry_at = time.monotonic() + delay
+            logger.exception("segment timers or back-fill failed; retrying in %.1f s", delay)
+            return 0
+        self._timer_failures = 0
+        return done
+
     def _run(self) -> None:
         last_trim = last_rebalance = time.monotonic()
         failures = 0
@@ -233,6 +257,7 @@ class Consumer:
                 if time.monotonic() - last_rebalance > self.rebalance_every:
                     self.rebalance()
                     last_rebalance = time.monotonic()
+                busy = self.run_timers()
                 applied = self.poll_once()
                 if time.monotonic() - last_trim > self.trim_every:
                     self.trim()
@@ -243,7 +268,7 @@ class Consumer:
                 logger.exception("processing a log batch failed; retrying")
                 self._stop.wait(min(5.0, 0.1 * 2**failures))
                 continue
-            if not applied:
+            if not applied and not busy:
                 self.wake.wait(self.idle_wait)
                 self.wake.clear()
             elif applied < self.batch_size // 4:

@@ -17,6 +17,7 @@ from tidings.domain.ids import new_device_id, new_event_id, new_profile_id, new_
 from tidings.domain.ingest import LogRecord
 from tidings.domain.profiles import PROFILE_FIELDS, merge_traits
 from tidings.domain.schema import infer_paths
+from tidings.segments.realtime import BatchChanges, RealtimeSegments, profile_state
 from tidings.store.database import Writer
 from tidings.store.lists import ListStore
 from tidings.store.profiles import ProfileRow, ProfileStore
@@ -53,12 +54,14 @@ class _Batch:
         self.schema: set[tuple[int, str, str, str, str]] = set()
         self.seq = 0  # the log position of the record being applied
         self.read_versions: dict[str, int] = {}  # profile → updated_at as read
+        self.before: dict[str, tuple[Any, ...]] = {}  # profile → as read (segments)
 
     def load(self, ids: set[str]) -> None:
         loaded = self.store.load_profiles(self.conn, ids)
         self.profiles.update(loaded)
         for profile_id, row in loaded.items():
             self.read_versions.setdefault(profile_id, row.updated_at)
+            self.before.setdefault(profile_id, profile_state(row))
 
     def profile(self, profile_id: str) -> ProfileRow:
         found = self.profiles.get(profile_id)
@@ -256,12 +259,14 @@ class BatchProcessor:
         schema: SchemaStore | None = None,
         *,
         concurrent: bool = False,
+        segments: RealtimeSegments | None = None,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self.store = store
         self.schema = schema or SchemaStore(writer, reader)
         self.concurrent = concurrent
+        self.segments = segments  # dynamic lists kept up to date with each batch
 
     def process(
         self,
@@ -313,6 +318,11 @@ class BatchProcessor:
             self.store.upsert_devices(conn, batch.devices)
             self.store.insert_rejections(conn, batch.rejections)
             self.schema.record(conn, sorted(batch.schema), now)
+            if self.segments is not None:  # dynamic lists, in this transaction
+                changes = BatchChanges.collect(
+                    batch.profiles.values(), batch.before, batch.events, batch.merges, batch.erased
+                )
+                self.segments.apply(conn, changes, now)
             last: dict[int, int] = {}
             for record in records:  # in log order: the last one of a partition wins
                 last[record.partition] = record.seq

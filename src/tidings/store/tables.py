@@ -27,6 +27,7 @@ __all__ = [
     "profiles",
     "projects",
     "schema_paths",
+    "segment_timers",
 ]
 
 metadata = sa.MetaData()
@@ -226,6 +227,12 @@ lists = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("deleted_at", Micros, nullable=True),
+    # The back-fill of a dynamic list (segments/backfill.py): the version it is computing,
+    # the last profile id done (profiles are visited in id order), and done/total counts.
+    sa.Column("backfill_version", sa.Integer, nullable=True),
+    sa.Column("backfill_cursor", sa.String(32), nullable=True),
+    sa.Column("backfill_done", sa.BigInteger, nullable=True),
+    sa.Column("backfill_total", sa.BigInteger, nullable=True),
     sa.Index("ix_lists_project", "project_id", "id"),
 )
 
@@ -253,4 +260,17 @@ list_changes = sa.Table(
     sa.Index("ix_list_changes_list", "list_id", "created_at"),
     sa.Index("ix_list_changes_profile", "project_id", "profile_id", "created_at"),
     sqlite_autoincrement=True,
+)
+
+# When the clock alone will change whether a profile matches a dynamic list (a counted event
+# leaving a rolling window, a relative date passing a stored one): the worker re-evaluates
+# the pair at ``due_at`` (segments/realtime.py). One row per (list, profile), member or not.
+segment_timers = sa.Table(
+    "segment_timers",
+    metadata,
+    sa.Column("list_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("profile_id", sa.String(32), primary_key=True),
+    sa.Column("due_at", Micros, nullable=False),
+    sa.Index("ix_segment_timers_due", "due_at"),
+    sa.Index("ix_segment_timers_profile", "profile_id"),
 )
