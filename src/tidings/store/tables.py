@@ -142,6 +142,8 @@ events = sa.Table(
     sa.Column("received_at", Micros, nullable=False),
     sa.Column("context", Json, nullable=True),  # e.g. the Segment spec's context object
     sa.Index("ix_events_profile_time", "project_id", "profile_id", "created_at", "id"),
+    # Segment rules: one person's events of one name in a time range (migration 0006).
+    sa.Index("ix_events_profile_name_time", "project_id", "profile_id", "name", "created_at"),
     sa.Index("ix_events_created_at", "created_at", postgresql_using="brin"),
     postgresql_partition_by="RANGE (created_at)",
 )
