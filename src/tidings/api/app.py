@@ -18,7 +18,13 @@ from starlette.types import Receive, Scope, Send
 
 from tidings import __version__
 from tidings.api.auth import KeyCache
-from tidings.api.errors import error_response, problem_response, request_id_of
+from tidings.api.errors import (
+    DATABASE_UNAVAILABLE,
+    database_unavailable,
+    error_response,
+    problem_response,
+    request_id_of,
+)
 from tidings.api.ingest import IngestRoutes
 from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
@@ -72,7 +78,11 @@ class TidingsApp:
         if endpoint is None or scope["type"] != "http":
             await self.fastapi(scope, receive, send)
             return
-        response = await endpoint(Request(scope, receive))
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except DATABASE_UNAVAILABLE as exc:  # e.g. an Idempotency-Key lookup: 503, not 500
+            response = error_response(request, database_unavailable(exc))
         await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,6 +157,12 @@ def create_app(
     @app.exception_handler(TidingsError)
     async def _tidings_error(request: Request, exc: TidingsError) -> Response:
         return error_response(request, exc)
+
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        return error_response(request, database_unavailable(exc))
+
+    for cls in DATABASE_UNAVAILABLE:  # the database is down or does not answer: 503
+        app.add_exception_handler(cls, _database_unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tidings.domain import errors as e
 
-__all__ = ["error_response", "problem_response", "status_of"]
+__all__ = [
+    "DATABASE_UNAVAILABLE",
+    "database_unavailable",
+    "error_response",
+    "is_database_unavailable",
+    "problem_response",
+    "status_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,4 +111,49 @@ def error_response(request: Request, error: e.TidingsError) -> Response:
         param=error.param,
         errors=error.errors,
         headers=headers,
+    )
+
+
+# Errors that say the database is down, unreachable, did not answer in time (a bounded
+# connect or ping gave up: store/database.py), or has no connection free: the request
+# may succeed later, so they are 503 with Retry-After, never 500. OperationalError also
+# covers PostgreSQL's "cannot do this now" classes (out of resources, admin shutdown,
+# statement cancelled) and SQLite's locked or read-only database.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,  # no pooled connection became free in time
+)
+DATABASE_RETRY_AFTER = 2  # seconds
+
+_warned = {"at": float("-inf"), "since": 0}
+_warn_lock = threading.Lock()
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    return isinstance(error, DATABASE_UNAVAILABLE)
+
+
+def database_unavailable(error: BaseException) -> e.ServiceUnavailable:
+    """The 503 for one of ``DATABASE_UNAVAILABLE``; logged as one warning line at most
+    every 10 seconds (an outage fails every request)."""
+    now = time.monotonic()
+    with _warn_lock:
+        _warned["since"] += 1
+        if now - _warned["at"] < 10.0:
+            return _unavailable()
+        count, _warned["since"], _warned["at"] = _warned["since"], 0, now
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
+    logger.warning(
+        "database unavailable, answering 503: %s (%d such answers since this was last logged)",
+        reason,
+        count,
+    )
+    return _unavailable()
+
+
+def _unavailable() -> e.ServiceUnavailable:
+    return e.ServiceUnavailable(
+        "The database is unavailable; retry shortly.", retry_after=DATABASE_RETRY_AFTER
     )

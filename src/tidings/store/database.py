@@ -11,6 +11,8 @@ throughput (measured: 2.3k vs 7.5k single-event requests/s).
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import os
 import threading
 from collections.abc import Iterator
@@ -184,11 +186,53 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
     )
 
 
+# A database that is down or does not answer must cost a request seconds, not minutes
+# (docs/reliability.md, "Database outages"): connecting gives up after CONNECT_TIMEOUT
+# (libpq's default is none; psycopg's 130 s), and the check of a pooled connection before
+# use (pre-ping) after PING_TIMEOUT, so that a server that accepts TCP but never answers
+# is noticed. Statements themselves are not bounded (a long query is legitimate): one
+# already running when the server froze waits until it answers or TCP gives up.
+CONNECT_TIMEOUT = 3  # seconds; a connect_timeout in the URL's query wins
+PING_TIMEOUT = 2.0  # seconds
+
+
+@functools.cache
+def _bounded_connection_class() -> type[Any] | None:
+    import psycopg
+
+    if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
+        return None  # psycopg before 3.2.1: pings wait as long as TCP does
+    wait_timeout = getattr(psycopg.errors, "_WaitTimeout", psycopg.OperationalError)
+
+    class BoundedConnection(psycopg.Connection[Any]):
+        """Waits at most ``wait_limit`` seconds for the server when it is set (it is,
+        while the connection is idle in the pool and for the pre-ping)."""
+
+        wait_limit: float | None = PING_TIMEOUT
+
+        def wait(self, gen: Any, interval: Any = None, timeout: float | None = None) -> Any:
+            limit = self.wait_limit if timeout is None else None
+            kwargs: dict[str, Any] = {} if interval is None else {"interval": interval}
+            if limit is None:
+                return super().wait(gen, timeout=timeout, **kwargs)
+            try:
+                return super().wait(gen, timeout=limit, **kwargs)
+            except wait_timeout:
+                self.close()  # a request is outstanding: the connection is unusable
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {limit:g} s"
+                ) from None
+
+    return BoundedConnection
+
+
 def _postgresql_engine(url: str, *, synchronous_commit: str | None = None) -> Engine:
-    connect_args: dict[str, str] = {}
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in sa.engine.make_url(url).query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
     if synchronous_commit is not None:
         connect_args["options"] = f"-c synchronous_commit={synchronous_commit}"
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         json_serializer=_json_serializer,
         json_deserializer=msgspec.json.decode,
@@ -197,3 +241,22 @@ def _postgresql_engine(url: str, *, synchronous_commit: str | None = None) -> En
         pool_pre_ping=True,
         connect_args=connect_args,
     )
+    connection_class = _bounded_connection_class()
+    if connection_class is None:
+        return engine
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return connection_class.connect(*cargs, **cparams)
+
+    # Bounded while pooled (so the pre-ping is), unbounded while checked out.
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.wait_limit = None
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            dbapi_connection.wait_limit = PING_TIMEOUT
+
+    return engine
