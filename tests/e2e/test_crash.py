@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.e2e.server import Server, create_project
 
@@ -97,6 +98,47 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(
         server.stop()
 
     stored = stored_seqs(database)
+    missing = acked - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:10]}"
+    duplicates = {seq for seq, n in Counter(stored).items() if n > 1}
+    assert not duplicates, f"stored twice: {sorted(duplicates)[:10]}"
+    assert failed, "the kill should have interrupted requests in flight"
+
+
+async def test_sigkill_on_postgresql_loses_no_acknowledged_event(pg_url: str) -> None:
+    """The same on PostgreSQL: `tidings serve` (API and worker in one process) killed
+    mid-load, restarted, the failed requests retried."""
+    keys = create_project(pg_url)
+    server = Server(pg_url).start()
+    acked: set[int] = set()
+    failed: list[list[dict]] = []
+    try:
+        load_task = asyncio.create_task(load(server, keys["public_key"], acked, failed, 10**9))
+        while len(acked) < KILL_AFTER and not load_task.done():
+            await asyncio.sleep(0.005)
+        server.kill()
+        await asyncio.wait_for(load_task, 30)
+        server.start()
+        retry = [[e for e in batch if "message_id" in e] for batch in failed]
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            for batch in filter(None, retry):
+                response = await client.post(
+                    "/api/client/events",
+                    json=batch,
+                    headers={"Authorization": f"Bearer {keys['public_key']}"},
+                )
+                assert response.status_code == 204
+                acked.update(e["data"]["seq"] for e in batch)
+        await load(server, keys["public_key"], acked, [], len(acked) + 300)
+        server.wait_drained()
+    finally:
+        server.stop()
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            stored = [int(n) for (n,) in conn.execute(sa.text("SELECT data->>'seq' FROM events"))]
+    finally:
+        engine.dispose()
     missing = acked - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:10]}"
     duplicates = {seq for seq, n in Counter(stored).items() if n > 1}

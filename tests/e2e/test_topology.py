@@ -6,16 +6,13 @@ events are applied in the order they were acknowledged."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import _admin_engine, postgres_url_or_skip
 from tests.e2e.server import Server, Worker, create_project, run_cli
 from tests.log.test_nats_log import nats_url  # noqa: F401 (a fixture)
 from tidings.store.leases import PARTITION_SPACE
@@ -25,22 +22,6 @@ pytestmark = pytest.mark.slow
 PEOPLE = 40
 PER_PERSON = 30
 KILL_AFTER = 400  # acknowledged events before one worker is killed
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A database of its own: these processes migrate and fill it from scratch."""
-    base = postgres_url_or_skip()
-    name = f"tidings_topology_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = _admin_engine(base)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield str(sa.engine.make_url(base).set(database=name).render_as_string(False))
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def test_api_refuses_an_unmigrated_postgresql_database(pg_url: str) -> None:
