@@ -36,7 +36,7 @@ from tidings.store.tables import profiles
 
 # Frequent buyers, or pro users who ever viewed the pricing page, but not anyone who asked
 # for a refund in the last 14 days: windows of two lengths, a trait, an event filter.
-MIXED = {
+MIXED: dict[str, Any] = {
     "type": "wrapper",
     "group": "parent",
     "operator": "and",
@@ -52,7 +52,7 @@ MIXED = {
                     "group": "parent",
                     "operator": "and",
                     "children": [
-                        PRO["children"][0],  # type: ignore[index]
+                        PRO["children"][0],
                         {
                             "type": "wrapper",
                             "group": "event",
@@ -125,7 +125,12 @@ async def seed(client: httpx.AsyncClient, project: Project, users: int, seed: in
             page = rng.choice(["pricing", "home"])
             at = T0 - rng.randint(0, 400) * DAY
             batch.append(
-                {"name": "Page viewed", "external_id": user, "created_at": iso(at), "data": {"page": page}}
+                {
+                    "name": "Page viewed",
+                    "external_id": user,
+                    "created_at": iso(at),
+                    "data": {"page": page},
+                }
             )
         if rng.random() < 0.2:
             at = T0 - rng.randint(0, 20) * DAY
@@ -175,7 +180,8 @@ async def test_a_backfill_matches_real_time_processing_of_the_same_data(
     assert {f[1:] for f in facts(services, later)} == {("entered", 1, T0)}
 
     # And both lists keep agreeing as the clock runs.
-    services.consumer.timers = services.segments.tick  # type: ignore[union-attr]
+    assert services.consumer is not None and services.segments is not None
+    services.consumer.timers = services.segments.tick
     for instant in sorted(set(timers(services, live).values()))[:5]:
         clock.now = instant
         await fire_timers(services)
@@ -183,6 +189,25 @@ async def test_a_backfill_matches_real_time_processing_of_the_same_data(
     clock.now = T0 + 60 * DAY
     await fire_timers(services)
     assert members(services, later) == members(services, live)
+
+
+async def test_an_at_least_rule_is_back_filled_with_the_timers_real_time_sets(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """An "at least 3 orders in 30 days" list has its timers computed in SQL by the back-fill
+    (the n-th most recent order leaves the window), and in Python in real time."""
+    use_clock(services)
+    live = (await create_list(client, project, ORDERS, "In real time"))["id"]
+    await until_ready(client, services, project, live)
+    await seed(client, project, 40, seed=11)
+    await drain(services)
+    assert members(services, live)
+    backfill(services).chunk = 9
+    later = (await create_list(client, project, ORDERS, "Back-filled"))["id"]
+    await until_ready(client, services, project, later)
+    assert members(services, later) == members(services, live)
+    assert timers(services, later) == timers(services, live)
+    assert len(timers(services, live)) > len(members(services, live)) // 2
 
 
 async def test_an_edited_rule_is_back_filled_again_with_facts_only_for_differences(
@@ -197,9 +222,16 @@ async def test_an_edited_rule_is_back_filled_again_with_facts_only_for_differenc
     await until_ready(client, services, project, list_id)
     assert members(services, list_id) == {"p1", "p2", "p3"}
 
-    team = {**PRO["children"][0], "value": "team"}  # type: ignore[dict-item]
-    either = {"type": "wrapper", "group": "parent", "operator": "or", "children": [PRO["children"][0], team]}  # type: ignore[index]
-    edited = await client.patch(f"{LISTS}/{list_id}", json={"rule": either}, headers=bearer(project.sk))
+    team = {**PRO["children"][0], "value": "team"}
+    either = {
+        "type": "wrapper",
+        "group": "parent",
+        "operator": "or",
+        "children": [PRO["children"][0], team],
+    }
+    edited = await client.patch(
+        f"{LISTS}/{list_id}", json={"rule": either}, headers=bearer(project.sk)
+    )
     assert edited.status_code == 200 and edited.json()["version"] == 2
     assert edited.json()["state"] == "loading" and "progress" in edited.json()
     body = await until_ready(client, services, project, list_id)
@@ -207,7 +239,9 @@ async def test_an_edited_rule_is_back_filled_again_with_facts_only_for_differenc
     assert members(services, list_id) == {"p1", "p2", "p3", "t1", "t2"}
 
     only_team = {"type": "wrapper", "group": "parent", "operator": "and", "children": [team]}
-    edited = await client.patch(f"{LISTS}/{list_id}", json={"rule": only_team}, headers=bearer(project.sk))
+    edited = await client.patch(
+        f"{LISTS}/{list_id}", json={"rule": only_team}, headers=bearer(project.sk)
+    )
     assert edited.json()["version"] == 3
     body = await until_ready(client, services, project, list_id)
     assert members(services, list_id) == {"t1", "t2"} and body["users_count"] == 2

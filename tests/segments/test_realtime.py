@@ -5,6 +5,7 @@ counted events drop out of it (the worker's clock is injected)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ SECOND = 1_000_000
 DAY = 86_400 * SECOND
 T0 = (time.time_ns() // 1000 // SECOND) * SECOND  # whole seconds: exact through ISO-8601
 
-ORDERS = {
+ORDERS: dict[str, Any] = {
     "type": "wrapper",
     "group": "event",
     "path": "name",
@@ -37,7 +38,7 @@ ORDERS = {
         "count": 3,
     },
 }
-PRO = {
+PRO: dict[str, Any] = {
     "type": "wrapper",
     "group": "parent",
     "operator": "and",
@@ -143,7 +144,7 @@ def facts(services: Services, list_id: int) -> list[tuple[str, str, int, int]]:
             .where(list_changes.c.list_id == list_id)
             .order_by(list_changes.c.id)
         ).all()
-    return [tuple(row) for row in rows]  # type: ignore[misc]
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def timers(services: Services, list_id: int) -> dict[str, int]:
@@ -311,7 +312,7 @@ def test_the_dependency_index_maps_events_fields_and_traits_to_lists() -> None:
     segments._lists = {
         1: _live(1, ORDERS),
         2: _live(2, PRO),
-        3: _live(3, {**PRO, "children": [{**PRO["children"][0], "path": "data.address.city"}]}),  # type: ignore[dict-item]
+        3: _live(3, {**PRO, "children": [{**PRO["children"][0], "path": "data.address.city"}]}),
         4: _live(4, ORDERS, project_id=2),
     }
     segments._reindex()
@@ -346,7 +347,13 @@ async def test_a_merge_evaluates_the_survivor_and_an_erasure_leaves_no_trace(
     for age in (3, 2):
         response = await client.post(
             "/api/client/events",
-            json=[{"name": "Order placed", "anonymous_id": "anon-9", "created_at": iso(T0 - age * DAY)}],
+            json=[
+                {
+                    "name": "Order placed",
+                    "anonymous_id": "anon-9",
+                    "created_at": iso(T0 - age * DAY),
+                }
+            ],
             headers=bearer(project.pk),
         )
         assert response.status_code == 204
@@ -370,3 +377,86 @@ async def test_a_merge_evaluates_the_survivor_and_an_erasure_leaves_no_trace(
     assert members(services, list_id) == set() and users_count(services, list_id) == 0
     with services.db.reader.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(segment_timers)).scalar() == 0
+
+
+def test_the_closed_form_of_at_least_rules_agrees_with_next_change() -> None:
+    """``LiveList.next_change`` answers "at least n in the window" without the general
+    sweep when nothing is dated ahead; it must give the same instant."""
+    from tidings.domain.rules import EventFact, ProfileFacts, evaluate, next_change
+    from tidings.segments.realtime import LiveList
+
+    rng = random.Random(3)
+    profile = ProfileFacts(id="p")
+    for trial in range(400):
+        count, days = rng.randint(1, 4), rng.choice((1, 7, 30))
+        operator = rng.choice((">=", ">"))
+        rule = {
+            **ORDERS,
+            "frequency": {**ORDERS["frequency"], "operator": operator, "count": count},
+        }
+        rule["frequency"]["period"] = {"type": "rolling", "unit": "day", "value": days}
+        live = LiveList.of(1, 1, 1, rule)
+        assert live.at_least is not None
+        history = [
+            EventFact(
+                rng.choice(("Order placed", "Order placed", "Page viewed")),
+                {},
+                T0 - rng.randint(-2 if trial % 4 == 0 else 0, 40) * DAY // 3,
+            )
+            for _ in range(rng.randint(0, 8))
+        ]
+        matched = evaluate(live.rule, profile, history, T0)
+        expected = next_change(live.rule, profile, history, T0)
+        assert live.next_change(profile, history, T0, matched) == expected, (rule, history)
+
+
+def _orders(operator: str, count: int, days: int, name: str = "Order placed") -> dict[str, Any]:
+    period = {"type": "rolling", "unit": "day", "value": days}
+    return {
+        **ORDERS,
+        "value": name,
+        "frequency": {"period": period, "operator": operator, "count": count},
+    }
+
+
+def _wrap(operator: str, *children: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "wrapper", "group": "parent", "operator": operator, "children": list(children)}
+
+
+def test_the_drift_shortcuts_agree_with_next_change() -> None:
+    """``LiveList.next_change`` skips ``next_change`` when the rule's drift says the clock
+    cannot flip the result; for every kind of drift it must answer the same."""
+    from tidings.domain.rules import EventFact, ProfileFacts, evaluate, next_change
+    from tidings.segments.realtime import LiveList
+
+    ever = {**ORDERS, "frequency": None}
+    del ever["frequency"]
+    rules = {
+        "down": [_orders(">=", 3, 30), _wrap("and", _orders(">", 1, 7), PRO["children"][0])],
+        "up": [_orders("<", 2, 7), _wrap("none", _orders(">=", 2, 30)), _orders("=", 0, 14)],
+        "any": [
+            _orders("=", 2, 30),
+            _wrap("or", _orders(">=", 3, 30), _orders("=", 0, 14, "App opened")),
+            _wrap("xor", _orders(">=", 1, 7), PRO["children"][0]),
+        ],
+        "const": [ever, PRO],
+    }
+    rng = random.Random(4)
+    for kind, raws in rules.items():
+        for raw in raws:
+            live = LiveList.of(1, 1, 1, raw)
+            assert live.drift == kind, raw
+            for trial in range(150):
+                profile = ProfileFacts(id="p", data={"plan": rng.choice(("pro", "free"))})
+                history = [
+                    EventFact(
+                        rng.choice(("Order placed", "Order placed", "App opened")),
+                        {},
+                        T0 - rng.randint(-3 if trial % 3 == 0 else 0, 40) * DAY // 2,
+                    )
+                    for _ in range(rng.randint(0, 7))
+                ]
+                matched = evaluate(live.rule, profile, history, T0)
+                expected = next_change(live.rule, profile, history, T0)
+                got = live.next_change(profile, history, T0, matched)
+                assert got == expected, (raw, history, profile.data)

@@ -33,18 +33,19 @@ and cursor it read.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.rules import next_change
 from tidings.segments.compile import compile_rule
 from tidings.segments.realtime import (
     LiveList,
     RealtimeSegments,
     SegmentTimers,
+    among,
     insert_timers,
     load_events,
     load_facts,
@@ -59,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 # pg_try_advisory_xact_lock(space, list_id): one back-fill per list at a time.
 BACKFILL_SPACE = 0x5444_0003
-_CHUNK = 500  # values per IN (…)
 
 
 @dataclass
@@ -74,6 +74,7 @@ class _Plan:
     visited: int
     entered: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    kept: bool = False  # some members still match: their version is raised
     timers: dict[str, int] = field(default_factory=dict)
 
 
@@ -95,6 +96,7 @@ class Backfill:
         self.dialect = writer.dialect.name
         self.postgres = self.dialect == "postgresql"
         self.chunks = 0  # chunks written, for tests and benchmarks
+        self._failures: dict[int, tuple[int, float]] = {}  # list → (failures, retry at)
 
     def loading(self) -> list[int]:
         with self.reader.connect() as conn:
@@ -111,14 +113,24 @@ class Backfill:
             )
 
     def step(self, now: int) -> bool:
-        """Advance one loading list by one chunk; False when there was nothing to do."""
+        """Advance one loading list by one chunk; False when there was nothing to do. A
+        list whose chunk fails is retried after a pause that doubles (up to a minute),
+        without holding up the others."""
         for list_id in self.loading():
+            failed = self._failures.get(list_id)
+            if failed is not None and time.monotonic() < failed[1]:
+                continue
             try:
-                if self._step(list_id, now):
-                    return True
+                done = self._step(list_id, now)
             except Exception:
-                logger.exception("back-fill of list %s failed; it will be retried", list_id)
-                return False
+                count = failed[0] + 1 if failed is not None else 1
+                pause = min(60.0, 0.5 * 2**count)
+                self._failures[list_id] = (count, time.monotonic() + pause)
+                logger.exception("back-fill of list %s failed; retrying in %.1f s", list_id, pause)
+                continue
+            self._failures.pop(list_id, None)
+            if done:
+                return True
         return False
 
     def run(self, now: int, *, limit: int = 1_000_000) -> int:
@@ -135,10 +147,12 @@ class Backfill:
             with self.writer.begin() as conn:
                 # The chunk's query is estimated costly enough for JIT compilation, which
                 # took ~10 ms of a ~60 ms chunk and saves nothing on 5,000 index probes.
-                conn.exec_driver_sql("SET LOCAL jit = off")
                 claimed = conn.execute(
-                    sa.select(sa.func.pg_try_advisory_xact_lock(BACKFILL_SPACE, list_id))
-                ).scalar()
+                    sa.select(
+                        sa.func.set_config("jit", "off", True),
+                        sa.func.pg_try_advisory_xact_lock(BACKFILL_SPACE, list_id),
+                    )
+                ).one()[1]
                 if not claimed:
                     return False  # another worker is on it
                 row = self._row(conn, list_id)
@@ -147,12 +161,11 @@ class Backfill:
                 if row.backfill_version != row.version:
                     return self._start(conn, list_id)
                 ids = self._next(conn, row, lock=True)
-                if self._changed(self._row(conn, list_id, lock=True), row):
+                locked = self._row(conn, list_id, lock=True)
+                if self._changed(locked, row):
                     return True
                 plan = self._compute(conn, row, ids, now)
-                if plan is None:
-                    return False
-                self._write(conn, plan, now)
+                self._write(conn, locked, plan, now)
             return True
         with self.reader.connect() as read:
             row = self._row(read, list_id)
@@ -163,12 +176,11 @@ class Backfill:
                     return self._start(conn, list_id)
             ids = self._next(read, row, lock=False)
             plan = self._compute(read, row, ids, now)
-        if plan is None:
-            return False
         with self.writer.begin() as conn:
-            if self._changed(self._row(conn, list_id, lock=True), row):
+            locked = self._row(conn, list_id, lock=True)
+            if self._changed(locked, row):
                 return True  # edited or deleted meanwhile: start again from what is stored
-            self._write(conn, plan, now)
+            self._write(conn, locked, plan, now)
         return True
 
     @staticmethod
@@ -231,13 +243,10 @@ class Backfill:
         count, last = conn.execute(sa.select(sa.func.count(), sa.func.max(chunk.c.id))).one()
         return int(count), last
 
-    def _compute(
-        self, conn: Connection, row: Any, ids: tuple[int, str | None], now: int
-    ) -> _Plan | None:
+    def _compute(self, conn: Connection, row: Any, ids: tuple[int, str | None], now: int) -> _Plan:
         live = self.realtime.live(conn, row.id, row.version)
-        if live is None:
-            logger.error("list %s: its rule cannot be read; not back-filled", row.id)
-            return None
+        if live is None:  # retried after a pause (see ``step``)
+            raise RuntimeError(f"list {row.id}: its rule cannot be read")
         start: str = row.backfill_cursor
         count, last = ids
         final = count < self.chunk
@@ -261,6 +270,7 @@ class Backfill:
         members = set(conn.execute(held).scalars())
         plan.entered = sorted(matching - members)
         plan.left = sorted(members - matching)
+        plan.kept = not members.isdisjoint(matching)
         plan.timers = self._timers(conn, live, start, end, matching, now)
         return plan
 
@@ -277,6 +287,7 @@ class Backfill:
         if not live.names and not live.user_clock:
             return {}
         project_id = live.project_id
+        timers: dict[str, int] = {}
         candidates: set[str] = set()
         if live.user_clock:
             query = sa.select(profiles.c.id).where(
@@ -286,8 +297,6 @@ class Backfill:
                 query = query.where(profiles.c.id <= end)
             candidates.update(conn.execute(query).scalars())
         else:
-            if live.drift == "down":
-                candidates.update(matching)
             conditions = []
             either_way = live.drift in ("up", "any")
             for name, bound in sorted(live.clock_bounds.items()):
@@ -312,22 +321,60 @@ class Backfill:
                 if end is not None:
                     query = query.where(events.c.profile_id <= end)
                 candidates.update(conn.execute(query).scalars())
+            if live.drift == "down" and live.at_least is not None:
+                # Members with nothing dated ahead: their timers in SQL, in closed form.
+                timers.update(self._nth_recent(conn, live, start, end, matching - candidates, now))
+            elif live.drift == "down":
+                candidates.update(matching)
         if not candidates:
-            return {}
+            return timers
         facts = load_facts(conn, candidates, data=live.profile_data)
         history = load_events(
             conn, project_id, candidates, live.names, live.since(now), data=live.event_data
         )
-        timers: dict[str, int] = {}
         for profile_id, profile in facts.items():
-            due = next_change(live.rule, profile, history.get(profile_id, []), now)
+            own = history.get(profile_id, [])
+            due = live.next_change(profile, own, now, profile_id in matching)
             if due is not None:
                 timers[profile_id] = due
         return timers
 
-    def _write(self, conn: Connection, plan: _Plan, now: int) -> None:
-        row = self._row(conn, plan.list_id, lock=True)
-        assert row is not None
+    @staticmethod
+    def _nth_recent(
+        conn: Connection,
+        live: LiveList,
+        start: str,
+        end: str | None,
+        members: set[str],
+        now: int,
+    ) -> dict[str, int]:
+        """For "at least n in the window": a member leaves when its n-th most recent
+        counted event leaves the window (what ``next_change`` finds, when no event is
+        dated ahead), read for the whole chunk with one window-function query."""
+        if not members:
+            return {}
+        assert live.at_least is not None
+        name, window, n = live.at_least
+        rank = (
+            sa.func.row_number()
+            .over(partition_by=events.c.profile_id, order_by=events.c.created_at.desc())
+            .label("rank")
+        )
+        recent = sa.select(events.c.profile_id, events.c.created_at, rank).where(
+            events.c.project_id == live.project_id,
+            among(conn, events.c.profile_id, sorted(members)),
+            events.c.name == name,
+            events.c.created_at > now - window,
+            events.c.created_at <= now,
+        )
+        ranked = recent.subquery()
+        rows = conn.execute(
+            sa.select(ranked.c.profile_id, ranked.c.created_at).where(ranked.c.rank == n)
+        )
+        return {pid: at + window for pid, at in rows}
+
+    def _write(self, conn: Connection, row: Any, plan: _Plan, now: int) -> None:
+        """Write a computed chunk; ``row`` is the list's, locked."""
         for ids, add in ((plan.left, False), (plan.entered, True)):
             ListStore.apply_changes(
                 conn,
@@ -337,6 +384,7 @@ class Backfill:
                 profile_ids=ids,
                 now=now,
                 add=add,
+                count=False,  # with the cursor, below
             )
         member_range = [
             list_members.c.list_id == plan.list_id,
@@ -349,16 +397,18 @@ class Backfill:
         if not plan.final:
             member_range.append(list_members.c.profile_id <= plan.last)
             timer_range.append(segment_timers.c.profile_id <= plan.last)
-        conn.execute(
-            sa.update(list_members)
-            .where(*member_range, list_members.c.version != plan.version)
-            .values(version=plan.version)
-        )
+        if plan.kept:
+            conn.execute(
+                sa.update(list_members)
+                .where(*member_range, list_members.c.version != plan.version)
+                .values(version=plan.version)
+            )
         conn.execute(sa.delete(segment_timers).where(*timer_range))
         insert_timers(conn, [(plan.list_id, pid, due) for pid, due in sorted(plan.timers.items())])
         values: dict[str, Any] = {
             "backfill_cursor": plan.last,
             "backfill_done": (row.backfill_done or 0) + plan.visited,
+            "users_count": lists.c.users_count + len(plan.entered) - len(plan.left),
         }
         if plan.final:
             count = conn.execute(

@@ -16,7 +16,7 @@ Three callers share what is here:
   again and records the change *at that instant*.
 * ``segments.backfill``, which computes a new or edited rule over all history.
 
-Membership changes go through ``ListStore.apply_changes``: members, one ``entered`` or
+Membership changes go through ``ListStore.record_changes``: members, one ``entered`` or
 ``left`` fact each (with the list's version), ``users_count``, in the caller's
 transaction.
 
@@ -66,7 +66,7 @@ from tidings.domain.rules import (
 )
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
-from tidings.store.lists import ListStore
+from tidings.store.lists import ListStore, MembershipChange
 from tidings.store.profiles import ProfileRow
 from tidings.store.tables import events, list_members, lists, profiles, segment_timers
 
@@ -76,6 +76,8 @@ __all__ = [
     "ProfileChange",
     "RealtimeSegments",
     "SegmentTimers",
+    "among",
+    "drift",
     "insert_timers",
     "load_events",
     "load_facts",
@@ -242,6 +244,18 @@ def drift(rule: Rule) -> Drift:
     return kind
 
 
+def _at_least(rule: Rule) -> tuple[str, int, int] | None:
+    """(name, window, n) if the rule is exactly "at least n (n >= 1) events named name,
+    with no conditions on them, within a rolling window"."""
+    frequency = rule.frequency if isinstance(rule, EventRule) else None
+    if not isinstance(rule, EventRule) or rule.children or frequency is None:
+        return None
+    if not isinstance(frequency.period, Rolling) or frequency.operator not in (">", ">="):
+        return None
+    n = frequency.count + (1 if frequency.operator == ">" else 0)
+    return (rule.name, frequency.period.length, n) if n >= 1 else None
+
+
 @dataclass(frozen=True)
 class LiveList:
     """A dynamic list's current rule, parsed, with what evaluating it needs."""
@@ -260,6 +274,9 @@ class LiveList:
     user_clock: bool
     event_data: bool  # some event rule reads the events' data
     profile_data: bool  # some condition reads the profile
+    #: (name, window, n) when the whole rule is "at least n events named name in the last
+    #: window": the most common segment, whose next change has a closed form.
+    at_least: tuple[str, int, int] | None = None
 
     @classmethod
     def of(cls, list_id: int, project_id: int, version: int, raw: Any) -> LiveList:
@@ -289,6 +306,7 @@ class LiveList:
             user_clock=_user_clock(rule),
             event_data=any(node.children for node in _event_rules(rule)),
             profile_data=bool(deps.profile_fields or deps.trait_paths),
+            at_least=_at_least(rule),
         )
 
     @property
@@ -307,8 +325,19 @@ class LiveList:
         least N in the last 30 days" list stays one until a new event arrives, unless
         one of its events is dated ahead."""
         settled = self.drift == "const" or (self.drift != "any" and matched == (self.drift == "up"))
-        if settled and all(event.created_at <= now for event in events):
-            return None
+        if (settled or self.at_least) and all(event.created_at <= now for event in events):
+            if settled:
+                return None
+            assert self.at_least is not None
+            # A member of "at least n in the window" leaves when the n-th most recent of
+            # its counted events leaves the window (nothing is dated ahead).
+            name, window, n = self.at_least
+            recent = sorted(
+                (e.created_at for e in events if e.name == name and e.created_at > now - window),
+                reverse=True,
+            )
+            if len(recent) >= n:
+                return recent[n - 1] + window
         return next_change(self.rule, profile, events, now)
 
 
@@ -441,8 +470,19 @@ def write_timers(
                     among(conn, segment_timers.c.profile_id, chunk),
                 )
             )
-    if upserts:
+    if upserts and conn.dialect.name == "postgresql":
+        # Arrays: one statement text whatever the number of rows (see ``among``).
+        columns = tuple(list(column) for column in zip(*sorted(upserts), strict=True))
+        conn.exec_driver_sql(_PG_UPSERT_TIMERS, columns)
+    elif upserts:
         _timer_writer(conn, upsert=True)(conn, sorted(upserts))
+
+
+_PG_UPSERT_TIMERS = (
+    "INSERT INTO segment_timers (list_id, profile_id, due_at) "
+    "SELECT * FROM unnest(%s::integer[], %s::varchar[], %s::bigint[]) "
+    "ON CONFLICT (list_id, profile_id) DO UPDATE SET due_at = excluded.due_at"
+)
 
 
 _TIMER_WRITERS: dict[tuple[str, str, bool], BulkInsert] = {}
@@ -718,18 +758,15 @@ def write_results(
             deletes.append((list_id, profile_id))
         elif due is not None and due != stored:
             upserts.append((list_id, profile_id, due))
-    for list_id in list_ids:  # users_count rows in id order
-        for ids, add in ((entered.get(list_id), True), (left.get(list_id), False)):
-            if ids:
-                ListStore.apply_changes(
-                    conn,
-                    project_id=chosen[list_id].project_id,
-                    list_id=list_id,
-                    version=versions[list_id],
-                    profile_ids=sorted(ids),
-                    now=now,
-                    add=add,
-                )
+    ListStore.record_changes(
+        conn,
+        [
+            MembershipChange(chosen[lid].project_id, lid, versions[lid], pid, add, now)
+            for lid in list_ids
+            for ids, add in ((entered.get(lid, []), True), (left.get(lid, []), False))
+            for pid in sorted(ids)
+        ],
+    )
     write_timers(conn, upserts, deletes)
 
 
@@ -852,7 +889,7 @@ class SegmentTimers:
                 )
             ):
                 members.add((row.list_id, row.profile_id))
-        changes: dict[tuple[int, int, bool], list[str]] = defaultdict(list)  # list, at, add
+        changes: list[MembershipChange] = []
         upserts: list[tuple[int, str, int]] = []
         deletes: list[tuple[int, str]] = []
         for list_id, profile_id, at in firing:
@@ -868,23 +905,16 @@ class SegmentTimers:
                 matched = evaluate(live.rule, profile, own, instant)
                 self.realtime.evaluations += 1
                 if matched != member:
-                    changes[(list_id, instant, matched)].append(profile_id)
+                    version = states[list_id].version
+                    change = (live.project_id, list_id, version, profile_id, matched, instant)
+                    changes.append(MembershipChange(*change))
                     member = matched
                 instant = next_change(live.rule, profile, own, instant)
             if instant is None:
                 deletes.append((list_id, profile_id))
             else:
                 upserts.append((list_id, profile_id, instant))
-        for (list_id, instant, add), ids in sorted(changes.items()):
-            ListStore.apply_changes(
-                conn,
-                project_id=chosen[list_id].project_id,
-                list_id=list_id,
-                version=states[list_id].version,
-                profile_ids=sorted(ids),
-                now=instant,
-                add=add,
-            )
+        ListStore.record_changes(conn, changes)  # each at its instant
         write_timers(conn, upserts, deletes)
         self.fired += len(firing)
         return handled + len(firing)

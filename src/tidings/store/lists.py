@@ -37,7 +37,7 @@ from tidings.store.tables import (
 )
 from tidings.store.users import UserQueries
 
-__all__ = ["UNSET", "ListPage", "ListRow", "ListStore", "MemberPage"]
+__all__ = ["UNSET", "ListPage", "ListRow", "ListStore", "MemberPage", "MembershipChange"]
 
 _CHUNK = 1000  # values per IN (…): far below SQLite's and PostgreSQL's parameter limits
 T = TypeVar("T")
@@ -81,6 +81,18 @@ class ListRow:
             return (0, None)
         done = self.backfill_done or 0
         return (done, max(done, self.backfill_total))
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """A profile entering (``add``) or leaving a list at ``at``, as of list ``version``."""
+
+    project_id: int
+    list_id: int
+    version: int
+    profile_id: str
+    add: bool
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,31 +420,76 @@ class ListStore:
         profile_ids: Sequence[str],
         now: int,
         add: bool,
+        count: bool = True,
     ) -> None:
         """These profiles enter (``add``) or leave the list at ``now``: members, one
-        ``list_changes`` fact each, and ``users_count``. The caller has checked that each
-        one really changes, and holds the locks (see the module docstring); the segments
-        worker uses it for dynamic lists."""
-        if not profile_ids:
+        ``list_changes`` fact each, and ``users_count`` (unless ``count``: the caller
+        updates it). The caller has checked that each one really changes, and holds the
+        locks (see the module docstring); the segments worker uses it for dynamic lists."""
+        ListStore.record_changes(
+            conn,
+            [MembershipChange(project_id, list_id, version, p, add, now) for p in profile_ids],
+            count=count,
+        )
+
+    @staticmethod
+    def record_changes(
+        conn: Connection, changes: Sequence[MembershipChange], *, count: bool = True
+    ) -> None:
+        """``apply_changes`` for many lists at once, each change at its own instant (in
+        the order given: a profile may leave and enter again): the members and facts of
+        every list in a few statements, then ``users_count`` list by list in id order (the
+        order in which every writer takes list rows)."""
+        if not changes:
             return
         members, facts = _writers(conn)
-        if add:
-            members(conn, [(list_id, p, version, now) for p in profile_ids])
-        else:
-            for chunk in _chunks(profile_ids):
+        first: dict[tuple[int, str], MembershipChange] = {}
+        last: dict[tuple[int, str], MembershipChange] = {}
+        for c in changes:
+            first.setdefault((c.list_id, c.profile_id), c)
+            last[(c.list_id, c.profile_id)] = c
+        entering: list[tuple[int, str, int, int]] = []
+        leaving: dict[int, list[str]] = {}
+        delta: dict[int, int] = {}
+        for key, final in last.items():
+            was_member = not first[key].add
+            if final.add and not was_member:
+                entering.append((final.list_id, final.profile_id, final.version, final.at))
+                delta[final.list_id] = delta.get(final.list_id, 0) + 1
+            elif was_member and not final.add:
+                leaving.setdefault(final.list_id, []).append(final.profile_id)
+                delta[final.list_id] = delta.get(final.list_id, 0) - 1
+        members(conn, entering)
+        for list_id, ids in sorted(leaving.items()):
+            for chunk in _chunks(ids):
                 conn.execute(
                     sa.delete(list_members).where(
                         list_members.c.list_id == list_id, list_members.c.profile_id.in_(chunk)
                     )
                 )
-        change = "entered" if add else "left"
-        facts(conn, [(project_id, list_id, p, change, version, now) for p in profile_ids])
-        delta = len(profile_ids) if add else -len(profile_ids)
-        conn.execute(
-            sa.update(lists)
-            .where(lists.c.id == list_id)
-            .values(users_count=lists.c.users_count + delta)
+        facts(
+            conn,
+            [
+                (
+                    c.project_id,
+                    c.list_id,
+                    c.profile_id,
+                    "entered" if c.add else "left",
+                    c.version,
+                    c.at,
+                )
+                for c in changes
+            ],
         )
+        if not count:
+            return
+        for list_id, change in sorted(delta.items()):
+            if change:
+                conn.execute(
+                    sa.update(lists)
+                    .where(lists.c.id == list_id)
+                    .values(users_count=lists.c.users_count + change)
+                )
 
     @staticmethod
     def _existing(conn: Connection, project_id: int, profile_ids: list[str]) -> set[str]:
@@ -613,20 +670,38 @@ class ListStore:
         )
 
 
-_WRITERS: dict[tuple[str, str], tuple[BulkInsert, BulkInsert]] = {}
+_WRITERS: dict[tuple[str, str], tuple[Callable[..., None], BulkInsert]] = {}
+_PG_MEMBERS = (
+    "INSERT INTO list_members (list_id, profile_id, version, added_at) "
+    "SELECT * FROM unnest(%s::integer[], %s::varchar[], %s::integer[], %s::bigint[]) "
+    "ON CONFLICT DO NOTHING"
+)
 
 
-def _writers(conn: Connection) -> tuple[BulkInsert, BulkInsert]:
-    """Multi-row inserts of members (or COPY on PostgreSQL for the facts): a back-fill
-    writes thousands at a time, and one statement per row cost ~45 µs a row."""
+def _pg_members(conn: Connection, rows: Sequence[tuple[int, str, int, int]]) -> None:
+    """One statement of four array parameters whatever the number of rows: psycopg
+    parses a query's text for placeholders, which for a multi-row ``VALUES`` of hundreds
+    of rows cost more than running it."""
+    if rows:
+        conn.exec_driver_sql(_PG_MEMBERS, tuple(list(column) for column in zip(*rows, strict=True)))
+
+
+def _writers(conn: Connection) -> tuple[Callable[..., None], BulkInsert]:
+    """Bulk inserts of members (multi-row, or arrays on PostgreSQL) and facts (COPY on
+    PostgreSQL): a back-fill writes thousands at a time, and one statement per row cost
+    ~45 µs a row."""
     key = (conn.dialect.name, conn.dialect.paramstyle)
     found = _WRITERS.get(key)
     if found is None:
-        members = BulkInsert(
-            *key,
-            "list_members",
-            ("list_id", "profile_id", "version", "added_at"),
-            suffix="ON CONFLICT DO NOTHING",
+        members: Callable[..., None] = (
+            _pg_members
+            if key[0] == "postgresql"
+            else BulkInsert(
+                *key,
+                "list_members",
+                ("list_id", "profile_id", "version", "added_at"),
+                suffix="ON CONFLICT DO NOTHING",
+            )
         )
         facts = BulkInsert(
             *key,
