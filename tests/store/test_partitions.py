@@ -132,7 +132,8 @@ def test_partitions_are_kept_ahead_and_events_land_in_their_month(pg: Database) 
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'events_209103'"
             )
         }
-    assert len(indexes) == 3  # primary key, profile timeline, created_at (BRIN)
+    # primary key, profile timeline, profile events by name and time, created_at (BRIN)
+    assert len(indexes) == 4
 
 
 def test_rows_in_the_default_partition_move_into_a_new_months_partition(pg: Database) -> None:
