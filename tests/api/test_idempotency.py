@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import sqlalchemy as sa
@@ -242,3 +243,105 @@ async def test_a_batch_that_timed_out_is_answered_on_retry_without_a_second_appe
         assert api.committer.committed_items == 1  # appended once, by the first request
     finally:
         api.stop()
+
+
+async def test_a_retried_batch_that_timed_out_still_reports_a_refused_merge(tmp_path) -> None:
+    """The retry computes the answer without the first request's log positions: a link
+    refused while processing is still reported as refused, and the answer is stored."""
+    api = make_services(make_settings(tmp_path, run_worker=False, sync_timeout=0.3))
+    api.start()
+    try:
+        project = create_project(api)
+        transport = httpx.ASGITransport(app=create_app(api, manage_lifecycle=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            owner = {"external_id": "z", "anonymous_id": "shared"}
+            response = await client.post(
+                "/api/client/identify", json=owner, headers=bearer(project.pk)
+            )
+            assert response.status_code == 204
+            headers = bearer(project.sk, **{"Idempotency-Key": "refused-link"})
+            body = [{"external_id": "y", "anonymous_id": "shared"}, {"external_id": "w"}]
+            first = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert_problem(first, 503, "service_unavailable")
+            worker = make_services(make_settings(tmp_path, run_worker=True))
+            worker.start()
+            try:
+                retry = await client.post("/api/client/users/batch", json=body, headers=headers)
+            finally:
+                worker.stop()
+            assert retry.status_code == 200, retry.text
+            result = retry.json()
+            assert (result["succeeded"], result["failed"]) == (1, 1)
+            assert result["results"][0]["error"]["code"] == "state_conflict"
+            assert "shared" in result["results"][0]["error"]["message"]
+            assert result["results"][1]["user"]["external_id"] == "w"
+            again = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json() == result
+    finally:
+        api.stop()
+
+
+async def test_a_batch_held_by_another_process_is_in_progress_until_it_must_have_given_up(
+    tmp_path,
+) -> None:
+    """A record without an answer belongs to a request that may still wait (here: one of
+    another process, written straight to the table): 409 while it may; once it cannot
+    be waiting any more (it died), a retry computes the answer."""
+    services = make_services(make_settings(tmp_path, sync_timeout=1.0))
+    services.start()
+    try:
+        project = create_project(services)
+        transport = httpx.ASGITransport(app=create_app(services, manage_lifecycle=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            headers = bearer(project.sk, **{"Idempotency-Key": "elsewhere"})
+            body = [{"external_id": "u_else"}]
+            # Learn the request hash the way the server computes it, under another key.
+            probe = bearer(project.sk, **{"Idempotency-Key": "probe"})
+            assert (
+                await client.post("/api/client/users/batch", json=body, headers=probe)
+            ).status_code == 200
+            request_hash = services.idempotency.get(project.id, "probe").request_hash  # type: ignore[union-attr]
+            now = time.time_ns() // 1000
+            with services.db.writer.begin() as conn:
+                conn.execute(
+                    sa.insert(idempotency_keys),
+                    {
+                        "project_id": project.id,
+                        "key": "elsewhere",
+                        "request_hash": request_hash,
+                        "status": None,
+                        "body": None,
+                        "created_at": now,
+                    },
+                )
+            busy = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert_problem(busy, 409, "idempotency_in_progress")
+            with services.db.writer.begin() as conn:  # as if it started 6.5 s ago
+                conn.execute(
+                    sa.update(idempotency_keys)
+                    .where(idempotency_keys.c.key == "elsewhere")
+                    .values(created_at=now - 6_500_000)
+                )
+            resumed = await client.post("/api/client/users/batch", json=body, headers=headers)
+            assert resumed.status_code == 200, resumed.text
+            assert resumed.json()["results"][0]["user"]["external_id"] == "u_else"
+            record = services.idempotency.get(project.id, "elsewhere")
+            assert record is not None and record.status == 200
+    finally:
+        services.stop()
+
+
+async def test_concurrent_retries_of_a_stored_answer_all_replay(
+    client: httpx.AsyncClient, project: Project
+) -> None:
+    headers = bearer(project.sk, **{"Idempotency-Key": "stored"})
+    body = [{"external_id": "u_stored"}]
+    first = await client.post("/api/client/users/batch", json=body, headers=headers)
+    assert first.status_code == 200
+    retries = await asyncio.gather(
+        *(client.post("/api/client/users/batch", json=body, headers=headers) for _ in range(5))
+    )
+    assert [r.status_code for r in retries] == [200] * 5
+    assert all(r.headers["idempotent-replayed"] == "true" for r in retries)
+    assert all(r.content == first.content for r in retries)

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+
+from tidings.store.leases import PARTITION_SPACE
 
 
 def free_port() -> int:
@@ -48,29 +51,103 @@ def create_project(database: Path | str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-class Server:
-    """``tidings serve`` (or ``api``) in a subprocess on a free loopback port."""
+def wait_for_partition_holders(url: str, holders: int, timeout: float = 30.0) -> None:
+    """Wait until exactly ``holders`` worker processes hold partition leases (PostgreSQL
+    advisory locks) in the database at ``url``."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                found = conn.execute(
+                    sa.text(
+                        "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND classid = :space AND granted AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ),
+                    {"space": PARTITION_SPACE},
+                ).scalar_one()
+            if found == holders:
+                return
+            assert time.monotonic() < deadline, (
+                f"{found} workers hold partitions, not {holders}, after {timeout} s"
+            )
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
 
-    def __init__(self, database: Path | str, *, command: str = "serve", **env: str) -> None:
+
+class _Process:
+    """A ``tidings`` subcommand in a subprocess, its output kept for the test to read."""
+
+    def __init__(self, database: Path | str, command: str, **env: str) -> None:
         self.database = database
         self.command = command
         self.env = env
-        self.port = free_port()
         self.process: subprocess.Popen[str] | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def _args(self) -> list[str]:
+        return [self.command]
+
+    def _spawn(self) -> subprocess.Popen[str]:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tidings", self.command, "--port", str(self.port)],
+            [sys.executable, "-m", "tidings", *self._args()],
             env=cli_env(self.database, **self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        return self.process
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL; fails if the process had already ended by itself."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            output = self.process.stdout.read() if self.process.stdout else ""
+            raise AssertionError(
+                f"tidings {self.command} had exited ({self.process.returncode}) before the "
+                f"kill:\n{output}"
+            )
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> str:
+        """SIGTERM (SIGKILL after 15 s) if still running; the process's whole output."""
+        if self.process is None:
+            return ""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        output = self.process.stdout.read() if self.process.stdout else ""
+        self.process = None
+        return output
+
+
+class Server(_Process):
+    """``tidings serve`` (or ``api``) in a subprocess on a free loopback port."""
+
+    def __init__(self, database: Path | str, *, command: str = "serve", **env: str) -> None:
+        super().__init__(database, command, **env)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _args(self) -> list[str]:
+        return [self.command, "--port", str(self.port)]
+
+    def start(self, timeout: float = 30.0) -> Server:
+        process = self._spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {process.stdout.read()}")  # type: ignore[union-attr]
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
                     return self
@@ -89,59 +166,13 @@ class Server:
             assert time.monotonic() < deadline, "the log did not drain"
             time.sleep(0.05)
 
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
 
-    def stop(self) -> str:
-        if self.process is None:
-            return ""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        output = self.process.stdout.read() if self.process.stdout else ""
-        self.process = None
-        return output
-
-
-class Worker:
+class Worker(_Process):
     """``tidings worker`` in a subprocess."""
 
     def __init__(self, database: Path | str, **env: str) -> None:
-        self.database = database
-        self.env = env
-        self.process: subprocess.Popen[str] | None = None
+        super().__init__(database, "worker", **env)
 
     def start(self) -> Worker:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tidings", "worker"],
-            env=cli_env(self.database, **self.env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self._spawn()
         return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> str:
-        if self.process is None:
-            return ""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        output = self.process.stdout.read() if self.process.stdout else ""
-        self.process = None
-        return output

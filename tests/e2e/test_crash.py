@@ -4,61 +4,43 @@ nothing is stored twice."""
 from __future__ import annotations
 
 import asyncio
-import itertools
-import sqlite3
-from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
-import sqlalchemy as sa
 
+from tests.e2e.load import Load, StoredSeqs, assert_stored_once, stored_seqs_of
 from tests.e2e.server import Server, create_project
 
 pytestmark = pytest.mark.slow
 
-WORKERS = 16
 KILL_AFTER = 600  # acknowledged requests before the kill
 MAX_REQUESTS = 4000
-SEQUENCE = itertools.count()  # event numbers are unique across every load of the test
 
 
-async def load(
-    server: Server, key: str, acked: set[int], failed: list[list[dict]], stop_at: int
-) -> None:
-    """Send batches of 1–3 events until ``stop_at`` acks or the server dies."""
-    counter = SEQUENCE
+async def kill_restart_and_verify(server: Server, api_key: str, stored_seqs: StoredSeqs) -> None:
+    """Load ``server`` (started), SIGKILL it after ``KILL_AFTER`` acknowledged events
+    with requests in flight, restart it, retry what failed as a client would, load a
+    little more, drain; then every acknowledged event is stored exactly once."""
+    load = Load(api_key)
+    try:
+        load_task = asyncio.create_task(load.run([server.url], max_requests=MAX_REQUESTS))
+        while len(load.acked) < KILL_AFTER and not load_task.done():
+            await asyncio.sleep(0.005)
+        server.kill()  # mid-load: requests are in flight
+        await asyncio.wait_for(load_task, 30)
+        assert len(load.acked) >= KILL_AFTER
 
-    async def worker(client: httpx.AsyncClient, wid: int) -> None:
-        for _ in range(MAX_REQUESTS // WORKERS):
-            if len(acked) >= stop_at:
-                return
-            batch = []
-            for _ in range(1 + next(counter) % 3):
-                seq = next(counter)
-                event = {"name": "Tick", "external_id": f"user-{seq % 50}", "data": {"seq": seq}}
-                if seq % 2 == 0:
-                    event["message_id"] = f"msg-{seq}"
-                batch.append(event)
-            try:
-                response = await client.post(
-                    "/api/client/events", json=batch, headers={"Authorization": f"Bearer {key}"}
-                )
-            except httpx.HTTPError:
-                failed.append(batch)
-                return
-            if response.status_code == 204:
-                acked.update(e["data"]["seq"] for e in batch)
-            else:
-                failed.append(batch)
-
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        await asyncio.gather(*[worker(client, w) for w in range(WORKERS)])
-
-
-def stored_seqs(database: Path) -> list[int]:
-    with sqlite3.connect(database) as conn:
-        return [row[0] for row in conn.execute("SELECT json_extract(data, '$.seq') FROM events")]
+        server.start()
+        # Only what is safe to send again (items with a message_id), and each must be
+        # accepted.
+        await load.run([server.url], retries_only=True)
+        assert not load.retries and not load.unexpected, load.unexpected[:5]
+        await load.run([server.url], max_requests=MAX_REQUESTS, until_acked=len(load.acked) + 300)
+        server.wait_drained()
+    finally:
+        server.stop()
+    assert_stored_once(load, stored_seqs())
+    assert load.interrupted, "the kill should have interrupted requests in flight"
 
 
 @pytest.mark.parametrize("worker_mode", ["thread", "process"])
@@ -68,41 +50,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_event(
     database = tmp_path / "tidings.db"
     keys = create_project(database)
     server = Server(database, TIDINGS_WORKER_MODE=worker_mode).start()
-    acked: set[int] = set()
-    failed: list[list[dict]] = []
-    try:
-        kill_task = asyncio.create_task(load(server, keys["public_key"], acked, failed, 10**9))
-        while len(acked) < KILL_AFTER and not kill_task.done():
-            await asyncio.sleep(0.005)
-        server.kill()  # mid-load: requests are in flight
-        await asyncio.wait_for(kill_task, 30)
-        acked_before_kill = len(acked)
-        assert acked_before_kill >= KILL_AFTER
-
-        server.start()
-        # Retry what failed, as a client would; only items with a message_id are safe to
-        # retry without duplicates, which is what the wire contract promises.
-        retry = [[e for e in batch if "message_id" in e] for batch in failed]
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            for batch in filter(None, retry):
-                response = await client.post(
-                    "/api/client/events",
-                    json=batch,
-                    headers={"Authorization": f"Bearer {keys['public_key']}"},
-                )
-                assert response.status_code == 204
-                acked.update(e["data"]["seq"] for e in batch)
-        await load(server, keys["public_key"], acked, [], len(acked) + 300)
-        server.wait_drained()
-    finally:
-        server.stop()
-
-    stored = stored_seqs(database)
-    missing = acked - set(stored)
-    assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:10]}"
-    duplicates = {seq for seq, n in Counter(stored).items() if n > 1}
-    assert not duplicates, f"stored twice: {sorted(duplicates)[:10]}"
-    assert failed, "the kill should have interrupted requests in flight"
+    await kill_restart_and_verify(server, keys["public_key"], stored_seqs_of(database))
 
 
 async def test_sigkill_on_postgresql_loses_no_acknowledged_event(pg_url: str) -> None:
@@ -110,37 +58,4 @@ async def test_sigkill_on_postgresql_loses_no_acknowledged_event(pg_url: str) ->
     mid-load, restarted, the failed requests retried."""
     keys = create_project(pg_url)
     server = Server(pg_url).start()
-    acked: set[int] = set()
-    failed: list[list[dict]] = []
-    try:
-        load_task = asyncio.create_task(load(server, keys["public_key"], acked, failed, 10**9))
-        while len(acked) < KILL_AFTER and not load_task.done():
-            await asyncio.sleep(0.005)
-        server.kill()
-        await asyncio.wait_for(load_task, 30)
-        server.start()
-        retry = [[e for e in batch if "message_id" in e] for batch in failed]
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            for batch in filter(None, retry):
-                response = await client.post(
-                    "/api/client/events",
-                    json=batch,
-                    headers={"Authorization": f"Bearer {keys['public_key']}"},
-                )
-                assert response.status_code == 204
-                acked.update(e["data"]["seq"] for e in batch)
-        await load(server, keys["public_key"], acked, [], len(acked) + 300)
-        server.wait_drained()
-    finally:
-        server.stop()
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect() as conn:
-            stored = [int(n) for (n,) in conn.execute(sa.text("SELECT data->>'seq' FROM events"))]
-    finally:
-        engine.dispose()
-    missing = acked - set(stored)
-    assert not missing, f"{len(missing)} acknowledged events lost: {sorted(missing)[:10]}"
-    duplicates = {seq for seq, n in Counter(stored).items() if n > 1}
-    assert not duplicates, f"stored twice: {sorted(duplicates)[:10]}"
-    assert failed, "the kill should have interrupted requests in flight"
+    await kill_restart_and_verify(server, keys["public_key"], stored_seqs_of(pg_url))

@@ -6,16 +6,14 @@ events are applied in the order they were acknowledged."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.server import Server, Worker, create_project, run_cli
+from tests.e2e.server import Server, Worker, create_project, run_cli, wait_for_partition_holders
 from tests.log.test_nats_log import nats_url  # noqa: F401 (a fixture)
-from tidings.store.leases import PARTITION_SPACE
 
 pytestmark = pytest.mark.slow
 
@@ -96,28 +94,6 @@ def log_url(request: pytest.FixtureRequest) -> Iterator[str]:
     _delete_stream(nats, stream)
 
 
-def _wait_until_both_workers_hold_partitions(url: str) -> None:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            with engine.connect() as conn:
-                holders = conn.execute(
-                    sa.text(
-                        "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND classid = :space AND granted AND database = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
-                    ),
-                    {"space": PARTITION_SPACE},
-                ).scalar_one()
-            if holders == 2:
-                return
-            assert time.monotonic() < deadline, "the workers did not share the partitions"
-            time.sleep(0.1)
-    finally:
-        engine.dispose()
-
-
 def test_two_apis_two_workers_one_killed(pg_url: str, log_url: str) -> None:
     project = create_project(pg_url)
     env = {"TIDINGS_LOG_PARTITIONS": "8", "TIDINGS_LOG_URL": log_url}
@@ -127,7 +103,7 @@ def test_two_apis_two_workers_one_killed(pg_url: str, log_url: str) -> None:
     try:
         for process in processes:
             process.start()
-        _wait_until_both_workers_hold_partitions(pg_url)
+        wait_for_partition_holders(pg_url, 2)
         acked: dict[str, list[int]] = {}
         killed = asyncio.Event()
 

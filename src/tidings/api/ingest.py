@@ -35,6 +35,7 @@ from tidings.domain.errors import (
 )
 from tidings.domain.ids import new_ulid
 from tidings.domain.ingest import (
+    RESUMABLE,
     AppendRequest,
     EntryKind,
     IdempotencyRecord,
@@ -48,7 +49,6 @@ __all__ = ["IngestRoutes"]
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_RESUME = object()
 
 
 def _now() -> int:
@@ -126,11 +126,15 @@ class IngestRoutes:
                 request_hash = hashlib.sha256(
                     request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
                 ).hexdigest()
-                replay = await self._check_idempotency(project_id, key, request_hash)
-                held = (project_id, key)
-                self.inflight.add(held)
-                if replay is _RESUME:
-                    return await self._resume_batch(auth, _parse_json(raw), key)
+                # Held before the first await: of two requests with one key in this
+                # process, the second can only replay a stored answer (or hear 409).
+                busy = (project_id, key) in self.inflight
+                if not busy:
+                    held = (project_id, key)
+                    self.inflight.add(held)
+                replay = await self._check_idempotency(project_id, key, request_hash, busy)
+                if isinstance(replay, IdempotencyRecord):
+                    return await self._resume_batch(auth, _parse_json(raw), replay)
                 if isinstance(replay, Response):
                     return replay
             body = _parse_json(raw)
@@ -144,27 +148,45 @@ class IngestRoutes:
                 self.inflight.discard(held)
 
     async def _check_idempotency(
-        self, project_id: int, key: str, request_hash: str
-    ) -> Response | object | None:
-        """None: a new request. A response: the replay. ``_RESUME``: a synchronous batch
-        whose items were appended by a request that gave up waiting (or died)."""
-        if (project_id, key) in self.inflight:
+        self, project_id: int, key: str, request_hash: str, busy: bool
+    ) -> Response | IdempotencyRecord | None:
+        """None: a new request. A response: the replay. The record: a synchronous batch
+        whose items are in the log but whose answer is not, because the request that
+        appended them gave up waiting (or died): this request computes the answer.
+        ``busy``: another request of this process holds the key; only a replay is left."""
+        store = self.services.idempotency
+        record = await run_in_threadpool(store.get, project_id, key)
+        now = _now()
+        ttl = self.services.settings.idempotency_ttl_hours * 3_600_000_000
+        if record is not None and now - record.created_at > ttl:
+            if not busy:
+                await run_in_threadpool(store.forget, project_id, key, created_before=now)
+            record = None
+        if busy and (record is None or record.status in (None, RESUMABLE)):
             raise Conflict(
                 "A request with this Idempotency-Key is still being processed.",
                 code="idempotency_in_progress",
             )
-        store = self.services.idempotency
-        record = await run_in_threadpool(store.get, project_id, key)
         if record is None:
             return None
-        now = _now()
-        ttl = self.services.settings.idempotency_ttl_hours * 3_600_000_000
-        if now - record.created_at > ttl:
-            await run_in_threadpool(store.forget, project_id, key, created_before=now)
-            return None
-        if record.status is None and record.request_hash == request_hash:
-            return _RESUME
+        if record.request_hash == request_hash:
+            if record.status == RESUMABLE:
+                return record
+            if record.status is None:
+                # Its request may still be waiting, in this or another process, for as
+                # long as a synchronous call waits; after that it has given up or died.
+                if now - record.created_at < self._in_flight_for():
+                    raise Conflict(
+                        "A request with this Idempotency-Key is still being processed.",
+                        code="idempotency_in_progress",
+                    )
+                return record
         return _replay(record, request_hash)
+
+    def _in_flight_for(self) -> int:
+        """Microseconds a request may hold a key without an answer: the synchronous wait
+        and a margin for the append before it."""
+        return int((self.services.settings.sync_timeout + 5.0) * 1_000_000)
 
     async def _append(
         self,
@@ -249,6 +271,8 @@ class IngestRoutes:
             outcome.positions, self.services.settings.sync_timeout
         )
         if not done:
+            if key is not None:  # a retry may compute the answer from now on
+                await run_in_threadpool(self.services.idempotency.give_up, project.id, key)
             raise ServiceUnavailable(
                 "The users were accepted but not yet processed; retry with the same "
                 "Idempotency-Key to read the results.",
@@ -260,9 +284,13 @@ class IngestRoutes:
                 result["_seq"] = next(appended)[1]
         return await self._finish_batch(project.id, key, results)
 
-    async def _resume_batch(self, auth: AuthContext, body: Any, key: str) -> Response:
+    async def _resume_batch(
+        self, auth: AuthContext, body: Any, record: IdempotencyRecord
+    ) -> Response:
         """Answer a retried batch whose items are already in the log: wait for everything
-        appended so far to be applied (that includes them), then read the results."""
+        appended so far to be applied (that includes them), then read the results. Their
+        log positions are not known here, so refused merges are found by the ids they
+        tried to link (a refusal of those ids at or after this request's acceptance)."""
         heads = await run_in_threadpool(self.services.log.heads)
         done = await self.services.wait_processed(
             list(heads.items()), self.services.settings.sync_timeout
@@ -273,32 +301,57 @@ class IngestRoutes:
                 "Idempotency-Key to read the results.",
                 retry_after=2,
             )
+        results = _validate_batch(body, auth.project.locale)
         return await self._finish_batch(
-            auth.project.id, key, _validate_batch(body, auth.project.locale)
+            auth.project.id, record.key, results, refused_since=record.created_at
         )
 
     async def _finish_batch(
-        self, project_id: int, key: str | None, results: list[dict[str, Any]]
+        self,
+        project_id: int,
+        key: str | None,
+        results: list[dict[str, Any]],
+        *,
+        refused_since: int | None = None,
     ) -> Response:
-        response_body = await run_in_threadpool(self._batch_results, project_id, results)
+        response_body = await run_in_threadpool(
+            self._batch_results, project_id, results, refused_since
+        )
         if key is not None:
-            await run_in_threadpool(
-                self.services.idempotency.complete, project_id, key, 200, response_body
-            )
+            store = self.services.idempotency
+            stored = await run_in_threadpool(store.complete, project_id, key, 200, response_body)
+            if not stored:  # another request answered first: its answer is the answer
+                record = await run_in_threadpool(store.get, project_id, key)
+                if record is not None and record.status not in (None, RESUMABLE):
+                    return _replay(record, record.request_hash)
         return Response(response_body, status_code=200, media_type="application/json")
 
-    def _batch_results(self, project_id: int, results: list[dict[str, Any]]) -> bytes:
+    def _batch_results(
+        self, project_id: int, results: list[dict[str, Any]], refused_since: int | None
+    ) -> bytes:
         profiles = self.services.profiles
         succeeded = 0
         seqs = [r["_seq"] for r in results if "_seq" in r]
         refused = profiles.rejections_at(project_id, seqs) if seqs else {}
+        refused_links: dict[tuple[str, str], str] = {}
+        if refused_since is not None:
+            links = {
+                (p["anonymous_id"], p["external_id"])
+                for r in results
+                if (p := r.get("_payload")) and "anonymous_id" in p and "external_id" in p
+            }
+            if links:
+                refused_links = profiles.link_rejections(project_id, links, refused_since)
         for result in results:
             payload = result.pop("_payload", None)
             seq = result.pop("_seq", None)
             if payload is None:
                 continue
-            if seq in refused:
-                result["error"] = {"code": "state_conflict", "message": refused[seq]}
+            reason = refused.get(seq) or refused_links.get(
+                (payload.get("anonymous_id"), payload.get("external_id"))
+            )
+            if reason is not None:
+                result["error"] = {"code": "state_conflict", "message": reason}
                 continue
             kind, value = (
                 ("external", payload["external_id"])

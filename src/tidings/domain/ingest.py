@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "RESUMABLE",
     "AppendOutcome",
     "AppendRequest",
     "IdempotencyRecord",
@@ -56,6 +57,12 @@ class LogRecord:
     kind: EntryKind
     payload: dict[str, Any]
     accepted_at: int
+
+
+# The status of a record whose entries are in the log but whose answer is not stored,
+# because the request that appended them stopped waiting for it: any retry may compute
+# the answer. A record without a status belongs to a request that may still be running.
+RESUMABLE = 202
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tidings.domain.ingest import IdempotencyRecord
+from tidings.domain.ingest import RESUMABLE, IdempotencyRecord
 from tidings.store.database import Writer
 from tidings.store.tables import idempotency_keys
 
@@ -35,12 +35,34 @@ class IdempotencyStore:
             body=row.body,
         )
 
-    def complete(self, project_id: int, key: str, status: int, body: bytes) -> None:
+    def complete(self, project_id: int, key: str, status: int, body: bytes) -> bool:
+        """Store the answer unless one is stored already; whether this one was."""
+        with self.writer.begin() as conn:
+            result = conn.execute(
+                sa.update(idempotency_keys)
+                .where(
+                    idempotency_keys.c.project_id == project_id,
+                    idempotency_keys.c.key == key,
+                    sa.or_(
+                        idempotency_keys.c.status.is_(None),
+                        idempotency_keys.c.status == RESUMABLE,
+                    ),
+                )
+                .values(status=status, body=body)
+            )
+        return int(result.rowcount) == 1
+
+    def give_up(self, project_id: int, key: str) -> None:
+        """The request holding ``key`` stops waiting for its answer: a retry may compute it."""
         with self.writer.begin() as conn:
             conn.execute(
                 sa.update(idempotency_keys)
-                .where(idempotency_keys.c.project_id == project_id, idempotency_keys.c.key == key)
-                .values(status=status, body=body)
+                .where(
+                    idempotency_keys.c.project_id == project_id,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.status.is_(None),
+                )
+                .values(status=RESUMABLE)
             )
 
     def forget(self, project_id: int, key: str, *, created_before: int) -> None:

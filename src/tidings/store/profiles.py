@@ -474,11 +474,31 @@ class ProfileStore:
                     merge_rejections.c.log_seq.in_(seqs),
                 )
             ).all()
-        return {
-            seq: f"Not linked: anonymous_id {anonymous!r}: {reason}; two identified users "
-            "are never merged."
-            for seq, anonymous, reason in rows
-        }
+        return {seq: _refusal(anonymous, reason) for seq, anonymous, reason in rows}
+
+    def link_rejections(
+        self, project_id: int, links: set[tuple[str, str]], since: int
+    ) -> dict[tuple[str, str], str]:
+        """Links ``(anonymous_id, external_id)`` refused at or after ``since`` (µs):
+        ``(anonymous_id, external_id)`` → explanation. A refusal is final (the anonymous
+        id belongs to another identified user), so any such refusal answers for a request
+        accepted at ``since`` that asked for the same link."""
+        table = merge_rejections
+        found: dict[tuple[str, str], str] = {}
+        with self.reader.connect() as conn:
+            for chunk in _chunks(sorted(links), 500):
+                rows = conn.execute(
+                    sa.select(table.c.anonymous_id, table.c.external_id, table.c.reason).where(
+                        table.c.project_id == project_id,
+                        table.c.anonymous_id.in_([anonymous for anonymous, _ in chunk]),
+                        table.c.created_at >= since,
+                    )
+                ).all()
+                wanted = set(chunk)
+                for anonymous, external, reason in rows:
+                    if (anonymous, external) in wanted:
+                        found[(anonymous, external)] = _refusal(anonymous, reason)
+        return found
 
     def profile_id_for(self, project_id: int, kind: str, value: str) -> str | None:
         with self.reader.connect() as conn:
@@ -562,3 +582,14 @@ class ProfileStore:
                 for r in rejection_rows
             ],
         }
+
+
+def _refusal(anonymous_id: str, reason: str) -> str:
+    return (
+        f"Not linked: anonymous_id {anonymous_id!r}: {reason}; two identified users "
+        "are never merged."
+    )
+
+
+def _chunks(items: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
