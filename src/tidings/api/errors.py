@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tidings.domain import errors as e
+from tidings.log.committer import storage_full, storage_full_error
 
 __all__ = [
     "DATABASE_UNAVAILABLE",
@@ -137,12 +138,12 @@ def is_database_unavailable(error: BaseException) -> bool:
 
 def database_unavailable(error: BaseException) -> e.ServiceUnavailable:
     """The 503 for one of ``DATABASE_UNAVAILABLE``; logged as one warning line at most
-    every 10 seconds (an outage fails every request)."""
+    every 10 seconds (an outage fails every request). A full disk says so."""
     now = time.monotonic()
     with _warn_lock:
         _warned["since"] += 1
         if now - _warned["at"] < 10.0:
-            return _unavailable()
+            return _unavailable(error)
         count, _warned["since"], _warned["at"] = _warned["since"], 0, now
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
     logger.warning(
@@ -150,10 +151,12 @@ def database_unavailable(error: BaseException) -> e.ServiceUnavailable:
         reason,
         count,
     )
-    return _unavailable()
+    return _unavailable(error)
 
 
-def _unavailable() -> e.ServiceUnavailable:
+def _unavailable(error: BaseException) -> e.ServiceUnavailable:
+    if storage_full(error):
+        return storage_full_error()
     return e.ServiceUnavailable(
         "The database is unavailable; retry shortly.", retry_after=DATABASE_RETRY_AFTER
     )

@@ -19,9 +19,39 @@ from tidings.domain.errors import ServiceUnavailable
 from tidings.domain.ingest import AppendOutcome, AppendRequest
 from tidings.log.port import IngestLog
 
-__all__ = ["GroupCommitter"]
+__all__ = ["STORAGE_FULL_RETRY_AFTER", "GroupCommitter", "storage_full", "storage_full_error"]
 
 logger = logging.getLogger(__name__)
+
+STORAGE_FULL_RETRY_AFTER = 5  # seconds: space comes back when someone frees it, not at once
+_SQLITE_FULL = 13  # "database or disk is full" (also a WAL or checkpoint write hitting ENOSPC)
+_POSTGRESQL_DISK_FULL = "53100"
+
+
+def storage_full(error: BaseException) -> bool:
+    """Whether ``error``, or an error it wraps, says the database's storage is full:
+    SQLite's SQLITE_FULL, PostgreSQL's disk_full (by code: messages are translated)."""
+    current: BaseException | None = error
+    for _ in range(5):  # the SQLAlchemy error, the driver's, what caused that
+        if current is None:
+            return False
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == _POSTGRESQL_DISK_FULL:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
+
+
+def storage_full_error() -> ServiceUnavailable:
+    """The 503 for a write refused because the database's storage is full (nothing of it
+    was written: the transaction rolled back)."""
+    return ServiceUnavailable(
+        "The database's disk is full, so nothing was written; retry later.",
+        retry_after=STORAGE_FULL_RETRY_AFTER,
+    )
+
 
 _Waiter = tuple[AppendRequest, asyncio.Future[AppendOutcome], asyncio.AbstractEventLoop]
 
@@ -94,8 +124,14 @@ class GroupCommitter:
             try:
                 outcomes = self._log.append([request for request, _, _ in batch])
             except Exception as exc:  # every waiter must hear about it
-                logger.exception("ingest log append failed")
-                error = ServiceUnavailable("The ingest log could not be written; retry shortly.")
+                if storage_full(exc):  # one line each: a traceback would add nothing
+                    logger.error("ingest log append failed: the database's disk is full")
+                    error = storage_full_error()
+                else:
+                    logger.exception("ingest log append failed")
+                    error = ServiceUnavailable(
+                        "The ingest log could not be written; retry shortly."
+                    )
                 error.__cause__ = exc
                 self._settle(batch, None, error)
                 continue
