@@ -133,7 +133,7 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
     from tidings.bootstrap import build
 
     child = None
-    if settings.run_worker and settings.worker_mode == "process":
+    if settings.run_worker and _worker_mode(settings) == "process":
         child = _WorkerChild(settings.database_url_value)
         settings = settings.model_copy(update={"run_worker": False})
     services = build(settings)
@@ -160,6 +160,15 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
     finally:
         if child is not None:
             child.stop()
+
+
+def _worker_mode(settings: Settings) -> str:
+    """``auto``: the consumer in a child process when it can have a core of its own
+    (Python runs one thread at a time per process; see docs/benchmarks.md)."""
+    if settings.worker_mode != "auto":
+        return settings.worker_mode
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return "process" if (cores or 1) >= 2 else "thread"
 
 
 @app.command()

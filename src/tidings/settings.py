@@ -42,10 +42,11 @@ class Settings(BaseSettings):
         default=20_000, ge=1, description="Most log entries one group commit writes."
     )
     run_worker: bool = Field(default=True, description="Run the log consumer inside `serve`.")
-    worker_mode: Literal["thread", "process"] = Field(
-        default="thread",
+    worker_mode: Literal["auto", "thread", "process"] = Field(
+        default="auto",
         description="`serve` runs the consumer as a thread, or as a `tidings worker` child "
-        "process (uses a second core; the API keeps its own).",
+        "process (uses a second core; the API keeps its own). `auto`: a child process "
+        "when the machine has two cores or more.",
     )
     worker_poll_interval: float = Field(
         default=0.005, gt=0, le=5, description="Seconds an idle worker process waits."

@@ -237,7 +237,9 @@ class Output:
 def serving(database: Path) -> Iterator[tuple[Server, Output, dict[str, Any]]]:
     """``tidings serve`` (API and worker thread; API keys read on every request); on the way
     out it is stopped with SIGTERM and ``result`` gets its exit code and output."""
-    server = Server(database, command="serve", TIDINGS_KEY_CACHE_TTL="0").start()
+    server = Server(
+        database, command="serve", TIDINGS_KEY_CACHE_TTL="0", TIDINGS_WORKER_MODE="thread"
+    ).start()
     process = server.process
     assert process is not None and process.stdout is not None
     output = Output(process.stdout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -62,6 +62,7 @@ class IngestRoutes:
         self.services = services
         self.keys = keys
         self.inflight: set[tuple[int, str]] = set()
+        self._partitions = services.log.partitions
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -219,10 +220,9 @@ class IngestRoutes:
         problems.raise_if_any()
         now = _now()
         base = new_ulid()  # items without a message_id get "<base>_<index>": one id per request
-        entries = [
-            self._entry(project.id, kind, item, index, key, now, base, request_hash)
-            for index, item in enumerate(items)
-        ]
+        entries = _log_entries(
+            project.id, kind, enumerate(items), key, request_hash, base, now, self._partitions
+        )
         idempotency = None
         if key is not None:
             idempotency = IdempotencyRecord(
@@ -252,11 +252,12 @@ class IngestRoutes:
         top.raise_if_any()
         now = _now()
         results = _validate_batch(body, project.locale)
-        entries = [
-            self._entry(project.id, "user", result["_payload"], index, key, now, "", request_hash)
-            for index, result in enumerate(results)
-            if "_payload" in result
+        payloads = [
+            (i, result["_payload"]) for i, result in enumerate(results) if "_payload" in result
         ]
+        entries = _log_entries(
+            project.id, "user", payloads, key, request_hash, "", now, self._partitions
+        )
         idempotency = None
         if key is not None:
             idempotency = IdempotencyRecord(
@@ -375,17 +376,21 @@ class IngestRoutes:
             raise ServiceUnavailable("Idempotency record changed concurrently; retry.")
         return _replay(record, request_hash)
 
-    def _entry(
-        self,
-        project_id: int,
-        kind: EntryKind,
-        payload: dict[str, Any],
-        index: int,
-        key: str | None,
-        now: int,
-        base: str,
-        request_hash: str,
-    ) -> LogEntry:
+
+def _log_entries(
+    project_id: int,
+    kind: EntryKind,
+    payloads: Iterable[tuple[int, dict[str, Any]]],
+    key: str | None,
+    request_hash: str,
+    base: str,
+    now: int,
+    partitions: int,
+) -> list[LogEntry]:
+    """The log entries of a request's items (``(index in the request, payload)``): an
+    event without a ``message_id`` gets one derived from the request."""
+    entries = []
+    for index, payload in payloads:
         if kind == "event" and "message_id" not in payload:
             payload["message_id"] = (
                 derived_message_id(key, request_hash, index)
@@ -393,13 +398,9 @@ class IngestRoutes:
                 else f"{base}_{index}"
             )
         identity = payload.get("external_id") or payload.get("anonymous_id") or ""
-        return LogEntry(
-            project_id=project_id,
-            kind=kind,
-            partition=partition_of(project_id, identity, self.services.log.partitions),
-            payload=payload,
-            accepted_at=now,
-        )
+        partition = partition_of(project_id, identity, partitions)
+        entries.append(LogEntry(project_id, kind, partition, payload, now))
+    return entries
 
 
 def _validate_batch(body: list[Any], default_locale: str | None) -> list[dict[str, Any]]:

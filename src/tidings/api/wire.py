@@ -123,6 +123,8 @@ def _check_object(value: Any, path: str, problems: Problems, what: str) -> bool:
 
 
 def _unknown(item: dict[str, Any], allowed: frozenset[str], path: str, problems: Problems) -> None:
+    if item.keys() <= allowed:
+        return
     for key in item:
         if key not in allowed:
             problems.add(
@@ -142,23 +144,22 @@ def _string(
     max_length: int = MAX_NAME_LENGTH,
 ) -> str | None:
     value = item.get(name)
-    param = join_path(path, name)
     if value is None:
         if required:
-            problems.add(param, "parameter_missing", f"'{name}' is required.")
+            problems.add(join_path(path, name), "parameter_missing", f"'{name}' is required.")
         return None
+    if isinstance(value, str) and len(value) <= max_length and value.strip():
+        return value  # the common case, without building the field's path
+    param = join_path(path, name)
     if not isinstance(value, str):
         problems.add(param, "parameter_invalid_format", f"'{name}' must be a string.")
-        return None
-    if not value.strip():
+    elif not value.strip():
         problems.add(param, "parameter_invalid_empty", f"'{name}' must not be empty.")
-        return None
-    if len(value) > max_length:
+    else:
         problems.add(
             param, "parameter_invalid_format", f"'{name}' is longer than {max_length} characters."
         )
-        return None
-    return value
+    return None
 
 
 def _ids(item: dict[str, Any], path: str, problems: Problems, out: dict[str, Any]) -> None:
