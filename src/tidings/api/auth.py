@@ -178,7 +178,14 @@ class KeyCache:
     async def authenticate(
         self, request: Request, *, secret: bool, role: Role | None = None
     ) -> AuthContext:
-        header = request.headers.get("authorization", "")
+        return await self.authenticate_header(
+            request.headers.get("authorization", ""), secret=secret, role=role
+        )
+
+    async def authenticate_header(
+        self, header: str, *, secret: bool, role: Role | None = None
+    ) -> AuthContext:
+        """The same, from the ``Authorization`` header's value."""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationRequired(

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tidings.api import wire
@@ -117,15 +117,20 @@ class IngestRoutes:
     ) -> Response:
         held: tuple[int, str] | None = None
         try:
-            auth = await self.keys.authenticate(request, secret=secret, role=role)
-            _check_version(request)
-            raw = await _read_body(request)
-            key = _idempotency_key(request)
+            # One pass over the headers (a Starlette Headers lookup scans them each time).
+            headers = dict(reversed(request.scope["headers"]))  # the first of a name wins
+            auth = await self.keys.authenticate_header(
+                _header(headers, b"authorization") or "", secret=secret, role=role
+            )
+            _check_version(_header(headers, b"spotzee-version"))
+            raw = await _read_body(request, headers)
+            key = _checked_idempotency_key(_header(headers, b"idempotency-key"))
             project_id = auth.project.id
             request_hash = ""
             if key is not None:
+                scope = request.scope
                 request_hash = hashlib.sha256(
-                    request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
+                    f"{scope['method']} {scope['path']}\n".encode() + raw
                 ).hexdigest()
                 # Held before the first await: of two requests with one key in this
                 # process, the second can only replay a stored answer (or hear 409).
@@ -444,8 +449,12 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
     )
 
 
-def _check_version(request: Request) -> None:
-    version = request.headers.get("spotzee-version")
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _check_version(version: str | None) -> None:
     if version is not None and not _VERSION.match(version.strip()):
         raise InvalidRequest(
             f"Spotzee-Version '{version[:40]}' is not supported; send a date such as 2026-04-28.",
@@ -455,7 +464,10 @@ def _check_version(request: Request) -> None:
 
 
 def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    return _checked_idempotency_key(request.headers.get("idempotency-key"))
+
+
+def _checked_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.strip():
@@ -467,25 +479,31 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def _read_body(request: Request) -> bytes:
-    content_type = request.headers.get("content-type", "")
+async def _read_body(request: Request, headers: dict[bytes, bytes]) -> bytes:
+    content_type = _header(headers, b"content-type") or ""
     media = content_type.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not '{content_type[:60] or 'missing'}'.",
             param="Content-Type",
         )
-    length = request.headers.get("content-length")
+    length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > wire.MAX_BODY_BYTES:
         raise PayloadTooLarge(f"The body is larger than {wire.MAX_BODY_BYTES // 1024} KB.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive  # straight from the server: no stream wrapper per request
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > wire.MAX_BODY_BYTES:
             raise PayloadTooLarge(f"The body is larger than {wire.MAX_BODY_BYTES // 1024} KB.")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _parse_json(raw: bytes) -> Any:
