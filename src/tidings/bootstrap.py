@@ -179,7 +179,6 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,
             batch_size=settings.worker_batch_size,
-            max_write=settings.worker_max_write_ms / 1000 if db.is_sqlite else 0.0,
             maintenance=services.maintenance,
             timers=segment_worker.tick,
             idle_wait=settings.worker_poll_interval if standalone_worker else 0.5,

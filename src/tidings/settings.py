@@ -35,13 +35,6 @@ class Settings(BaseSettings):
         "their message ids forgotten; 0 keeps them forever.",
     )
     worker_batch_size: int = Field(default=1000, ge=1, le=100_000)
-    worker_max_write_ms: float = Field(
-        default=10.0,
-        ge=0,
-        description="SQLite: the worker sizes its batches so that writing one holds the "
-        "database's single write lock for about this long, which bounds how long an API "
-        "append waits behind it (0: always full batches).",
-    )
     sync_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a synchronous call waits for processing."
     )

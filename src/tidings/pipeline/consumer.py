@@ -18,8 +18,6 @@ __all__ = ["Consumer", "ProcessedWatch"]
 
 logger = logging.getLogger(__name__)
 
-MIN_BATCH = 20  # the smallest batch a write-time limit shrinks to
-
 _Target = list[tuple[int, int]]
 
 
@@ -92,7 +90,6 @@ class Consumer:
         maintenance: Callable[[], None] | None = None,
         coalesce: float = 0.005,
         timers: Callable[[int], int] | None = None,
-        max_write: float = 0.0,
     ) -> None:
         self.log = log
         self.processor = processor
@@ -102,11 +99,6 @@ class Consumer:
         self.positions: dict[int, int] = {}  # loaded from the store by start()
         self.watch = watch
         self.batch_size = batch_size
-        # With ``max_write`` (seconds; SQLite, where the API's appends wait for the one
-        # write lock while a batch is written), batches are sized so that writing one takes
-        # about that long: the API never waits longer, however large the backlog.
-        self.max_write = max_write
-        self.limit = batch_size  # entries read per batch
         self.clock = clock
         self.idle_wait = idle_wait
         self.trim_every = trim_every
@@ -184,13 +176,13 @@ class Consumer:
             low = self._read_from
             if low is None:
                 low = min(self.positions.values(), default=0)
-            read = self.log.read_all(low, self.limit)
+            read = self.log.read_all(low, self.batch_size)
             read_to = read[-1].seq if read else None
             records = [r for r in read if r.seq > self.positions[r.partition]]
         else:
             records = []
             for partition in self.partitions:
-                records += self.log.read(partition, self.positions[partition], self.limit)
+                records += self.log.read(partition, self.positions[partition], self.batch_size)
         applied = len(records)
         if records:
             also = None
@@ -213,7 +205,6 @@ class Consumer:
                 self._idle_at_seq = None
                 self._reload_positions()
                 return 0
-            self._resize(len(records))
             for record in records:
                 self.positions[record.partition] = record.seq
             for partition in {r.partition for r in records}:
@@ -223,16 +214,6 @@ class Consumer:
         self.processed += applied
         self._idle_at_seq = None if applied or read_to is not None else newest
         return applied
-
-    def _resize(self, size: int) -> None:
-        """The next batch's size from how long writing ``size`` entries took."""
-        took = self.processor.last_write
-        if not self.max_write or took <= 0:
-            return
-        if took > self.max_write:
-            self.limit = max(MIN_BATCH, min(self.limit, int(size * self.max_write / took)))
-        elif took < self.max_write / 2 and size >= self.limit:
-            self.limit = min(self.batch_size, self.limit * 2)
 
     def load_positions(self) -> dict[int, int]:
         return self.processor.store.positions()
@@ -290,7 +271,7 @@ class Consumer:
             if not applied and not busy:
                 self.wake.wait(self.idle_wait)
                 self.wake.clear()
-            elif applied < self.limit // 4:
+            elif applied < self.batch_size // 4:
                 # A small batch: let a few milliseconds of entries gather first. Each batch
                 # has a fixed cost (reads, a transaction), paid under the API's GIL.
                 self._stop.wait(self.coalesce)

@@ -8,7 +8,6 @@ Records are applied in log order in memory, then written with a few bulk stateme
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -267,7 +266,6 @@ class BatchProcessor:
         self.store = store
         self.schema = schema or SchemaStore(writer, reader)
         self.concurrent = concurrent
-        self.last_write = 0.0  # seconds the last batch's write transaction took
         self.segments = segments  # dynamic lists kept up to date with each batch
 
     def process(
@@ -296,7 +294,6 @@ class BatchProcessor:
             for record in fresh:
                 self._apply(batch, record)
         with self.writer.begin() as conn:
-            started = time.perf_counter()  # the write lock is held from here to the commit
             if self.concurrent:
                 self._check_still_current(conn, batch, records, expected_positions)
             # Rows already in the database first (merges re-point, erasures delete), then
@@ -333,7 +330,6 @@ class BatchProcessor:
                 self.store.set_position(conn, partition, seq)
             if also is not None:
                 also(conn)
-        self.last_write = time.perf_counter() - started
 
     def _check_still_current(
         self,
