@@ -1,0 +1,60 @@
+"""The SQLite WAL stays bounded under a load that never pauses (Database.checkpoint)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tidings.store import database as database_module
+from tidings.store.database import open_database
+
+
+def _wal_after_steady_load(tmp_path: Path) -> int:
+    db = open_database(f"sqlite:///{tmp_path / 'tidings.db'}")
+    with db.writer.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+    stop = threading.Event()
+    payload = os.urandom(2_000)
+
+    def write() -> None:  # one writer after another, as the committer and the worker do
+        while not stop.is_set():
+            with db.writer.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO t (v) VALUES " + ", ".join(["(?)"] * 20), (payload,) * 20
+                )
+
+    def read() -> None:  # short read transactions all the time, as the worker's
+        while not stop.is_set():
+            with db.reader.connect() as conn:
+                conn.exec_driver_sql("SELECT count(*) FROM t").one()
+
+    threads = [threading.Thread(target=f) for f in (write, write, read)]
+    for thread in threads:
+        thread.start()
+    try:
+        largest = 0
+        for _ in range(60):  # the checkpointer's rounds, faster than its 1 s
+            stop.wait(0.05)
+            db.checkpoint()
+            with db.reader.connect() as conn:  # pages in the WAL now
+                _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            largest = max(largest, frames)
+        return largest
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        db.dispose()
+
+
+def test_the_wal_is_started_over_under_a_steady_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "WAL_RESTART_FRAMES", 256)  # 1 MB, not 128
+    largest = _wal_after_steady_load(tmp_path)
+    # Pages come in between the rounds; without the RESTART the WAL only ever grows.
+    assert largest < 20_000, f"the WAL grew to {largest} pages"
+    print(f"largest WAL: {largest} pages")
