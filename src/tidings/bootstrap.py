@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from tidings.log.committer import GroupCommitter
+from tidings.log.committer import GroupCommitter, storage_full
 from tidings.log.database import DatabaseLog
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
@@ -72,11 +72,18 @@ class Services:
     _event_upkeep: EventUpkeep | None = None
 
     def _checkpointer(self, stop: threading.Event) -> None:
+        full_logged_at = float("-inf")
         while not stop.wait(1.0):
             try:
                 self.db.checkpoint()
-            except Exception:  # the next round retries; a busy database is no emergency
-                logger.warning("WAL checkpoint failed", exc_info=True)
+            except Exception as exc:  # the next round retries; a busy database is no emergency
+                if storage_full(exc):
+                    now = time.monotonic()
+                    if now - full_logged_at >= 60.0:  # it retries every second
+                        logger.warning("WAL checkpoint failed: the disk is full")
+                        full_logged_at = now
+                else:
+                    logger.warning("WAL checkpoint failed", exc_info=True)
 
     def start(self) -> None:
         if self.started:

@@ -353,7 +353,7 @@ def test_a_server_on_a_full_disk_answers_503_and_recovers_by_itself(small_disk: 
 
             # The worker takes the lease; its batch commit fails, and is retried.
             lease.release()
-            output.wait_for("processing a log batch failed; retrying", times=2)
+            output.wait_for("processing a log batch failed: the disk is full", times=2)
             output.wait_for("WAL checkpoint failed")
             health = server.health()
             assert (health["log_lag"], health["processed"]) == (12, 0)
@@ -398,8 +398,8 @@ def test_a_server_on_a_full_disk_answers_503_and_recovers_by_itself(small_disk: 
         f"\nserver: slowest 503 {slowest_503:.3f} s; accepted again {recovered:.2f} s after "
         f"the filler went; drained {drained:.2f} s later; log lines: "
         f"{output.count('ingest log append failed')} failed group commits (one line each), "
-        f"{output.count('processing a log batch failed')} worker retries and "
-        f"{output.count('WAL checkpoint failed')} checkpoint warnings (a traceback each); "
+        f"{output.count('processing a log batch failed')} worker retries (one line each) and "
+        f"{output.count('WAL checkpoint failed')} checkpoint warnings (one line each); "
         f"exit code {result['returncode']}"
     )
 
@@ -594,3 +594,19 @@ async def test_the_committer_answers_a_full_disk_in_one_log_line(
         assert refused.value.__cause__ is error
         [record] = [r for r in caplog.records if r.name == "tidings.log.committer"]
         assert (record.exc_info is not None) is traceback
+
+
+async def test_a_full_disk_is_logged_once_per_ten_seconds_not_per_commit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request = AppendRequest([LogEntry(1, "event", 0, {"name": "E"}, 0)])
+    committer = GroupCommitter(_FullLog(_sqlite_full()))  # type: ignore[arg-type]
+    committer.start()
+    try:
+        for _ in range(5):
+            with pytest.raises(ServiceUnavailable):
+                await asyncio.wait_for(committer.append(request), 5)
+    finally:
+        committer.stop()
+    records = [r for r in caplog.records if r.name == "tidings.log.committer"]
+    assert len(records) == 1, [r.getMessage() for r in records]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -76,6 +77,8 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self.commits = 0
         self.committed_items = 0
+        self._full_failures = 0
+        self._full_logged_at = float("-inf")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tidings-committer", daemon=True)
@@ -124,8 +127,16 @@ class GroupCommitter:
             try:
                 outcomes = self._log.append([request for request, _, _ in batch])
             except Exception as exc:  # every waiter must hear about it
-                if storage_full(exc):  # one line each: a traceback would add nothing
-                    logger.error("ingest log append failed: the database's disk is full")
+                if storage_full(exc):  # one line, every 10 s at most: a traceback adds nothing
+                    self._full_failures += 1
+                    now = time.monotonic()
+                    if now - self._full_logged_at >= 10.0:
+                        logger.error(
+                            "ingest log append failed: the database's disk is full "
+                            "(%d failed commits since the last message)",
+                            self._full_failures,
+                        )
+                        self._full_logged_at, self._full_failures = now, 0
                     error = storage_full_error()
                 else:
                     logger.exception("ingest log append failed")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tidings.log.committer import storage_full
 from tidings.log.port import IngestLog
 from tidings.pipeline.processor import BatchProcessor, StaleBatch
 from tidings.store.leases import Leases
@@ -263,10 +264,16 @@ class Consumer:
                     self.trim()
                     last_trim = time.monotonic()
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                logger.exception("processing a log batch failed; retrying")
-                self._stop.wait(min(5.0, 0.1 * 2**failures))
+                delay = min(5.0, 0.1 * 2**failures)
+                if storage_full(exc):  # one line: a traceback per retry would add nothing
+                    logger.error(
+                        "processing a log batch failed: the disk is full; retrying in %.1f s", delay
+                    )
+                else:
+                    logger.exception("processing a log batch failed; retrying")
+                self._stop.wait(delay)
                 continue
             if not applied and not busy:
                 self.wake.wait(self.idle_wait)
