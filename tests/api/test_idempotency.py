@@ -209,6 +209,21 @@ async def test_an_expired_key_reused_for_another_request_is_a_new_request(
     assert count_events(services) == 2
 
 
+async def _time_out_then_retry(
+    client: httpx.AsyncClient, tmp_path, body: list[dict], headers: dict[str, str]
+) -> httpx.Response:
+    """The batch times out (no worker: 503); a worker comes up; the client retries as
+    the 503 told it to. The retry's answer."""
+    first = await client.post("/api/client/users/batch", json=body, headers=headers)
+    assert_problem(first, 503, "service_unavailable")
+    worker = make_services(make_settings(tmp_path, run_worker=True))
+    worker.start()
+    try:
+        return await client.post("/api/client/users/batch", json=body, headers=headers)
+    finally:
+        worker.stop()
+
+
 async def test_a_batch_that_timed_out_is_answered_on_retry_without_a_second_append(
     tmp_path,
 ) -> None:
@@ -224,15 +239,7 @@ async def test_a_batch_that_timed_out_is_answered_on_retry_without_a_second_appe
                 {"external_id": "u_slow", "data": {"v": 1}},
                 {"external_id": "u_bad", "email": "x"},
             ]
-            first = await client.post("/api/client/users/batch", json=body, headers=headers)
-            assert_problem(first, 503, "service_unavailable")
-            # A worker comes up; the client retries as the 503 told it to.
-            worker = make_services(make_settings(tmp_path, run_worker=True))
-            worker.start()
-            try:
-                retry = await client.post("/api/client/users/batch", json=body, headers=headers)
-            finally:
-                worker.stop()
+            retry = await _time_out_then_retry(client, tmp_path, body, headers)
             assert retry.status_code == 200, retry.text
             result = retry.json()
             assert (result["succeeded"], result["failed"]) == (1, 1)
@@ -261,14 +268,7 @@ async def test_a_retried_batch_that_timed_out_still_reports_a_refused_merge(tmp_
             assert response.status_code == 204
             headers = bearer(project.sk, **{"Idempotency-Key": "refused-link"})
             body = [{"external_id": "y", "anonymous_id": "shared"}, {"external_id": "w"}]
-            first = await client.post("/api/client/users/batch", json=body, headers=headers)
-            assert_problem(first, 503, "service_unavailable")
-            worker = make_services(make_settings(tmp_path, run_worker=True))
-            worker.start()
-            try:
-                retry = await client.post("/api/client/users/batch", json=body, headers=headers)
-            finally:
-                worker.stop()
+            retry = await _time_out_then_retry(client, tmp_path, body, headers)
             assert retry.status_code == 200, retry.text
             result = retry.json()
             assert (result["succeeded"], result["failed"]) == (1, 1)

@@ -169,10 +169,7 @@ class IngestRoutes:
                 await run_in_threadpool(store.forget, project_id, key, created_before=now)
             record = None
         if busy and (record is None or record.status in (None, RESUMABLE)):
-            raise Conflict(
-                "A request with this Idempotency-Key is still being processed.",
-                code="idempotency_in_progress",
-            )
+            raise _in_progress()
         if record is None:
             return None
         if record.request_hash == request_hash:
@@ -182,10 +179,7 @@ class IngestRoutes:
                 # Its request may still be waiting, in this or another process, for as
                 # long as a synchronous call waits; after that it has given up or died.
                 if now - record.created_at < self._in_flight_for():
-                    raise Conflict(
-                        "A request with this Idempotency-Key is still being processed.",
-                        code="idempotency_in_progress",
-                    )
+                    raise _in_progress()
                 return record
         return _replay(record, request_hash)
 
@@ -427,6 +421,13 @@ def _validate_batch(body: list[Any], default_locale: str | None) -> list[dict[st
     return results
 
 
+def _in_progress() -> Conflict:
+    return Conflict(
+        "A request with this Idempotency-Key is still being processed.",
+        code="idempotency_in_progress",
+    )
+
+
 def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
     if record.request_hash != request_hash:
         raise Conflict(
@@ -434,10 +435,7 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
             code="idempotency_key_mismatch",
         )
     if record.status is None:
-        raise Conflict(
-            "A request with this Idempotency-Key is still being processed.",
-            code="idempotency_in_progress",
-        )
+        raise _in_progress()
     headers = {"Idempotent-Replayed": "true"}
     if record.status == 204:
         return Response(status_code=204, headers=headers)
