@@ -345,3 +345,36 @@ async def test_concurrent_retries_of_a_stored_answer_all_replay(
     assert [r.status_code for r in retries] == [200] * 5
     assert all(r.headers["idempotent-replayed"] == "true" for r in retries)
     assert all(r.content == first.content for r in retries)
+
+
+async def test_a_key_left_without_an_answer_is_finished_by_its_retry_without_a_second_effect(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """A record without an answer (its request died between appending and answering, as
+    can happen with the JetStream log) is, once its request must have given up, finished
+    by a retry: it appends the events again and the copies are dropped (message ids
+    derived from the key), and the answer is stored for later replays."""
+    body = [
+        {"name": "Order placed", "external_id": "u_left"},
+        {"name": "Paid", "external_id": "u_left"},
+    ]
+    headers = bearer(project.pk, **{"Idempotency-Key": "left"})
+    assert (await client.post("/api/client/events", json=body, headers=headers)).status_code == 204
+    await drain(services)
+    long_ago = time.time_ns() // 1000 - int((services.settings.sync_timeout + 10) * 1_000_000)
+    with services.db.writer.begin() as conn:  # the answer was never stored
+        conn.execute(
+            sa.update(idempotency_keys)
+            .where(idempotency_keys.c.key == "left")
+            .values(status=None, body=None, created_at=long_ago)
+        )
+    retry = await client.post("/api/client/events", json=body, headers=headers)
+    assert retry.status_code == 204, retry.text
+    assert "idempotent-replayed" not in retry.headers
+    record = services.idempotency.get(project.id, "left")
+    assert record is not None and record.status == 204 and record.created_at == long_ago
+    replay = await client.post("/api/client/events", json=body, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true"
+    await drain(services)
+    assert count_events(services) == 2
+    assert services.committer.committed_items == 4  # appended twice, stored once

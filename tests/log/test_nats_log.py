@@ -32,7 +32,7 @@ from tidings.settings import Settings
 from tidings.store import migrate
 from tidings.store.database import Database, open_database
 from tidings.store.idempotency import IdempotencyStore
-from tidings.store.tables import log_positions
+from tidings.store.tables import idempotency_keys, log_positions
 
 from ..conftest import Project, bearer, create_project, drain, make_services, make_settings
 
@@ -534,3 +534,81 @@ async def test_more_entries_than_one_batch_are_all_processed_and_trimmed(
     finally:
         services.stop()
         _delete_stream(nats_url, name)
+
+
+def _age_keys(services: Services, seconds: float) -> None:
+    """Move every idempotency record ``seconds`` into the past (past its in-flight window)."""
+    with services.db.writer.begin() as conn:
+        conn.execute(
+            sa.update(idempotency_keys).values(
+                created_at=idempotency_keys.c.created_at - int(seconds * 1_000_000)
+            )
+        )
+
+
+async def test_a_request_that_dies_before_publishing_is_not_answered_204_by_its_retry(
+    client: httpx.AsyncClient,
+    services: Services,
+    project: Project,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process dies after claiming the key and before the entries reach the stream
+    (here: publishing fails and the claim is not released, as after a SIGKILL). A retry
+    must not replay 204 for events that were never appended: it hears 409 while the first
+    request could still be running, then appends them itself."""
+    log = services.log
+    assert isinstance(log, NatsLog)
+
+    def dies(*_: Any) -> Any:
+        raise LogUnavailable("the process died here")
+
+    keyed = bearer(project.pk, **{"Idempotency-Key": "order-7"})
+    body = [{"name": "Order placed", "external_id": "u_7"}]
+    with monkeypatch.context() as patch:
+        patch.setattr(log, "_publish", dies)
+        patch.setattr(log, "_release", lambda _claimed: None)
+        first = await client.post("/api/client/events", json=body, headers=keyed)
+    assert first.status_code == 503
+    assert services.idempotency.get(project.id, "order-7") is not None  # the claim stayed
+    early = await client.post("/api/client/events", json=body, headers=keyed)
+    assert early.status_code == 409 and early.json()["code"] == "idempotency_in_progress"
+    _age_keys(services, services.settings.sync_timeout + 10)
+    retry = await client.post("/api/client/events", json=body, headers=keyed)
+    assert retry.status_code == 204, retry.text
+    assert "idempotent-replayed" not in retry.headers
+    replay = await client.post("/api/client/events", json=body, headers=keyed)
+    assert replay.status_code == 204 and replay.headers["idempotent-replayed"] == "true"
+    await drain(services)
+    events = await client.get("/api/client/users/u_7/events", headers=bearer(project.sk))
+    assert [e["name"] for e in events.json()["results"]] == ["Order placed"]
+
+
+async def test_a_request_that_dies_before_storing_its_answer_is_appended_once(
+    client: httpx.AsyncClient,
+    services: Services,
+    project: Project,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The entries reached the stream but the answer was never stored (the process died
+    in between): the retry appends again, and the stream drops the copies (message ids
+    derived from the key, for profile updates as for events)."""
+    log = services.log
+    assert isinstance(log, NatsLog)
+    keyed = bearer(project.pk, **{"Idempotency-Key": "identify-3"})
+    body = {"external_id": "u_3", "email": "three@example.com"}
+    with monkeypatch.context() as patch:
+        patch.setattr(log, "_answer", lambda _records: None)
+        first = await client.post("/api/client/identify", json=body, headers=keyed)
+    assert first.status_code == 204
+    appended = log.last_seq()
+    record = services.idempotency.get(project.id, "identify-3")
+    assert record is not None and record.status is None  # in flight: no answer stored
+    _age_keys(services, services.settings.sync_timeout + 10)
+    retry = await client.post("/api/client/identify", json=body, headers=keyed)
+    assert retry.status_code == 204, retry.text
+    assert log.last_seq() == appended  # the server dropped the second copy
+    stored = services.idempotency.get(project.id, "identify-3")
+    assert stored is not None and stored.status == 204
+    await drain(services)
+    user = await client.get("/api/client/users/u_3", headers=bearer(project.sk))
+    assert user.json()["email"] == "three@example.com"

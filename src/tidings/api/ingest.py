@@ -127,6 +127,7 @@ class IngestRoutes:
             key = _checked_idempotency_key(_header(headers, b"idempotency-key"))
             project_id = auth.project.id
             request_hash = ""
+            replay: Response | IdempotencyRecord | None = None
             if key is not None:
                 scope = request.scope
                 request_hash = hashlib.sha256(
@@ -139,13 +140,26 @@ class IngestRoutes:
                     held = (project_id, key)
                     self.inflight.add(held)
                 replay = await self._check_idempotency(project_id, key, request_hash, busy)
-                if isinstance(replay, IdempotencyRecord):
+                if isinstance(replay, IdempotencyRecord) and per_item:
                     return await self._resume_batch(auth, _parse_json(raw), replay)
                 if isinstance(replay, Response):
                     return replay
             body = _parse_json(raw)
             return await self._append(
-                auth, kind, validate, body, len(raw), key, request_hash, what, many, per_item
+                auth,
+                kind,
+                validate,
+                body,
+                len(raw),
+                key,
+                request_hash,
+                what,
+                many,
+                per_item,
+                # A record without an answer whose request died (or could not store the
+                # answer, on JetStream): its entries may be in the log or not. Append them
+                # again (duplicates are dropped) and store the answer.
+                resume=isinstance(replay, IdempotencyRecord),
             )
         except TidingsError as error:
             return error_response(request, error)
@@ -200,6 +214,8 @@ class IngestRoutes:
         what: str,
         many: bool,
         per_item: bool,
+        *,
+        resume: bool = False,
     ) -> Response:
         project = auth.project
         problems = wire.Problems()
@@ -232,7 +248,9 @@ class IngestRoutes:
                 status=204,
                 body=b"",
             )
-        outcome = await self.services.committer.append(AppendRequest(entries, idempotency))
+        outcome = await self.services.committer.append(
+            AppendRequest(entries, idempotency, resume=resume)
+        )
         if not outcome.appended and key is not None:
             return await self._lost_race(project.id, key, request_hash)
         return Response(status_code=204)

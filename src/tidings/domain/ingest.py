@@ -82,6 +82,11 @@ class AppendRequest:
     entries: list[LogEntry]
     idempotency: IdempotencyRecord | None = None
     want_positions: bool = False
+    # The idempotency record is stored already, without an answer: a retry finishing a
+    # request that claimed the key and died (or lost its log) before answering. Append
+    # again without claiming (entries derived from the key are dropped as duplicates),
+    # then store the record's answer.
+    resume: bool = False
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
+from tidings.store.idempotency import store_answer
 from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
 __all__ = ["DatabaseLog"]
@@ -68,9 +69,20 @@ class DatabaseLog:
             if self._serialise:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
             for request in requests:
-                if request.idempotency is not None and not self._claim(conn, request):
-                    outcomes.append(AppendOutcome(appended=False))
-                    continue
+                if request.idempotency is not None:
+                    if request.resume:  # the record is stored: give it its answer
+                        record = request.idempotency
+                        if record.status is not None:
+                            store_answer(
+                                conn,
+                                record.project_id,
+                                record.key,
+                                record.status,
+                                record.body or b"",
+                            )
+                    elif not self._claim(conn, request):
+                        outcomes.append(AppendOutcome(appended=False))
+                        continue
                 rows = [
                     (e.partition, e.project_id, e.kind, _encode(e.payload), e.accepted_at)
                     for e in request.entries

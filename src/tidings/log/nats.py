@@ -9,9 +9,16 @@ position is the stream sequence: it grows across every partition, like the datab
   carries ``Nats-Msg-Id`` (a hash of project and ``message_id`` for events, else a fresh
   ULID), so the server drops a second copy within the duplicate window.
 - Idempotency records stay in the database, where the API reads them: a request with an
-  ``Idempotency-Key`` first claims its record (``INSERT … ON CONFLICT DO NOTHING``, own
-  transaction), then publishes; if publishing fails the claim is deleted again. Requests
-  without a key never touch the database here.
+  ``Idempotency-Key`` first claims its record without an answer (in flight: ``INSERT …
+  ON CONFLICT DO NOTHING``, own transaction), then publishes, then stores the answer. If
+  publishing fails the claim is deleted again. If the process dies in between (or the
+  answer cannot be stored), the record stays in flight: a retry after the in-flight
+  window publishes the entries again (``AppendRequest.resume``) and answers. The entries
+  of a keyed request carry message ids derived from the key, so the server drops a
+  second copy within the duplicate window (events are deduplicated by ``message_id``
+  beyond it). A claim stored with its answer before publishing would let a retry replay
+  ``204`` for entries that never reached the log. Requests without a key never touch
+  the database here.
 - Reads go through one cached pull consumer per filter (one per partition for ``read``,
   one unfiltered for ``read_all``): ephemeral, no acks, positioned by stream sequence and
   re-created whenever the caller asks for another position than the one it stands at, or
@@ -66,6 +73,7 @@ from tidings.domain.ingest import (
     LogRecord,
 )
 from tidings.store.database import Writer
+from tidings.store.idempotency import store_answer
 from tidings.store.tables import idempotency_keys, log_positions
 
 __all__ = ["LogUnavailable", "NatsLog", "NatsOptions", "StreamMismatch"]
@@ -173,13 +181,19 @@ def _delivery(reply: str) -> tuple[int, int]:
     raise _CursorLost(f"unexpected delivery subject {reply!r}")
 
 
-def _msg_id(entry: LogEntry) -> str:
+def _msg_id(entry: LogEntry, record: IdempotencyRecord | None, index: int) -> str:
+    """The ``Nats-Msg-Id``: from the event's ``message_id``, else from the request's
+    idempotency key and the entry's place in it (the same again when the request is
+    retried), else new."""
     message_id = entry.payload.get("message_id")
-    if message_id is None:
+    if message_id is not None:
+        source = f"{entry.project_id}\x1f{message_id}"
+    elif record is not None:
+        source = f"{record.project_id}\x1e{record.key}\x1e{record.request_hash}\x1e{index}"
+    else:
         return new_ulid()
-    # Hashed: message ids come from clients (any characters, up to 255 of them).
-    digest = hashlib.blake2b(f"{entry.project_id}\x1f{message_id}".encode(), digest_size=16)
-    return digest.hexdigest()
+    # Hashed: message ids and keys come from clients (any characters, up to 255 of them).
+    return hashlib.blake2b(source.encode(), digest_size=16).hexdigest()
 
 
 class NatsLog:
@@ -384,20 +398,20 @@ class NatsLog:
     def append(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
         outcomes = [AppendOutcome(appended=True) for _ in requests]
         claimed = self._claim(requests, outcomes)
-        entries: list[tuple[int, LogEntry]] = [
-            (index, entry)
-            for index, request in enumerate(requests)
-            if outcomes[index].appended
-            for entry in request.entries
-        ]
-        messages = [
-            (
-                self._subjects[e.partition],
-                _encode((e.project_id, e.kind, e.accepted_at, e.payload)),
-                _msg_id(e),
-            )
-            for _, e in entries
-        ]
+        entries: list[tuple[int, LogEntry]] = []
+        messages: list[tuple[str, bytes, str]] = []
+        for index, request in enumerate(requests):
+            if not outcomes[index].appended:
+                continue
+            for position, e in enumerate(request.entries):
+                entries.append((index, e))
+                messages.append(
+                    (
+                        self._subjects[e.partition],
+                        _encode((e.project_id, e.kind, e.accepted_at, e.payload)),
+                        _msg_id(e, request.idempotency, position),
+                    )
+                )
         try:
             seqs = self._run(self._publish(messages), 2 * self._timeout) if messages else []
         except BaseException:
@@ -406,13 +420,27 @@ class NatsLog:
         for (index, entry), seq in zip(entries, seqs, strict=True):
             if requests[index].want_positions:
                 outcomes[index].positions.append((entry.partition, seq))
+        self._answer(
+            [
+                request.idempotency
+                for request, outcome in zip(requests, outcomes, strict=True)
+                if outcome.appended
+                and request.idempotency is not None
+                and request.idempotency.status is not None
+            ]
+        )
         return outcomes
 
     def _claim(
         self, requests: list[AppendRequest], outcomes: list[AppendOutcome]
     ) -> list[IdempotencyRecord]:
-        """Record every key of the batch (one transaction); losers are not appended."""
-        keyed = [(i, r.idempotency) for i, r in enumerate(requests) if r.idempotency is not None]
+        """Record every key of the batch in flight, without its answer (one transaction);
+        losers are not appended. A resumed request's record is stored already."""
+        keyed = [
+            (i, r.idempotency)
+            for i, r in enumerate(requests)
+            if r.idempotency is not None and not r.resume
+        ]
         if not keyed:
             return []
         won: list[IdempotencyRecord] = []
@@ -424,8 +452,8 @@ class NatsLog:
                         "project_id": record.project_id,
                         "key": record.key,
                         "request_hash": record.request_hash,
-                        "status": record.status,
-                        "body": record.body,
+                        "status": None,
+                        "body": None,
                         "created_at": record.created_at,
                     },
                 )
@@ -434,6 +462,26 @@ class NatsLog:
                 else:
                     outcomes[index].appended = False
         return won
+
+    def _answer(self, records: list[IdempotencyRecord]) -> None:
+        """Store the answers of requests whose entries were published (one transaction).
+        If that fails the entries are in the log all the same: the records stay in
+        flight, and a retry after the in-flight window appends again (dropped as
+        duplicates) and answers."""
+        if not records:
+            return
+        try:
+            with self.engine.begin() as conn:
+                for r in records:
+                    assert r.status is not None
+                    store_answer(conn, r.project_id, r.key, r.status, r.body or b"")
+        except Exception:
+            logger.exception(
+                "could not store the answers of %d requests whose entries were appended; "
+                "their retries will append again (dropped as duplicates) and answer: %s",
+                len(records),
+                [(r.project_id, r.key) for r in records],
+            )
 
     def _release(self, claimed: list[IdempotencyRecord]) -> None:
         """Forget the claims of a batch that was not published, so a retry can run."""

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.ingest import RESUMABLE, IdempotencyRecord
 from tidings.store.database import Writer
 from tidings.store.tables import idempotency_keys
 
-__all__ = ["IdempotencyStore"]
+__all__ = ["IdempotencyStore", "store_answer"]
+
+
+def store_answer(conn: Connection, project_id: int, key: str, status: int, body: bytes) -> bool:
+    """Store the answer of the request holding ``key`` inside the caller's transaction,
+    unless one is stored already; whether this one was."""
+    result = conn.execute(
+        sa.update(idempotency_keys)
+        .where(
+            idempotency_keys.c.project_id == project_id,
+            idempotency_keys.c.key == key,
+            sa.or_(idempotency_keys.c.status.is_(None), idempotency_keys.c.status == RESUMABLE),
+        )
+        .values(status=status, body=body)
+    )
+    return int(result.rowcount) == 1
 
 
 class IdempotencyStore:
@@ -38,19 +53,7 @@ class IdempotencyStore:
     def complete(self, project_id: int, key: str, status: int, body: bytes) -> bool:
         """Store the answer unless one is stored already; whether this one was."""
         with self.writer.begin() as conn:
-            result = conn.execute(
-                sa.update(idempotency_keys)
-                .where(
-                    idempotency_keys.c.project_id == project_id,
-                    idempotency_keys.c.key == key,
-                    sa.or_(
-                        idempotency_keys.c.status.is_(None),
-                        idempotency_keys.c.status == RESUMABLE,
-                    ),
-                )
-                .values(status=status, body=body)
-            )
-        return int(result.rowcount) == 1
+            return store_answer(conn, project_id, key, status, body)
 
     def give_up(self, project_id: int, key: str) -> None:
         """The request holding ``key`` stops waiting for its answer: a retry may compute it."""
