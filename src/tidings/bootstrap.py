@@ -68,6 +68,9 @@ class Services:
     segments: SegmentWorker | None = None  # timers and back-fills of dynamic lists
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Set when the consumer runs in a supervised child process (`serve` in process
+    # mode): whether that process is alive now.
+    worker_child: Callable[[], bool] | None = None
     _checkpoints: threading.Event | None = None
     _event_upkeep: EventUpkeep | None = None
 

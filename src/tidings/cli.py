@@ -143,6 +143,7 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
     if child is not None:
         child.start()
         services.on_stop.append(child.stop)  # uvicorn re-raises SIGTERM after the lifespan
+        services.worker_child = child.running
     try:
         uvicorn.run(
             app_,
@@ -224,6 +225,10 @@ class _WorkerChild:
             if not self.stopping.is_set():
                 logging.getLogger("tidings").error("worker exited with %s; restarting", code)
                 self.stopping.wait(1.0)
+
+    def running(self) -> bool:
+        process = self.process
+        return process is not None and process.poll() is None
 
     def stop(self) -> None:
         self.stopping.set()

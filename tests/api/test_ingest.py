@@ -220,3 +220,23 @@ async def test_integers_of_any_size_are_kept(
     assert (await post(client, "/events", project.pk, body)).status_code == 204
     await drain(services)
     assert (await events_of(client, project, "u_big"))[0]["data"] == {"n": big}
+
+
+async def test_health_tells_whether_and_how_this_server_applies_the_log(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    sent = await client.post(
+        "/api/client/events", json=[{"name": "E", "external_id": "u_h"}], headers=bearer(project.pk)
+    )
+    assert sent.status_code == 204
+    await drain(services)
+    health = (await client.get("/api/health")).json()
+    assert health["log_lag"] == 0
+    assert health["worker"] is True and health["worker_mode"] == "thread"
+    assert health["processed"] >= 1
+    consumer, services.consumer = services.consumer, None  # as in `tidings api`
+    try:
+        api_only = (await client.get("/api/health")).json()
+    finally:
+        services.consumer = consumer
+    assert api_only["worker"] is False and api_only["worker_mode"] is None

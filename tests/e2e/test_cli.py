@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -172,9 +174,26 @@ def test_worker_child_process_processes_and_follows_serve(tmp_path: Path) -> Non
             headers={"Authorization": f"Bearer {keys['secret_key']}"},
         ).json()["results"]
         assert [e["name"] for e in events] == ["E"]
-        assert server.health()["worker"] is False  # the API process runs no consumer
+        health = server.health()
+        assert health["worker"] is True and health["worker_mode"] == "process"
+        assert health["processed"] is None  # counted in the child, not here
         children = _children(server.process.pid)  # type: ignore[union-attr]
         assert len(children) == 1
+        os.kill(children[0], signal.SIGKILL)  # the supervisor restarts it within a second
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = _children(server.process.pid)  # type: ignore[union-attr]
+            if now and now != children:
+                break
+            time.sleep(0.02)
+        children = _children(server.process.pid)  # type: ignore[union-attr]
+        assert len(children) == 1 and server.health()["worker"] is True
+        body = [{"name": "After the restart", "external_id": "u_child"}]
+        assert (
+            httpx.post(f"{server.url}/api/client/events", json=body, headers=headers).status_code
+            == 204
+        )
+        server.wait_drained()
         server.kill()
         deadline = time.monotonic() + 10
         while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:

@@ -143,11 +143,14 @@ def create_app(
     async def health() -> Response:
         pending = await run_in_threadpool(services.log.pending)
         consumer = services.consumer
+        child = services.worker_child
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
             "log_lag": pending,
-            "worker": consumer is not None,
+            # Whether this server applies the log: in this process, or in its child.
+            "worker": consumer is not None or (child is not None and child()),
+            "worker_mode": "thread" if consumer else "process" if child else None,
             "processed": consumer.processed if consumer else None,
             "commits": services.committer.commits,
             "committed_items": services.committer.committed_items,
