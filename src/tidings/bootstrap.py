@@ -72,6 +72,7 @@ class Services:
     # mode): whether that process is alive now.
     worker_child: Callable[[], bool] | None = None
     _checkpoints: threading.Event | None = None
+    _checkpointer_thread: threading.Thread | None = None
     _event_upkeep: EventUpkeep | None = None
 
     def _checkpointer(self, stop: threading.Event) -> None:
@@ -93,12 +94,13 @@ class Services:
             return
         if self.db.is_sqlite:
             self._checkpoints = threading.Event()
-            threading.Thread(
+            self._checkpointer_thread = threading.Thread(
                 target=self._checkpointer,
                 args=(self._checkpoints,),
                 daemon=True,
                 name="tidings-checkpointer",
-            ).start()
+            )
+            self._checkpointer_thread.start()
         self.committer.start()
         if self.consumer is not None:
             self.consumer.start()
@@ -114,6 +116,11 @@ class Services:
         if self._checkpoints is not None:
             self._checkpoints.set()
             self._checkpoints = None
+        if self._checkpointer_thread is not None:
+            # A checkpoint under way finishes before the engines and lock files close
+            # (one started after would reopen the writer lock file, or fail on it).
+            self._checkpointer_thread.join(10.0)
+            self._checkpointer_thread = None
         for hook in self.on_stop:
             hook()
         self.db.dispose()

@@ -1,15 +1,18 @@
-"""The SQLite WAL stays bounded under a load that never pauses (Database.checkpoint)."""
+"""The SQLite WAL stays bounded under a load that never pauses (Database.checkpoint), and
+the checkpointer thread ends before the database closes."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import make_services, make_settings
 from tidings.store import database as database_module
-from tidings.store.database import open_database
+from tidings.store.database import Database, open_database
 
 
 def _wal_after_steady_load(tmp_path: Path) -> int:
@@ -58,3 +61,32 @@ def test_the_wal_is_started_over_under_a_steady_load(
     # Pages come in between the rounds; without the RESTART the WAL only ever grows.
     assert largest < 20_000, f"the WAL grew to {largest} pages"
     print(f"largest WAL: {largest} pages")
+
+
+def test_stop_waits_for_a_checkpoint_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpointer thread is joined before the database closes: a checkpoint that
+    ran on past ``stop()`` reopened the writer lock file after it was closed (and failed
+    once the directory was gone)."""
+    order: list[str] = []
+    started = threading.Event()
+
+    def slow_checkpoint(_self: Database) -> None:
+        started.set()
+        time.sleep(0.3)
+        order.append("checkpoint")
+
+    dispose = Database.dispose
+
+    def logged_dispose(self: Database) -> None:
+        order.append("dispose")
+        dispose(self)
+
+    monkeypatch.setattr(Database, "checkpoint", slow_checkpoint)
+    monkeypatch.setattr(Database, "dispose", logged_dispose)
+    services = make_services(make_settings(tmp_path, run_worker=False))
+    services.start()
+    assert started.wait(5), "the checkpointer did not run"
+    services.stop()
+    assert order[:2] == ["checkpoint", "dispose"]
