@@ -68,10 +68,18 @@ ingest_log = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("accepted_at", Micros, nullable=False),
-    sa.Index("ix_ingest_log_partition_seq", "partition", "seq"),
     # Positions must never be reused after a trim, or a consumer would skip new entries.
     sqlite_autoincrement=True,
 )
+# Per-partition reads (several workers): PostgreSQL only. On SQLite one consumer reads
+# every partition in position order, and the index doubled the cost of an append
+# (migration 0007).
+sa.Index(
+    "ix_ingest_log_partition_seq",
+    ingest_log.c.partition,
+    ingest_log.c.seq,
+    info={"dialects": ("postgresql",)},
+).ddl_if(dialect="postgresql")
 
 log_positions = sa.Table(
     "log_positions",
