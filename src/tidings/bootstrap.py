@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -124,6 +124,16 @@ class Services:
         for hook in self.on_stop:
             hook()
         self.db.dispose()
+
+    async def wait_accepted(self, partitions: Iterable[int], seconds: float) -> bool:
+        """True once every entry already accepted into these partitions is applied (then a
+        profile that is missing is really missing), False after ``seconds``. The heads come
+        from the log itself, whichever it is (a table, or a JetStream stream)."""
+        wanted = set(partitions)
+        heads = await asyncio.to_thread(self.log.heads)
+        return await self.wait_processed(
+            sorted((p, seq) for p, seq in heads.items() if p in wanted), seconds
+        )
 
     async def wait_processed(self, targets: list[tuple[int, int]], seconds: float) -> bool:
         """True once the worker applied every (partition, position), False after ``seconds``.

@@ -612,3 +612,59 @@ async def test_a_request_that_dies_before_storing_its_answer_is_appended_once(
     await drain(services)
     user = await client.get("/api/client/users/u_3", headers=bearer(project.sk))
     assert user.json()["email"] == "three@example.com"
+
+
+async def test_erasing_and_listing_a_user_wait_for_what_the_stream_accepted_before(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """An erasure or a list change right after a user's first write finds that user: it waits
+    for the entries the stream already holds (its heads come from the stream, not from the
+    database's log table, which is empty with JetStream)."""
+    name, prefix = _unique()
+    url = f"{nats_url}?stream={name}&prefix={prefix}"
+    services = make_services(make_settings(tmp_path, log_url=url))
+    services.start()
+    consumer = services.consumer
+    assert consumer is not None
+    try:
+        project = create_project(services)
+        app = create_app(services, manage_lifecycle=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            created = await client.post(
+                "/api/client/lists",
+                json={"name": "VIPs", "type": "static"},
+                headers=bearer(project.sk),
+            )
+            assert created.status_code == 201, created.text
+            consumer.stop()  # what is accepted now stays in the stream for a while
+            for external_id in ("gone", "joined"):
+                sent = await client.post(
+                    "/api/client/identify",
+                    json={"external_id": external_id},
+                    headers=bearer(project.pk),
+                )
+                assert sent.status_code == 204, sent.text
+            erase = asyncio.create_task(
+                client.delete("/api/client/users/gone", headers=bearer(project.sk))
+            )
+            add = asyncio.create_task(
+                client.post(
+                    f"/api/client/lists/{created.json()['id']}/users",
+                    json={"external_ids": ["joined"]},
+                    headers=bearer(project.sk),
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not erase.done() and not add.done()  # waiting, not "no such user"
+            consumer.start()
+            erased, added = await asyncio.wait_for(asyncio.gather(erase, add), 20)
+            assert erased.status_code == 204, erased.text
+            assert added.status_code == 200, added.text
+            assert added.json()["added"] == 1 and added.json()["not_found"] == 0
+            await drain(services)
+            gone = await client.get("/api/client/users/gone", headers=bearer(project.sk))
+            assert gone.status_code == 404
+    finally:
+        services.stop()
+        _delete_stream(nats_url, name)

@@ -35,7 +35,6 @@ from tidings.domain.errors import (
 from tidings.domain.ingest import partition_of
 from tidings.domain.membership import IdKind, MemberRow
 from tidings.store.lists import UNSET, ListRow, ListStore
-from tidings.store.users import UserQueries
 
 __all__ = ["lists_router"]
 
@@ -197,7 +196,6 @@ class _Idempotent:
 def lists_router(services: Services, keys: KeyCache) -> APIRouter:
     router = APIRouter(prefix="/api/client", tags=["lists"])
     store = ListStore(services.db.writer, services.db.reader)
-    queries = UserQueries(services.db.reader)
 
     async def _writer(request: Request) -> AuthContext:
         return await keys.authenticate(request, secret=True, role=Role.EDITOR)
@@ -352,8 +350,7 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
             partitions = set(range(count))
         else:
             partitions = {partition_of(project_id, r.value, count) for r in rows if r.value}
-        heads = await run_in_threadpool(queries.log_heads, partitions)
-        if not await services.wait_processed(heads, services.settings.sync_timeout):
+        if not await services.wait_accepted(partitions, services.settings.sync_timeout):
             raise ServiceUnavailable(
                 "Earlier writes for these users are not processed yet; retry shortly.",
                 retry_after=2,

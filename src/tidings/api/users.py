@@ -149,8 +149,7 @@ def users_router(services: Services, keys: KeyCache) -> APIRouter:
             partition_of(project_id, external_id, services.log.partitions)
             for external_id in external_ids
         ]
-        heads = await run_in_threadpool(queries.log_heads, partitions)
-        if not await services.wait_processed(heads, services.settings.sync_timeout):
+        if not await services.wait_accepted(partitions, services.settings.sync_timeout):
             raise ServiceUnavailable(
                 "Earlier writes for these users are not processed yet; retry shortly.",
                 retry_after=2,

@@ -25,7 +25,6 @@ from tidings.store.tables import (
     devices,
     events,
     identities,
-    ingest_log,
     merge_rejections,
     profiles,
 )
@@ -281,20 +280,6 @@ class UserQueries:
                     ).scalars()
                 )
         return found
-
-    def log_heads(self, partitions: Iterable[int]) -> list[tuple[int, int]]:
-        """The newest position of each of these partitions that holds entries."""
-        heads: list[tuple[int, int]] = []
-        with self.reader.connect() as conn:
-            for partition in sorted(set(partitions)):
-                seq = conn.execute(
-                    sa.select(sa.func.max(ingest_log.c.seq)).where(
-                        ingest_log.c.partition == partition
-                    )
-                ).scalar()
-                if seq is not None:
-                    heads.append((partition, int(seq)))
-        return heads
 
     # -- the timeline -------------------------------------------------------------------------
 
