@@ -22,7 +22,7 @@ _DATE_SHAPE = re.compile(
 
 
 def _is_date(value: str) -> bool:
-    if not _DATE_SHAPE.match(value):
+    if value[4:5] != "-" or not _DATE_SHAPE.match(value):  # most strings fail the first test
         return False
     try:
         if len(value) == 10:
@@ -34,9 +34,23 @@ def _is_date(value: str) -> bool:
     return True
 
 
+# What JSON decodes to, by exact type: most values are found in one lookup.
+_BY_TYPE: dict[type, PathType] = {
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+}
+
+
 def type_of(value: Any) -> PathType | None:
     if value is None:
         return None
+    kind = _BY_TYPE.get(type(value))
+    if kind is not None:
+        return kind
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
@@ -57,10 +71,10 @@ def infer_paths(data: Mapping[str, Any]) -> list[tuple[str, PathType]]:
 
 def _walk(data: Mapping[str, Any], prefix: str, depth: int) -> Iterator[tuple[str, PathType]]:
     for key, value in data.items():
-        path = f"{prefix}{key}"
         kind = type_of(value)
         if kind is None:
             continue
+        path = f"{prefix}{key}"
         if kind == "object" and depth < MAX_DEPTH:
             yield from _walk(value, f"{path}.", depth + 1)
         else:

@@ -114,6 +114,7 @@ class Consumer:
         self._thread: threading.Thread | None = None
         self._trimmed: dict[int, int] = {}
         self._idle_at_seq: int | None = None
+        self._busy = False  # the last pass read entries: there may be more
         self._read_from: int | None = None  # owns_all: the last entry read_all returned
         self.coalesce = coalesce
         self.processed = 0
@@ -165,9 +166,13 @@ class Consumer:
         """Process at most one batch per partition; returns how many records were applied."""
         if not self.partitions:
             return 0
-        newest = self.log.last_seq()
-        if newest == self._idle_at_seq:
-            return 0  # nothing appended since the last empty pass: skip the partition reads
+        newest: int | None = None
+        if not self._busy:
+            # After an empty pass, the log's head (cheap) says whether anything was appended
+            # since; after a pass that read entries, reading on costs no more than asking.
+            newest = self.log.last_seq()
+            if newest == self._idle_at_seq:
+                return 0  # nothing appended since the last empty pass: skip the reads
         read_to = None
         if self.owns_all:
             # One read for every partition, skipping what a partition already applied. It
@@ -213,7 +218,8 @@ class Consumer:
         if read_to is not None:
             self._read_from = read_to
         self.processed += applied
-        self._idle_at_seq = None if applied or read_to is not None else newest
+        self._busy = bool(applied) or read_to is not None
+        self._idle_at_seq = None if self._busy else newest
         return applied
 
     def load_positions(self) -> dict[int, int]:

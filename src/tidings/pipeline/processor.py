@@ -326,8 +326,7 @@ class BatchProcessor:
             last: dict[int, int] = {}
             for record in records:  # in log order: the last one of a partition wins
                 last[record.partition] = record.seq
-            for partition, seq in last.items():
-                self.store.set_position(conn, partition, seq)
+            self.store.set_positions(conn, last)
             if also is not None:
                 also(conn)
 

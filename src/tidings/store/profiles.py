@@ -445,8 +445,11 @@ class ProfileStore:
         )
         return {int(partition): int(seq) for partition, seq in rows}
 
-    def set_position(self, conn: Connection, partition: int, seq: int) -> None:
-        conn.execute(self._upsert_position, {"partition": partition, "seq": seq})
+    def set_positions(self, conn: Connection, positions: dict[int, int]) -> None:
+        """Store each partition's applied position (one statement for all of them)."""
+        if positions:
+            rows = [{"partition": p, "seq": seq} for p, seq in sorted(positions.items())]
+            conn.execute(self._upsert_position, rows)
 
     def ensure_positions(self, partitions: Iterable[int]) -> None:
         """A position row (0) for every partition, so that workers can lock it."""

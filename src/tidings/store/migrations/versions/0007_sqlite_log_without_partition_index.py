@@ -3,7 +3,7 @@
 On SQLite one consumer owns every partition and reads the log in position order (the
 primary key); the index served only per-partition reads, which need several workers
 (PostgreSQL). Keeping it up to date cost a fifth of the API's CPU per request
-(`bench/ingest_inproc.py`: 100-event requests 1,082–1,260 µs with it, 916–1,025 µs
+(`bench/ingest_inproc.py`: 100-event requests 1,082 to 1,260 µs with it, 916 to 1,025 µs
 without; single events 49 µs and 37 µs; docs/benchmarks.md), most of it while the group
 committer holds the write lock.
 

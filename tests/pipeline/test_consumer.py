@@ -1,0 +1,56 @@
+"""The consumer's passes over the log: what it reads, and when it only asks for the head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import create_project, make_services, make_settings
+from tests.pipeline.test_processor import append, processor
+from tidings.pipeline.consumer import Consumer, ProcessedWatch
+
+
+def test_a_busy_consumer_reads_on_and_an_idle_one_only_asks_for_the_head(tmp_path: Any) -> None:
+    services = make_services(make_settings(tmp_path))
+    try:
+        project = create_project(services)
+        log = services.log
+        partitions = range(log.partitions)
+        consumer = Consumer(log, processor(services), partitions=partitions, watch=ProcessedWatch())
+        services.profiles.ensure_positions(partitions)
+        consumer.positions = {p: 0 for p in partitions}
+        calls: list[str] = []
+        last_seq, read_all = log.last_seq, log.read_all
+
+        def counted_last_seq() -> int:
+            calls.append("head")
+            return last_seq()
+
+        def counted_read_all(after: int, limit: int) -> Any:
+            calls.append("read")
+            return read_all(after, limit)
+
+        log.last_seq = counted_last_seq  # type: ignore[method-assign]
+        log.read_all = counted_read_all  # type: ignore[method-assign]
+
+        def poll() -> tuple[int, list[str]]:
+            calls.clear()
+            return consumer.poll_once(), list(calls)
+
+        def event(n: int) -> tuple[str, dict[str, Any]]:
+            return "event", {"name": "E", "external_id": f"u{n}", "message_id": f"m{n}"}
+
+        assert poll() == (0, ["head", "read"])  # an empty log: asked, then read
+        assert poll() == (0, ["head"])  # nothing appended since: no read
+        append(services, project.id, [event(1), event(2)])
+        assert poll() == (2, ["head", "read"])
+        append(services, project.id, [event(3)])
+        # After a pass that read entries there may be more: read on, without asking first.
+        assert poll() == (1, ["read"])
+        assert poll() == (0, ["read"])  # nothing more
+        assert poll() == (0, ["head", "read"])  # empty again: ask first (head moved on)
+        assert poll() == (0, ["head"])
+        append(services, project.id, [event(4)])
+        assert poll() == (1, ["head", "read"])  # an entry after an empty pass is found
+        assert consumer.processed == 4
+    finally:
+        services.db.dispose()
