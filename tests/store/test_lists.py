@@ -109,6 +109,40 @@ def test_an_email_names_every_profile_that_has_it(services: Services, project: P
     assert _state(services, list_id)[:2] == (2, sorted([one, two]))
 
 
+def test_emails_are_looked_up_through_an_index_not_a_scan_of_the_project(
+    services: Services, project: Project
+) -> None:
+    """Each chunk of emails is an index search on lower(email), not a read of every profile
+    of the project (the plan of the query the store runs, as the database gives it)."""
+    store = _store(services)
+    _profile(services, project.id, "one", "Sam@example.com")
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "lower(profiles.email)" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(services.db.reader, "before_cursor_execute", record)
+    try:
+        assert list(store.resolve(project.id, "email", ["SAM@example.com"])) == ["sam@example.com"]
+    finally:
+        sa.event.remove(services.db.reader, "before_cursor_execute", record)
+    assert len(statements) == 1
+    statement, parameters = statements[0]
+    with services.db.reader.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            )
+        else:  # the planner would rather scan a table this small: tell it not to
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = " ".join(
+                str(row[0]) for row in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            )
+    assert "ix_profiles_project_lower_email" in plan, plan
+
+
 def test_only_live_static_lists_of_the_project_take_members(
     services: Services, project: Project
 ) -> None:

@@ -301,14 +301,17 @@ class ListStore:
                         identities.c.kind == "external",
                         identities.c.value.in_(chunk),
                     )
-                else:
-                    lowered = sa.func.lower(profiles.c.email)
-                    query = (
-                        sa.select(lowered, profiles.c.id)
-                        .where(profiles.c.project_id == project_id, lowered.in_(chunk))
-                        .order_by(profiles.c.created_at, profiles.c.id)
-                    )
-                for value, profile_id in conn.execute(query):
+                    for value, profile_id in conn.execute(query):
+                        found.setdefault(value, []).append(profile_id)
+                    continue
+                # Sorted here, oldest profile first: an ORDER BY would lead SQLite to walk
+                # the project's profiles in creation order rather than search the index.
+                lowered = sa.func.lower(profiles.c.email)
+                query = sa.select(lowered, profiles.c.id, profiles.c.created_at).where(
+                    profiles.c.project_id == project_id, lowered.in_(chunk)
+                )
+                rows = sorted(conn.execute(query), key=lambda r: (r[2], r[1]))
+                for value, profile_id, _ in rows:
                     found.setdefault(value, []).append(profile_id)
         return found
 

@@ -119,6 +119,9 @@ profiles = sa.Table(
     sa.Index("ix_profiles_project_phone", "project_id", "phone"),
 )
 
+# Emails matched ignoring case (static list members by email): migration 0008.
+sa.Index("ix_profiles_project_lower_email", profiles.c.project_id, sa.func.lower(profiles.c.email))
+
 identities = sa.Table(
     "identities",
     metadata,
