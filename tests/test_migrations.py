@@ -79,7 +79,7 @@ def test_migrated_schema_matches_the_tables(empty_db: Database) -> None:
         log_indexes = {i["name"] for i in inspector.get_indexes("ingest_log")}
         if db.writer.dialect.name == "postgresql":  # per-partition reads of several workers
             assert log_indexes == {"ix_ingest_log_partition_seq"}
-        else:  # one consumer reads in position order; the index doubled an append's cost
+        else:  # one consumer reads in position order; the index only slowed appends
             assert log_indexes == set()
             lower_email = conn.exec_driver_sql(
                 "SELECT sql FROM sqlite_master WHERE name = 'ix_profiles_project_lower_email'"
