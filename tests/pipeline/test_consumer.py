@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 from tests.conftest import create_project, make_services, make_settings
 from tests.pipeline.test_processor import append, processor
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
@@ -52,5 +54,53 @@ def test_a_busy_consumer_reads_on_and_an_idle_one_only_asks_for_the_head(tmp_pat
         append(services, project.id, [event(4)])
         assert poll() == (1, ["head", "read"])  # an entry after an empty pass is found
         assert consumer.processed == 4
+    finally:
+        services.db.dispose()
+
+
+def test_the_lag_is_what_the_consumer_has_not_applied_and_costs_no_scan(tmp_path: Any) -> None:
+    """On SQLite the log's lag (``/api/health``'s ``log_lag``) is exact as the consumer works
+    through the log, and is read from two maxima rather than by reading every entry."""
+    services = make_services(make_settings(tmp_path))
+    try:
+        project = create_project(services)
+        log = services.log
+        partitions = range(log.partitions)
+        consumer = Consumer(
+            log, processor(services), partitions=partitions, watch=ProcessedWatch(), batch_size=3
+        )
+        services.profiles.ensure_positions(partitions)
+        consumer.positions = {p: 0 for p in partitions}
+        assert log.pending() == 0
+        for n in range(7):  # one append each, as separate requests would be
+            payload = {"name": "E", "external_id": f"u{n}", "message_id": f"m{n}"}
+            append(services, project.id, [("event", payload)])
+        assert log.pending() == 7
+        left = 7
+        while left:
+            left -= consumer.poll_once()
+            assert log.pending() == left
+        append(services, project.id, [("event", {"name": "E", "external_id": "late"})])
+        assert log.pending() == 1
+
+        statements: list[tuple[str, Any]] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            statements.append((statement, parameters))
+
+        sa.event.listen(services.db.reader, "before_cursor_execute", record)
+        try:
+            log.pending()
+        finally:
+            sa.event.remove(services.db.reader, "before_cursor_execute", record)
+        with services.db.reader.connect() as conn:
+            plans = [
+                " ".join(
+                    str(row[-1])
+                    for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
+                )
+                for sql, parameters in statements
+            ]
+        assert plans and not any("SCAN ingest_log" in plan for plan in plans), plans
     finally:
         services.db.dispose()

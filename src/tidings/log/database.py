@@ -183,6 +183,8 @@ class DatabaseLog:
             return int(conn.execute(sa.select(sa.func.max(ingest_log.c.seq))).scalar() or 0)
 
     def pending(self) -> int:
+        if self.engine.dialect.name == "sqlite":
+            return self._pending_sqlite()
         positions = sa.select(log_positions.c.partition, log_positions.c.seq).subquery()
         query = (
             sa.select(sa.func.count())
@@ -193,3 +195,15 @@ class DatabaseLog:
         )
         with self.reader.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def _pending_sqlite(self) -> int:
+        """SQLite has one worker, holding every partition, and it applies the log in
+        position order: what it has not applied is what lies above its newest position.
+        Positions are handed out one after the other (``AUTOINCREMENT``; a rolled-back
+        append gives its numbers back), so two maxima tell how many entries that is,
+        where counting them would read every one (the log has no index to count from,
+        migration 0007, and ``/api/health`` asks on every probe)."""
+        with self.reader.connect() as conn:
+            head = conn.execute(sa.select(sa.func.max(ingest_log.c.seq))).scalar()
+            applied = conn.execute(sa.select(sa.func.max(log_positions.c.seq))).scalar()
+        return max(0, int(head or 0) - int(applied or 0))
