@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
 from tests.conftest import create_project, make_services, make_settings
 from tests.pipeline.test_processor import append, processor
+from tests.plans import plans_of
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 
 
@@ -83,24 +82,7 @@ def test_the_lag_is_what_the_consumer_has_not_applied_and_costs_no_scan(tmp_path
         append(services, project.id, [("event", {"name": "E", "external_id": "late"})])
         assert log.pending() == 1
 
-        statements: list[tuple[str, Any]] = []
-
-        def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-            statements.append((statement, parameters))
-
-        sa.event.listen(services.db.reader, "before_cursor_execute", record)
-        try:
-            log.pending()
-        finally:
-            sa.event.remove(services.db.reader, "before_cursor_execute", record)
-        with services.db.reader.connect() as conn:
-            plans = [
-                " ".join(
-                    str(row[-1])
-                    for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
-                )
-                for sql, parameters in statements
-            ]
+        plans = plans_of(services.db.reader, log.pending, "ingest_log")
         assert plans and not any("SCAN ingest_log" in plan for plan in plans), plans
     finally:
         services.db.dispose()

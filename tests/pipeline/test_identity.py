@@ -8,9 +8,10 @@ import httpx
 import sqlalchemy as sa
 
 from tests.conftest import Project, bearer, drain
+from tests.plans import plans_of
 from tidings.bootstrap import Services
 from tidings.domain.ingest import AppendRequest, LogEntry, partition_of
-from tidings.store.tables import devices, events, identities, profiles
+from tidings.store.tables import devices, events, identities, merge_rejections, profiles
 
 
 async def send(client: httpx.AsyncClient, key: str, path: str, body: Any) -> None:
@@ -261,3 +262,45 @@ async def test_merges_racing_across_partitions_end_consistent(
             "Viewed 2",
         ]
     assert _count(services, profiles) == len(people)
+
+
+def test_refusals_answering_a_batch_are_found_through_indexes(
+    services: Services, project: Project
+) -> None:
+    """The reads of refused merges that answer ``users/batch`` search by log position and
+    by anonymous id instead of reading every refusal of the database."""
+    with services.db.writer.begin() as conn:
+        conn.execute(
+            sa.insert(merge_rejections),
+            [
+                {
+                    "id": f"rej_{n}",
+                    "project_id": project.id,
+                    "anonymous_id": f"a-{n}",
+                    "external_id": f"u-{n}",
+                    "profile_id": f"prf_{n}",
+                    "other_profile_id": f"prf_o{n}",
+                    "reason": "linked to another user",
+                    "log_seq": n,
+                    "created_at": 1_000 + n,
+                }
+                for n in range(200)
+            ],
+        )
+        if conn.dialect.name == "postgresql":  # statistics, so that it weighs the two indexes
+            conn.exec_driver_sql("ANALYZE merge_rejections")
+    store = services.profiles
+    found: list[Any] = []
+    by_seq = plans_of(
+        services.db.reader,
+        lambda: found.append(store.rejections_at(project.id, [1, 5, 500])),
+        "merge_rejections",
+    )
+    by_link = plans_of(
+        services.db.reader,
+        lambda: found.append(store.link_rejections(project.id, {("a-2", "u-2")}, 0)),
+        "merge_rejections",
+    )
+    assert sorted(found[0]) == [1, 5] and list(found[1]) == [("a-2", "u-2")]
+    assert len(by_seq) == 1 and "ix_merge_rejections_project_seq" in by_seq[0], by_seq
+    assert len(by_link) == 1 and "ix_merge_rejections_project_anonymous" in by_link[0], by_link

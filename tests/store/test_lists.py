@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Project
+from tests.plans import plans_of
 from tidings.bootstrap import Services
 from tidings.domain.errors import Conflict, NotFound
 from tidings.domain.membership import MemberRow
@@ -116,31 +117,14 @@ def test_emails_are_looked_up_through_an_index_not_a_scan_of_the_project(
     of the project (the plan of the query the store runs, as the database gives it)."""
     store = _store(services)
     _profile(services, project.id, "one", "Sam@example.com")
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "lower(profiles.email)" in statement:
-            statements.append((statement, parameters))
-
-    sa.event.listen(services.db.reader, "before_cursor_execute", record)
-    try:
-        assert list(store.resolve(project.id, "email", ["SAM@example.com"])) == ["sam@example.com"]
-    finally:
-        sa.event.remove(services.db.reader, "before_cursor_execute", record)
-    assert len(statements) == 1
-    statement, parameters = statements[0]
-    with services.db.reader.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            plan = " ".join(
-                str(row[-1])
-                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            )
-        else:  # the planner would rather scan a table this small: tell it not to
-            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            plan = " ".join(
-                str(row[0]) for row in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-            )
-    assert "ix_profiles_project_lower_email" in plan, plan
+    found: list[dict[str, list[str]]] = []
+    plans = plans_of(
+        services.db.reader,
+        lambda: found.append(store.resolve(project.id, "email", ["SAM@example.com"])),
+        "lower(profiles.email)",
+    )
+    assert list(found[0]) == ["sam@example.com"]
+    assert len(plans) == 1 and "ix_profiles_project_lower_email" in plans[0], plans
 
 
 def test_only_live_static_lists_of_the_project_take_members(

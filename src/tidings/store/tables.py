@@ -217,6 +217,9 @@ merge_rejections = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Index("ix_merge_rejections_profile", "profile_id"),
     sa.Index("ix_merge_rejections_other", "other_profile_id"),
+    # The users/batch answer's reads (migration 0009).
+    sa.Index("ix_merge_rejections_project_seq", "project_id", "log_seq"),
+    sa.Index("ix_merge_rejections_project_anonymous", "project_id", "anonymous_id"),
 )
 
 # -- lists (segments) ---------------------------------------------------------------------
