@@ -51,6 +51,42 @@ def _bodies(batch: int, users: int = 20_000) -> list[bytes]:
     ]
 
 
+async def post_events(app: Any, auth: bytes, body: bytes) -> None:
+    """One ``POST /api/client/events`` straight into the ASGI app; it must answer 204."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH.decode(),
+        "raw_path": PATH,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"authorization", auth),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+    statuses: list[int] = []
+
+    async def receive() -> Message:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app(scope, receive, send)
+    if statuses != [204]:
+        raise RuntimeError(f"the app answered {statuses}")
+
+
 async def _run(batch: int, requests: int, concurrency: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -70,41 +106,7 @@ async def _run(batch: int, requests: int, concurrency: int) -> dict[str, float]:
             auth = f"Bearer {key}".encode()
 
             async def one(n: int) -> None:
-                body = bodies[n % len(bodies)]
-                scope: dict[str, Any] = {
-                    "type": "http",
-                    "asgi": {"version": "3.0"},
-                    "http_version": "1.1",
-                    "method": "POST",
-                    "scheme": "http",
-                    "path": PATH.decode(),
-                    "raw_path": PATH,
-                    "query_string": b"",
-                    "root_path": "",
-                    "headers": [
-                        (b"host", b"bench"),
-                        (b"authorization", auth),
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                    "client": ("127.0.0.1", 1),
-                    "server": ("127.0.0.1", 8000),
-                }
-                messages: list[Message] = [
-                    {"type": "http.request", "body": body, "more_body": False}
-                ]
-                statuses: list[int] = []
-
-                async def receive() -> Message:
-                    return messages.pop() if messages else {"type": "http.disconnect"}
-
-                async def send(message: Message) -> None:
-                    if message["type"] == "http.response.start":
-                        statuses.append(message["status"])
-
-                await app(scope, receive, send)
-                if statuses != [204]:
-                    raise RuntimeError(f"request {n} answered {statuses}")
+                await post_events(app, auth, bodies[n % len(bodies)])
 
             async def client(first: int) -> None:
                 for n in range(first, requests, concurrency):

@@ -21,53 +21,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import uvloop
-from starlette.types import Message
 
+from ingest_inproc import post_events
 from tidings.api.app import create_app
 from tidings.bootstrap import build, ensure_schema
 from tidings.domain.auth import Scope
 from tidings.settings import Settings
-
-PATH = "/api/client/events"
-
-
-async def _post(app: Any, auth: bytes, body: bytes) -> None:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"bench"),
-            (b"authorization", auth),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8000),
-    }
-    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-    statuses: list[int] = []
-
-    async def receive() -> Message:
-        return messages.pop() if messages else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    await app(scope, receive, send)
-    if statuses != [204]:
-        raise RuntimeError(f"the app answered {statuses}")
 
 
 async def _run(events: int, request_size: int, worker_batch: int, users: int) -> dict[str, float]:
@@ -101,7 +63,7 @@ async def _run(events: int, request_size: int, worker_batch: int, users: int) ->
                         for j in range(request_size)
                     ]
                 )
-                await _post(app, auth, body)
+                await post_events(app, auth, body)
             heads = sorted(services.log.heads().items())
             consumer.start()
             thread = next(t for t in threading.enumerate() if t.name == "tidings-consumer")
