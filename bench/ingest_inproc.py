@@ -118,7 +118,7 @@ async def _run(batch: int, requests: int, concurrency: int) -> dict[str, float]:
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         finally:
             services.stop()
-            services.db.dispose()
+            services.close()
     return {
         "req_per_s": requests / wall,
         "events_per_s": requests * batch / wall,

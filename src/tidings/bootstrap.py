@@ -10,10 +10,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-
 from tidings.log.committer import GroupCommitter, storage_full
-from tidings.log.database import DatabaseLog
+from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
@@ -59,7 +57,9 @@ class Services:
     db: Database
     projects: ProjectStore
     profiles: ProfileStore
-    idempotency: IdempotencyStore
+    idempotency: IdempotencyStore  # ingest requests' records: where the log keeps them
+    # Records written in the transaction of a change in the database (list members).
+    change_idempotency: IdempotencyStore
     schema: SchemaStore
     log: IngestLog
     committer: GroupCommitter
@@ -71,6 +71,7 @@ class Services:
     # Set when the consumer runs in a supervised child process (`serve` in process
     # mode): whether that process is alive now.
     worker_child: Callable[[], bool] | None = None
+    log_db: Database | None = None  # SQLite: the ingest log's own file
     _checkpoints: threading.Event | None = None
     _checkpointer_thread: threading.Thread | None = None
     _event_upkeep: EventUpkeep | None = None
@@ -79,7 +80,8 @@ class Services:
         full_logged_at = float("-inf")
         while not stop.wait(1.0):
             try:
-                self.db.checkpoint()
+                for db in self._databases():
+                    db.checkpoint()
             except Exception as exc:  # the next round retries; a busy database is no emergency
                 if storage_full(exc):
                     now = time.monotonic()
@@ -88,6 +90,9 @@ class Services:
                         full_logged_at = now
                 else:
                     logger.warning("WAL checkpoint failed", exc_info=True)
+
+    def _databases(self) -> list[Database]:
+        return [self.db] if self.log_db is None else [self.db, self.log_db]
 
     def start(self) -> None:
         if self.started:
@@ -123,7 +128,12 @@ class Services:
             self._checkpointer_thread = None
         for hook in self.on_stop:
             hook()
-        self.db.dispose()
+        self.close()
+
+    def close(self) -> None:
+        """Close the databases (``stop`` does it; for services that were never started)."""
+        for db in self._databases():
+            db.dispose()
 
     async def wait_accepted(self, partitions: Iterable[int], seconds: float) -> bool:
         """True once every entry already accepted into these partitions is applied (then a
@@ -154,43 +164,61 @@ class Services:
     def maintenance(self) -> None:
         cutoff = time.time_ns() // 1000 - self.settings.idempotency_ttl_hours * 3_600_000_000
         self.idempotency.purge(cutoff)
+        if self.change_idempotency.writer is not self.idempotency.writer:
+            self.change_idempotency.purge(cutoff)
         if self._event_upkeep is None:  # partitions ahead (PostgreSQL), retention
             days = self.settings.event_retention_days
             self._event_upkeep = EventUpkeep(self.db.processing_writer, days)
         self._event_upkeep.run()  # rate-limited and bounded; logs its own failures
 
 
-def _open_log(settings: Settings, db: Database) -> DatabaseLog | NatsLog:
-    """The ingest log ``TIDINGS_LOG_URL`` names: ``db`` (a table) or ``nats://…``."""
+def _open_log(settings: Settings, db: Database) -> tuple[DatabaseLog | NatsLog, Database | None]:
+    """The ingest log ``TIDINGS_LOG_URL`` names: ``db`` (a table in the database; on
+    SQLite, in a file of its own beside it, returned too) or ``nats://…``."""
     url = settings.log_url
+    partitions = settings.log_partitions
     if url == "db":
-        return DatabaseLog(db.writer, db.reader, settings.log_partitions)
+        if not db.is_sqlite:
+            return DatabaseLog(db.writer, db.reader, partitions), None
+        log_db = open_log_file(db, sqlite_synchronous=settings.sqlite_synchronous)
+        log = DatabaseLog(
+            log_db.writer, log_db.reader, partitions, positions=db.reader, sync_positions=db.sync
+        )
+        return log, log_db
     if url.startswith(("nats://", "tls://")):
-        return NatsLog(url, db.writer, db.reader, settings.log_partitions)
+        return NatsLog(url, db.writer, db.reader, partitions), None
     raise ValueError(f"TIDINGS_LOG_URL must be 'db' or nats://host:port, not {url!r}")
 
 
 def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
     """Wire the services; ``standalone_worker`` is a worker polling a log others append to."""
     db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
-    log = _open_log(settings, db)
+    log, log_db = _open_log(settings, db)
     profiles = ProfileStore(db.writer, db.reader)
     watch = ProcessedWatch()
+    change_idempotency = IdempotencyStore(db.writer, db.reader)
+    idempotency = change_idempotency
+    if log_db is not None:
+        in_log = IdempotencyStore(log_db.writer, log_db.reader)
+        idempotency = in_log.with_fallback(change_idempotency)
+        change_idempotency = change_idempotency.with_fallback(in_log)
     services = Services(
         settings=settings,
         db=db,
         projects=ProjectStore(db.writer, db.reader),
         profiles=profiles,
-        idempotency=IdempotencyStore(db.writer, db.reader),
+        idempotency=idempotency,
+        change_idempotency=change_idempotency,
         schema=SchemaStore(db.writer, db.reader),
         log=log,
         committer=GroupCommitter(log, max_items=settings.commit_max_items),
         watch=watch,
+        log_db=log_db,
     )
     if isinstance(log, NatsLog):
         services.on_stop.append(log.close)
     if settings.run_worker:
-        database_path = sa.engine.make_url(db.url).database if db.is_sqlite else None
+        database_path = db.file
         segments = RealtimeSegments()  # dynamic lists: with each batch, timers, back-fills
         segment_worker = SegmentWorker(db.processing_writer, db.reader, segments)
         consumer = Consumer(

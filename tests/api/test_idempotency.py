@@ -105,7 +105,7 @@ async def test_items_without_message_id_get_a_stable_one_from_the_key(
     assert (await client.post("/api/client/events", json=body, headers=headers)).status_code == 204
     await drain(services)
     # The stored answer expires (24 h); a late retry must still have no second effect.
-    with services.db.writer.begin() as conn:
+    with services.idempotency.writer.begin() as conn:
         conn.execute(sa.delete(idempotency_keys))
     again = await client.post("/api/client/events", json=body, headers=headers)
     assert again.status_code == 204 and "idempotent-replayed" not in again.headers
@@ -199,7 +199,7 @@ async def test_an_expired_key_reused_for_another_request_is_a_new_request(
     first = [{"name": "A", "external_id": "u_x"}]
     assert (await client.post("/api/client/events", json=first, headers=headers)).status_code == 204
     await drain(services)
-    with services.db.writer.begin() as conn:
+    with services.idempotency.writer.begin() as conn:
         conn.execute(sa.delete(idempotency_keys))  # the 24 hours are over
     second = [{"name": "B", "external_id": "u_x"}]
     assert (
@@ -303,7 +303,7 @@ async def test_a_batch_held_by_another_process_is_in_progress_until_it_must_have
             ).status_code == 200
             request_hash = services.idempotency.get(project.id, "probe").request_hash  # type: ignore[union-attr]
             now = time.time_ns() // 1000
-            with services.db.writer.begin() as conn:
+            with services.idempotency.writer.begin() as conn:
                 conn.execute(
                     sa.insert(idempotency_keys),
                     {
@@ -317,7 +317,7 @@ async def test_a_batch_held_by_another_process_is_in_progress_until_it_must_have
                 )
             busy = await client.post("/api/client/users/batch", json=body, headers=headers)
             assert_problem(busy, 409, "idempotency_in_progress")
-            with services.db.writer.begin() as conn:  # as if it started 6.5 s ago
+            with services.idempotency.writer.begin() as conn:  # as if it started 6.5 s ago
                 conn.execute(
                     sa.update(idempotency_keys)
                     .where(idempotency_keys.c.key == "elsewhere")
@@ -362,7 +362,7 @@ async def test_a_key_left_without_an_answer_is_finished_by_its_retry_without_a_s
     assert (await client.post("/api/client/events", json=body, headers=headers)).status_code == 204
     await drain(services)
     long_ago = time.time_ns() // 1000 - int((services.settings.sync_timeout + 10) * 1_000_000)
-    with services.db.writer.begin() as conn:  # the answer was never stored
+    with services.idempotency.writer.begin() as conn:  # the answer was never stored
         conn.execute(
             sa.update(idempotency_keys)
             .where(idempotency_keys.c.key == "left")

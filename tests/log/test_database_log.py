@@ -24,7 +24,7 @@ def test_concurrent_appenders_never_make_a_tailing_reader_skip(settings: Setting
     would). A reader that keeps its position as the highest sequence it has seen must
     still see every entry: on PostgreSQL a later sequence number can otherwise become
     visible before an earlier one whose transaction commits later."""
-    make_services(settings).db.dispose()  # migrate
+    make_services(settings).close()  # migrate
     url = settings.database_url_value
     logs = []
     for _ in range(APPENDERS):

@@ -54,7 +54,7 @@ def test_a_busy_consumer_reads_on_and_an_idle_one_only_asks_for_the_head(tmp_pat
         assert poll() == (1, ["head", "read"])  # an entry after an empty pass is found
         assert consumer.processed == 4
     finally:
-        services.db.dispose()
+        services.close()
 
 
 def test_the_lag_is_what_the_consumer_has_not_applied_and_costs_no_scan(tmp_path: Any) -> None:
@@ -82,7 +82,7 @@ def test_the_lag_is_what_the_consumer_has_not_applied_and_costs_no_scan(tmp_path
         append(services, project.id, [("event", {"name": "E", "external_id": "late"})])
         assert log.pending() == 1
 
-        plans = plans_of(services.db.reader, log.pending, "ingest_log")
+        plans = plans_of(log.reader, log.pending, "ingest_log")  # type: ignore[attr-defined]
         assert plans and not any("SCAN ingest_log" in plan for plan in plans), plans
     finally:
-        services.db.dispose()
+        services.close()

@@ -137,7 +137,7 @@ def test_a_worker_that_lost_its_partition_cannot_write_a_batch(settings: Setting
         processor.process(records, 2, None, {entry.partition: 0})
     with db.reader.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one() == 1
-    services.db.dispose()
+    services.close()
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -225,4 +225,4 @@ def test_two_workers_on_one_persons_ids_in_different_partitions(settings: Settin
         for db, _ in consumers:
             db.dispose()
         appender_db.dispose()
-        services.db.dispose()
+        services.close()

@@ -19,7 +19,7 @@ def idle_services(tmp_path) -> Services:
     """Services whose consumer is driven by hand (never started)."""
     services = make_services(make_settings(tmp_path))
     yield services
-    services.db.dispose()
+    services.close()
 
 
 def append(services: Services, project_id: int, items: list[tuple[str, dict[str, Any]]]) -> None:

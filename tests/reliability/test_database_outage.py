@@ -468,7 +468,7 @@ def test_a_server_process_answers_503_during_an_outage_and_recovers(
     try:
         project = create_project(services)
     finally:
-        services.db.dispose()
+        services.close()
     # `tidings serve` (API and worker) on the relay; keys are read on every request.
     server = Server(through(relay, direct_url), command="serve", TIDINGS_KEY_CACHE_TTL="0")
     server.start()

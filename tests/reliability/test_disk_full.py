@@ -54,6 +54,7 @@ from tidings.bootstrap import Services
 from tidings.domain.errors import ServiceUnavailable
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogEntry
 from tidings.log.committer import STORAGE_FULL_RETRY_AFTER, GroupCommitter, storage_full
+from tidings.log.database import log_file_path
 
 DISK_SIZE = "4m"
 MAX_ANSWER = 5.0  # seconds: the longest a request may take to be answered on a full disk
@@ -124,7 +125,8 @@ class Filler:
 
 
 class Snapshot:
-    """An empty WAL, then a read transaction of the test's own on the database.
+    """An empty WAL, then a read transaction of the test's own, on the database and on
+    the ingest log's file beside it.
 
     While it is open no checkpoint can copy what is committed after it into the database
     file, so the WAL grows with every commit and cannot be reused from its start. Once the
@@ -132,20 +134,24 @@ class Snapshot:
     the database file: both fail, whatever the timing of the server's checkpointer."""
 
     def __init__(self, database: Path) -> None:
-        self.conn = sqlite3.connect(database, timeout=10, isolation_level=None)
-        for _ in range(100):  # busy while the server's checkpointer or a commit runs
-            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                break
-            time.sleep(0.02)
-        assert not busy, "could not empty the WAL"
-        assert Path(f"{database}-wal").stat().st_size == 0
-        self.conn.execute("BEGIN")
-        self.conn.execute("SELECT count(*) FROM ingest_log").fetchone()
+        self.conns = []
+        for path in (database, Path(log_file_path(str(database)))):
+            conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+            for _ in range(100):  # busy while the server's checkpointer or a commit runs
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    break
+                time.sleep(0.02)
+            assert not busy, f"could not empty the WAL of {path}"
+            assert Path(f"{path}-wal").stat().st_size == 0
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM ingest_log").fetchone()
+            self.conns.append(conn)
 
     def close(self) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
+        for conn in self.conns:
+            conn.execute("COMMIT")
+            conn.close()
 
 
 class WorkerLease:
@@ -178,10 +184,16 @@ def assert_disk_full(response: httpx.Response) -> dict[str, Any]:
 
 def integrity_and_events(database: Path) -> dict[str, list[str]]:
     """Event name → the message ids stored under it, once the database is at rest; checks
-    ``PRAGMA integrity_check`` and that the log was drained."""
+    ``PRAGMA integrity_check`` of the database and the log file, and that every entry of
+    the log was applied."""
+    with contextlib.closing(sqlite3.connect(log_file_path(str(database)))) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        head = conn.execute("SELECT max(seq) FROM ingest_log").fetchone()[0]
     with contextlib.closing(sqlite3.connect(database)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("SELECT count(*) FROM ingest_log").fetchone() == (0,)
+        applied = conn.execute("SELECT max(seq) FROM log_positions").fetchone()[0]
+        assert head is None or head <= applied, (head, applied)
         stored: dict[str, list[str]] = {}
         for name, message_id in conn.execute("SELECT name, message_id FROM events"):
             stored.setdefault(name, []).append(message_id)
@@ -481,12 +493,19 @@ async def test_in_process_a_full_disk_fails_every_waiting_request_and_survives_a
                 assert time.monotonic() < deadline, "the worker never failed a batch"
                 await asyncio.sleep(0.05)
         # Stopped while the disk is full: it must not hang, and must not lose the backlog.
+        # The database's WAL holds nothing the last connection cannot checkpoint (the
+        # worker's commits failed), so closing it would remove its -wal and -shm files,
+        # which SQLite cannot create again on a disk without a byte free: a reader of the
+        # test's own keeps them, as another process using the database would.
+        keeper = sqlite3.connect(database, isolation_level=None)
+        keeper.execute("SELECT count(*) FROM log_positions").fetchone()
         started = time.monotonic()
         services.stop()
         assert time.monotonic() - started < 5
 
         # Started again on the full disk: reads work, writes are a clean 503.
         services = services_on_disk()
+        keeper.close()
         services.start()
         app = create_app(services, manage_lifecycle=False)
         async with httpx.AsyncClient(

@@ -17,7 +17,8 @@ async def test_a_read_only_database_answers_503_and_stays_intact(tmp_path: Path)
     project = create_project(writable)
     writable.db.dispose()
     database = tmp_path / "tidings.db"
-    before = database.read_bytes()
+    log_file = tmp_path / "tidings-log.db"  # the ingest log's own file
+    before = database.read_bytes(), log_file.read_bytes()
 
     # The same file opened read-only, as after a permissions mistake or a read-only mount.
     read_only = make_services(
@@ -43,7 +44,8 @@ async def test_a_read_only_database_answers_503_and_stays_intact(tmp_path: Path)
     finally:
         read_only.stop()
 
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert conn.execute("SELECT count(*) FROM ingest_log").fetchone() == (0,)
-    assert database.read_bytes() == before
+    for path in (database, log_file):
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert conn.execute("SELECT count(*) FROM ingest_log").fetchone() == (0,)
+    assert (database.read_bytes(), log_file.read_bytes()) == before

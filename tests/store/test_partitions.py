@@ -227,7 +227,7 @@ def test_a_retried_event_is_stored_once_whatever_its_created_at(settings: Settin
         assert _count(db, events) == 1
         assert _count(db, event_message_ids) == 1
     finally:
-        services.db.dispose()
+        services.close()
 
 
 def _two_workers(services: Services) -> list[tuple[BatchProcessor, Database]]:
@@ -283,7 +283,7 @@ def test_a_message_id_stored_by_another_worker_since_the_batch_was_read(
     finally:
         for db in (a_db, b_db):
             db.dispose()
-        services.db.dispose()
+        services.close()
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -326,7 +326,7 @@ def test_two_workers_writing_one_message_id_at_the_same_moment(settings: Setting
     finally:
         for db in (a_db, b_db):
             db.dispose()
-        services.db.dispose()
+        services.close()
 
 
 def test_sqlite_needs_no_partitions(tmp_path: Path) -> None:

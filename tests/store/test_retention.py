@@ -61,7 +61,7 @@ def stored(db: Database) -> tuple[list[str], list[str]]:
 def db(settings: Settings) -> Any:
     services = make_services(settings)  # migrated, not started: nothing else writes
     yield services.db
-    services.db.dispose()
+    services.close()
 
 
 def test_old_events_and_their_message_ids_go_recent_ones_stay(db: Database) -> None:
@@ -145,7 +145,7 @@ def test_the_workers_upkeep_runs_retention_with_the_setting(tmp_path: Path) -> N
         assert stored(services.db) == (["m2"], ["m2"])
         assert isinstance(services._event_upkeep, EventUpkeep)
     finally:
-        services.db.dispose()
+        services.close()
 
 
 def test_a_failing_pass_does_not_stop_the_worker(db: Database, caplog: Any) -> None:

@@ -157,7 +157,7 @@ class _Idempotent:
     async def replay(self) -> Response | None:
         if self.key is None:
             return None
-        store = self.services.idempotency
+        store = self.services.change_idempotency
         record = await run_in_threadpool(store.get, self.project_id, self.key)
         if record is None:
             return None

@@ -12,10 +12,28 @@ entries). So every append transaction on PostgreSQL first takes one transaction-
 advisory lock: appends commit one after the other, and PostgreSQL makes a transaction
 visible before it releases its locks. The group committer keeps this cheap: each
 transaction carries everything its process queued meanwhile.
+
+On SQLite the log is a file of its own beside the database (``open_log_file``): the
+appends of the API and the worker's transactions would otherwise take turns on one
+write lock and one WAL, and the acknowledgements waited for the worker
+(docs/benchmarks.md, "The ingest log in its own file"). SQLite does not commit a
+transaction across two files atomically in WAL mode, so nothing relies on it:
+
+- the idempotency records of ingest requests live in the log file, in the transaction of
+  their entries, as before (records written with a change in the database, such as list
+  member changes, stay in the database; each store reads the other's as a fallback);
+- the worker's positions stay in the database, in the transaction of its effects, and
+  the log is trimmed afterwards (``trim``), below the newest applied position, once the
+  database has made that position durable (``Database.sync``: the worker commits without
+  an fsync). A trim that is lost, or done late, only leaves applied entries behind,
+  which the positions skip.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -25,11 +43,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
 from tidings.store.bulk import BulkInsert
-from tidings.store.database import Writer
+from tidings.store.database import Database, Writer, open_database
 from tidings.store.idempotency import store_answer
 from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
-__all__ = ["DatabaseLog"]
+__all__ = ["LOG_FILE_VERSION", "DatabaseLog", "LogFileError", "log_file_path", "open_log_file"]
+
+logger = logging.getLogger(__name__)
 
 # JSON, not MessagePack: entries hold the client's JSON as sent, and JSON allows integers
 # of any size (MessagePack stops at 64 bits; the fuzz test found it).
@@ -41,10 +61,26 @@ APPEND_LOCK = 0x54444E474C4F47
 
 
 class DatabaseLog:
-    def __init__(self, engine: Writer, reader: Engine, partitions: int) -> None:
+    """The log in ``engine``'s database. ``positions`` is the database holding the
+    worker's ``log_positions`` when that is another one (SQLite's log file); then
+    ``sync_positions`` makes its committed transactions durable before a trim."""
+
+    def __init__(
+        self,
+        engine: Writer,
+        reader: Engine,
+        partitions: int,
+        *,
+        positions: Engine | None = None,
+        sync_positions: Callable[[], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.reader = reader
         self.partitions = partitions
+        self.positions = positions if positions is not None else reader
+        self.own_file = positions is not None
+        self._sync_positions = sync_positions
+        self._trimmed = 0
         self._serialise = engine.dialect.name == "postgresql"
         self._insert_idem = self._insert_ignore(idempotency_keys)
         self._insert_entries = BulkInsert(
@@ -155,19 +191,37 @@ class DatabaseLog:
             for seq, partition, project_id, kind, payload, accepted_at in rows
         ]
 
-    @staticmethod
-    def trim_through(conn: Connection, upto: int) -> None:
+    def trim_through(self, conn: Connection, upto: int) -> None:
         """Forget every entry at or below ``upto`` inside the caller's transaction (for a
-        consumer that owns every partition and has applied all of them that far)."""
-        conn.execute(sa.delete(ingest_log).where(ingest_log.c.seq <= upto))
+        consumer that owns every partition and has applied all of them that far). Nothing
+        when the log is in a file of its own: ``trim`` forgets them afterwards."""
+        if not self.own_file:
+            conn.execute(sa.delete(ingest_log).where(ingest_log.c.seq <= upto))
 
     def trim(self, partition: int, upto: int) -> int:
+        if self.own_file:
+            return self._trim_applied()
         with self.engine.begin() as conn:
             result = conn.execute(
                 sa.delete(ingest_log).where(
                     ingest_log.c.partition == partition, ingest_log.c.seq <= upto
                 )
             )
+        return int(result.rowcount)
+
+    def _trim_applied(self) -> int:
+        """Forget every entry at or below the newest applied position (SQLite's one
+        worker applies the log in position order: see ``_pending_sqlite``), once the
+        database holding that position has made it durable."""
+        with self.positions.connect() as conn:
+            applied = int(conn.execute(sa.select(sa.func.max(log_positions.c.seq))).scalar() or 0)
+        if applied <= self._trimmed:
+            return 0
+        if self._sync_positions is not None:
+            self._sync_positions()
+        with self.engine.begin() as conn:
+            result = conn.execute(sa.delete(ingest_log).where(ingest_log.c.seq <= applied))
+        self._trimmed = applied
         return int(result.rowcount)
 
     def heads(self) -> dict[int, int]:
@@ -203,7 +257,139 @@ class DatabaseLog:
         append gives its numbers back), so two maxima tell how many entries that is,
         where counting them would read every one (the log has no index to count from,
         migration 0007, and ``/api/health`` asks on every probe)."""
-        with self.reader.connect() as conn:
-            head = conn.execute(sa.select(sa.func.max(ingest_log.c.seq))).scalar()
+        # The position first: read after the head, it could pass it (never below 0).
+        with self.positions.connect() as conn:
             applied = conn.execute(sa.select(sa.func.max(log_positions.c.seq))).scalar()
-        return max(0, int(head or 0) - int(applied or 0))
+        return max(0, self.last_seq() - int(applied or 0))
+
+
+# -- SQLite: the log in a file of its own ----------------------------------------------
+
+# The log file's layout (``PRAGMA user_version``): its tables are ``ingest_log`` and
+# ``idempotency_keys`` as declared in ``tidings.store.tables``.
+LOG_FILE_VERSION = 1
+_MOVE_CHUNK = 10_000
+
+
+class LogFileError(RuntimeError):
+    """The log file beside the database was written by a newer version of Tidings."""
+
+
+def log_file_path(database: str) -> str:
+    """The log file of SQLite database file ``database``: ``tidings.db`` → ``tidings-log.db``."""
+    root, extension = os.path.splitext(database)
+    return f"{root}-log{extension}"
+
+
+def open_log_file(db: Database, *, sqlite_synchronous: str = "FULL") -> Database:
+    """Open the ingest log file beside SQLite database ``db``, creating it on first use.
+
+    Entries that an earlier version left in the database's own ``ingest_log`` move there
+    with their positions, and the file's next position is raised above every position
+    the database has seen (its log's, its worker's): a log file that is new, or restored
+    from an older backup than the database, never hands out a position the worker has
+    passed already, which it would skip."""
+    database = sa.engine.make_url(db.url).database
+    if db.file is None or not database:
+        raise ValueError("the SQLite ingest log needs a database file")
+    url = sa.engine.make_url(db.url).set(database=log_file_path(database))
+    log_db = open_database(
+        url.render_as_string(hide_password=False), sqlite_synchronous=sqlite_synchronous
+    )
+    try:
+        _prepare(log_db, db)
+    except BaseException:
+        log_db.dispose()
+        raise
+    return log_db
+
+
+def _prepare(log_db: Database, db: Database) -> None:
+    version, sequence = _log_file_state(log_db)
+    if version > LOG_FILE_VERSION:
+        raise LogFileError(
+            f"The ingest log file {log_db.file} is newer than this version of Tidings "
+            f"(layout {version}, this version knows {LOG_FILE_VERSION}): upgrade Tidings."
+        )
+    used, left_behind = _database_state(db)
+    if version == LOG_FILE_VERSION and not left_behind and sequence >= used:
+        return  # nothing to write (the files may be read-only)
+    with log_db.writer.begin() as conn:  # the log's writer lock: one process at a time
+        if int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0) == 0:
+            ingest_log.metadata.create_all(conn, tables=[ingest_log, idempotency_keys])
+            conn.exec_driver_sql(f"PRAGMA user_version={LOG_FILE_VERSION}")
+        moved, moved_through = _move_entries(conn, db) if left_behind else (0, 0)
+        conn.exec_driver_sql(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'ingest_log', 0 WHERE NOT EXISTS "
+            "(SELECT 1 FROM sqlite_sequence WHERE name = 'ingest_log')"
+        )
+        conn.exec_driver_sql(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'ingest_log'", (used,)
+        )
+    if moved:
+        # Only once the log file has them: a crash before this moves them again (the
+        # positions are the same, so the second copy is ignored).
+        with db.writer.begin() as main:
+            main.execute(sa.delete(ingest_log).where(ingest_log.c.seq <= moved_through))
+        logger.info("moved %d ingest log entries from the database to %s", moved, log_db.file)
+
+
+def _log_file_state(log_db: Database) -> tuple[int, int]:
+    """The log file's layout version (0: new) and the last position it handed out."""
+    with log_db.reader.connect() as conn:
+        version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        if version == 0:
+            return 0, 0
+        sequence = conn.exec_driver_sql(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'ingest_log'"
+        ).scalar()
+    return version, int(sequence or 0)
+
+
+def _database_state(db: Database) -> tuple[int, bool]:
+    """The highest log position the database has seen (handed out by its own log, or
+    applied by its worker), and whether its own log still holds entries."""
+    with db.reader.connect() as conn:
+        tables = set(
+            conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+                "('ingest_log', 'log_positions', 'sqlite_sequence')"
+            ).scalars()
+        )
+        if not {"ingest_log", "log_positions"} <= tables:
+            return 0, False  # a database without its schema yet: nothing to carry over
+        handed_out = 0
+        if "sqlite_sequence" in tables:
+            handed_out = int(
+                conn.exec_driver_sql(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'ingest_log'"
+                ).scalar()
+                or 0
+            )
+        applied = int(conn.execute(sa.select(sa.func.max(log_positions.c.seq))).scalar() or 0)
+        left = conn.execute(sa.select(ingest_log.c.seq).limit(1)).first() is not None
+    return max(handed_out, applied), left
+
+
+def _move_entries(conn: Connection, db: Database) -> tuple[int, int]:
+    """Copy the entries of the database's ``ingest_log`` (an earlier version's) into the
+    log file, keeping their positions; (how many, the newest position)."""
+    insert = sqlite.insert(ingest_log).on_conflict_do_nothing()
+    moved = after = 0
+    while True:
+        with db.reader.connect() as main:
+            rows = (
+                main.execute(
+                    sa.select(ingest_log)
+                    .where(ingest_log.c.seq > after)
+                    .order_by(ingest_log.c.seq)
+                    .limit(_MOVE_CHUNK)
+                )
+                .mappings()
+                .all()
+            )
+        if not rows:
+            return moved, after
+        conn.execute(insert, [dict(row) for row in rows])
+        moved += len(rows)
+        after = int(rows[-1]["seq"])

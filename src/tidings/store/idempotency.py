@@ -28,11 +28,29 @@ def store_answer(conn: Connection, project_id: int, key: str, status: int, body:
 
 
 class IdempotencyStore:
-    def __init__(self, writer: Writer, reader: Engine) -> None:
+    """Records in one database. ``fallback`` is a store in another database whose records
+    count too (on SQLite, ingest requests keep theirs in the log file, changes in the
+    database keep theirs there): a key is looked up in both, so that it answers one
+    request whichever endpoint sent it, and an expired one is forgotten in both."""
+
+    def __init__(
+        self, writer: Writer, reader: Engine, *, fallback: IdempotencyStore | None = None
+    ) -> None:
         self.writer = writer
         self.reader = reader
+        self.fallback = fallback
+
+    def with_fallback(self, other: IdempotencyStore) -> IdempotencyStore:
+        """This store, reading ``other``'s records where it has none."""
+        return IdempotencyStore(self.writer, self.reader, fallback=other)
 
     def get(self, project_id: int, key: str) -> IdempotencyRecord | None:
+        record = self._get(project_id, key)
+        if record is None and self.fallback is not None:
+            return self.fallback.get(project_id, key)
+        return record
+
+    def _get(self, project_id: int, key: str) -> IdempotencyRecord | None:
         with self.reader.connect() as conn:
             row = conn.execute(
                 sa.select(idempotency_keys).where(
@@ -70,6 +88,8 @@ class IdempotencyStore:
 
     def forget(self, project_id: int, key: str, *, created_before: int) -> None:
         """Drop an expired or abandoned record so that the key can be used afresh."""
+        if self.fallback is not None:
+            self.fallback.forget(project_id, key, created_before=created_before)
         with self.writer.begin() as conn:
             conn.execute(
                 sa.delete(idempotency_keys).where(
@@ -80,6 +100,7 @@ class IdempotencyStore:
             )
 
     def purge(self, created_before: int) -> int:
+        """Drop every record created before ``created_before`` (not the fallback's)."""
         with self.writer.begin() as conn:
             result = conn.execute(
                 sa.delete(idempotency_keys).where(idempotency_keys.c.created_at < created_before)
