@@ -235,6 +235,9 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
             watch=watch,
             batch_size=settings.worker_batch_size,
             maintenance=services.maintenance,
+            # SQLite's log file: trimmed often, since the delete holds the log's writer
+            # and a short one keeps the appends behind it waiting milliseconds, not tens.
+            trim_every=0.25 if log_db is not None else 2.0,
             timers=segment_worker.tick,
             idle_wait=settings.worker_poll_interval if standalone_worker else 0.5,
         )

@@ -25,7 +25,7 @@ from tidings.api.app import create_app
 from tidings.bootstrap import Services
 from tidings.domain.ingest import AppendRequest, LogEntry
 from tidings.log.database import DatabaseLog, LogFileError, log_file_path
-from tidings.store.tables import events
+from tidings.store.tables import events, idempotency_keys
 
 
 def event_names(services: Services) -> list[str]:
@@ -216,3 +216,33 @@ async def test_one_key_answers_one_request_across_the_two_files(tmp_path: Path) 
     finally:
         services.stop()
     assert count(tmp_path / "tidings.db") == 0
+
+
+def test_an_expired_record_is_forgotten_in_either_file_and_a_fresh_one_kept(
+    tmp_path: Path,
+) -> None:
+    services = make_services(make_settings(tmp_path, run_worker=False))
+    try:
+        in_log, in_database = services.idempotency, services.change_idempotency
+        assert in_log.writer is not in_database.writer
+        for store, key, created_at in [
+            (in_log, "old-in-log", 100),
+            (in_database, "old-in-log", 5_000),  # the same key, still fresh
+            (in_database, "old-in-database", 100),
+        ]:
+            with store.writer.begin() as conn:
+                conn.execute(
+                    sa.insert(idempotency_keys),
+                    {"project_id": 1, "key": key, "request_hash": "h", "created_at": created_at},
+                )
+        # Each store finds the other's records.
+        assert in_log.get(1, "old-in-database") is not None
+        record = in_database.get(1, "old-in-log")
+        assert record is not None and record.created_at == 5_000
+        in_log.forget(1, "old-in-log", created_before=1_000)
+        in_database.forget(1, "old-in-database", created_before=1_000)
+        record = in_log.get(1, "old-in-log")
+        assert record is not None and record.created_at == 5_000  # the fresh one is kept
+        assert in_log.get(1, "old-in-database") is None
+    finally:
+        services.close()

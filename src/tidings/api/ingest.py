@@ -180,7 +180,7 @@ class IngestRoutes:
         ttl = self.services.settings.idempotency_ttl_hours * 3_600_000_000
         if record is not None and now - record.created_at > ttl:
             if not busy:
-                await run_in_threadpool(store.forget, project_id, key, created_before=now)
+                await run_in_threadpool(store.forget, project_id, key, created_before=now - ttl)
             record = None
         if busy and (record is None or record.status in (None, RESUMABLE)):
             raise _in_progress()

@@ -161,9 +161,11 @@ class _Idempotent:
         record = await run_in_threadpool(store.get, self.project_id, self.key)
         if record is None:
             return None
-        now = _now()
-        if now - record.created_at > self.services.settings.idempotency_ttl_hours * 3_600_000_000:
-            await run_in_threadpool(store.forget, self.project_id, self.key, created_before=now)
+        expired_before = _now() - self.services.settings.idempotency_ttl_hours * 3_600_000_000
+        if record.created_at < expired_before:
+            await run_in_threadpool(
+                store.forget, self.project_id, self.key, created_before=expired_before
+            )
             return None
         return _replay(record, self.hash)
 

@@ -89,6 +89,7 @@ class Consumer:
         idle_wait: float = 0.5,
         trim_every: float = 2.0,
         maintenance: Callable[[], None] | None = None,
+        maintain_every: float = 2.0,
         coalesce: float = 0.005,
         timers: Callable[[int], int] | None = None,
     ) -> None:
@@ -104,6 +105,7 @@ class Consumer:
         self.idle_wait = idle_wait
         self.trim_every = trim_every
         self.maintenance = maintenance
+        self.maintain_every = maintain_every
         # Called with ``clock()`` on every pass of the loop (segment timers and back-fills):
         # returns how much it did; 0 lets the loop sleep when there is nothing else to do.
         self.timers = timers
@@ -226,13 +228,13 @@ class Consumer:
         return self.processor.store.positions()
 
     def trim(self) -> None:
-        # With owns_all, the database log was trimmed with each batch (trim_through);
-        # JetStream cannot be, so each partition is trimmed here. Cheap for the database.
+        # With owns_all, a log in the database was trimmed with each batch
+        # (trim_through); SQLite's log file and JetStream cannot be, so each partition is
+        # trimmed here. Cheap where there is nothing to do.
         for partition, seq in self.positions.items():
             if seq > self._trimmed.get(partition, 0):
                 self.log.trim(partition, seq)
                 self._trimmed[partition] = seq
-        self._maintain()
 
     def _maintain(self) -> None:
         if self.maintenance is not None:
@@ -257,7 +259,7 @@ class Consumer:
         return done
 
     def _run(self) -> None:
-        last_trim = last_rebalance = time.monotonic()
+        last_trim = last_rebalance = last_maintenance = time.monotonic()
         failures = 0
         while not self._stop.is_set():
             try:
@@ -269,6 +271,9 @@ class Consumer:
                 if time.monotonic() - last_trim > self.trim_every:
                     self.trim()
                     last_trim = time.monotonic()
+                if time.monotonic() - last_maintenance > self.maintain_every:
+                    self._maintain()
+                    last_maintenance = time.monotonic()
                 failures = 0
             except Exception as exc:
                 failures += 1

@@ -87,7 +87,8 @@ class IdempotencyStore:
             )
 
     def forget(self, project_id: int, key: str, *, created_before: int) -> None:
-        """Drop an expired or abandoned record so that the key can be used afresh."""
+        """Drop the key's record if it was created before ``created_before`` (it expired),
+        in the fallback's database too, so that the key can be used afresh."""
         if self.fallback is not None:
             self.fallback.forget(project_id, key, created_before=created_before)
         with self.writer.begin() as conn:
