@@ -215,8 +215,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         watch=watch,
         log_db=log_db,
     )
-    if isinstance(log, NatsLog):
-        services.on_stop.append(log.close)
+    services.on_stop.append(log.close)
     if settings.run_worker:
         database_path = db.file
         segments = RealtimeSegments()  # dynamic lists: with each batch, timers, back-fills

@@ -246,3 +246,32 @@ def test_an_expired_record_is_forgotten_in_either_file_and_a_fresh_one_kept(
         assert in_log.get(1, "old-in-database") is None
     finally:
         services.close()
+
+
+def test_a_commit_of_several_statements_is_all_or_nothing(tmp_path: Path) -> None:
+    """Plain entries go in multi-row INSERTs of up to 6,000 rows; a commit of more takes
+    several, in one transaction: a failure in the second leaves none of the first."""
+    services = make_services(make_settings(tmp_path, run_worker=False))
+    try:
+        log = services.log
+        with sqlite3.connect(tmp_path / "tidings-log.db") as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON ingest_log WHEN NEW.project_id = -1 "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+
+        def entries(n: int, bad_at: int | None = None) -> list[LogEntry]:
+            return [
+                LogEntry(-1 if i == bad_at else 1, "event", 0, {"name": "E"}, 1_000)
+                for i in range(n)
+            ]
+
+        with pytest.raises(sqlite3.IntegrityError, match="refused"):
+            log.append([AppendRequest(entries(4_000)), AppendRequest(entries(4_000, 3_500))])
+        assert count(tmp_path / "tidings-log.db") == 0
+        outcomes = log.append([AppendRequest(entries(4_000)), AppendRequest(entries(4_000))])
+        assert [o.appended for o in outcomes] == [True, True]
+        assert count(tmp_path / "tidings-log.db") == 8_000
+        assert [r.seq for r in log.read_all(0, 3)] == [1, 2, 3]
+    finally:
+        services.close()

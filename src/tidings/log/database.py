@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -43,7 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
 from tidings.store.bulk import BulkInsert
-from tidings.store.database import Database, Writer, open_database
+from tidings.store.database import Database, SerialisedEngine, Writer, open_database
 from tidings.store.idempotency import store_answer
 from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
@@ -58,6 +59,51 @@ _COLUMNS = ("partition", "project_id", "kind", "payload", "accepted_at")
 _decode = msgspec.json.Decoder().decode
 # pg_advisory_xact_lock key of the append lock (any constant; "TDNGLOG" in ASCII).
 APPEND_LOCK = 0x54444E474C4F47
+
+
+class _DirectAppender:
+    """Appends of plain entries to SQLite's log file (no ``Idempotency-Key``, no positions
+    asked for: nearly every request) as one multi-row ``INSERT`` in autocommit, on a
+    connection of the committer's own, outside the writer lock.
+
+    The group committer shares the GIL with the event loop, and every call into SQLite
+    releases it: re-taking it waits for the loop (up to a switch interval) each time. An
+    append through the engine (the writer lock's two ``flock`` calls, ``BEGIN``, the
+    insert, ``COMMIT``) paid that five or six times per commit: 1.2-1.5 ms per commit
+    where the work is 0.4 ms of CPU and a 0.1 ms fsync. Here it is paid once. The log
+    file's only other writers are the trim (a short delete, four times a second) and the
+    checkpointer; SQLite's own lock and busy handler keep them apart."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._insert = BulkInsert("sqlite", "qmark", "ingest_log", _COLUMNS, chunk=6_000)
+        self._lock = threading.Lock()  # the committer's; a test may append from elsewhere
+        self._conn: Any = None
+
+    def __call__(self, rows: Sequence[tuple[int, int, str, bytes, int]]) -> None:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._engine.raw_connection()  # the engine's PRAGMAs, no BEGIN
+            driver = self._conn.driver_connection
+            statements = list(self._insert.statements(rows))
+            if len(statements) == 1:
+                driver.execute(*statements[0])  # its own transaction
+                return
+            driver.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    driver.execute(sql, params)
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 class DatabaseLog:
@@ -89,6 +135,15 @@ class DatabaseLog:
             "ingest_log",
             _COLUMNS,
         )
+        self._direct = None
+        if self.own_file:
+            raw = engine.engine if isinstance(engine, SerialisedEngine) else engine
+            self._direct = _DirectAppender(raw)
+
+    def close(self) -> None:
+        """Close the committer's own connection (SQLite's log file)."""
+        if self._direct is not None:
+            self._direct.close()
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
@@ -99,6 +154,17 @@ class DatabaseLog:
         return insert.on_conflict_do_nothing().returning(table.c.key)
 
     def append(self, requests: list[AppendRequest]) -> list[AppendOutcome]:
+        if self._direct is not None and not any(
+            r.idempotency is not None or r.want_positions for r in requests
+        ):
+            rows = [
+                (e.partition, e.project_id, e.kind, _encode(e.payload), e.accepted_at)
+                for r in requests
+                for e in r.entries
+            ]
+            if rows:
+                self._direct(rows)
+            return [AppendOutcome(appended=True) for _ in requests]
         outcomes: list[AppendOutcome] = []
         plain: list[tuple[int, int, str, bytes, int]] = []
         with self.engine.begin() as conn:

@@ -13,7 +13,7 @@ measured with psycopg 3 on 5,000 ingest log rows, 176 ms as multi-row INSERTs ag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -35,6 +35,7 @@ class BulkInsert:
         *,
         json_columns: Sequence[str] = (),
         suffix: str = "",
+        chunk: int = 500,
     ) -> None:
         mark = "?" if paramstyle == "qmark" else "%s"
         cast = "" if dialect_name == "sqlite" else "::jsonb"
@@ -48,7 +49,7 @@ class BulkInsert:
         self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         self._suffix = f" {suffix}" if suffix else ""
         self._width = len(columns)
-        self._chunk = max(1, min(500, _MAX_PARAMETERS // self._width))
+        self._chunk = max(1, min(chunk, _MAX_PARAMETERS // self._width))
         self._sql: dict[int, str] = {}
 
     def _statement(self, rows: int) -> str:
@@ -66,7 +67,11 @@ class BulkInsert:
                 for row in rows:
                     copy.write_row(row)
             return
+        for sql, params in self.statements(rows):
+            conn.exec_driver_sql(sql, params)
+
+    def statements(self, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """The INSERT statements for ``rows`` with their parameters (for a DBAPI cursor)."""
         for start in range(0, len(rows), self._chunk):
             chunk = rows[start : start + self._chunk]
-            params = tuple(value for row in chunk for value in row)
-            conn.exec_driver_sql(self._statement(len(chunk)), params)
+            yield self._statement(len(chunk)), tuple(value for row in chunk for value in row)
