@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         "process (uses a second core; the API keeps its own). `auto`: a child process "
         "when the machine has two cores or more.",
     )
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness a `tidings worker` process adds to itself: when the API and "
+        "the worker want the same cores, the API's acknowledgements go first and the "
+        "worker catches up after the burst (0: same priority).",
+    )
     worker_poll_interval: float = Field(
         default=0.005, gt=0, le=5, description="Seconds an idle worker process waits."
     )

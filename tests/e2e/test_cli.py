@@ -213,3 +213,29 @@ def _children(pid: int) -> list[int]:
         if f"\nPPid:\t{pid}\n" in text:
             found.append(int(status.parent.name))
     return found
+
+
+@pytest.mark.parametrize(("setting", "added"), [(None, 10), ("0", 0), ("3", 3)])
+def test_the_worker_process_runs_below_the_api_in_priority(
+    tmp_path: Path, setting: str | None, added: int
+) -> None:
+    """When API and worker compete for the cores, acknowledgements go first
+    (TIDINGS_WORKER_NICE, 10 by default; 0 keeps them equal)."""
+    database = tmp_path / "t.db"
+    keys = create_project(database)
+    env = {"TIDINGS_WORKER_MODE": "process"}
+    if setting is not None:
+        env["TIDINGS_WORKER_NICE"] = setting
+    server = Server(database, **env).start()
+    try:
+        headers = {"Authorization": f"Bearer {keys['public_key']}"}
+        body = [{"name": "E", "external_id": "u_nice"}]
+        response = httpx.post(f"{server.url}/api/client/events", json=body, headers=headers)
+        assert response.status_code == 204
+        server.wait_drained()  # the worker has started (and set its priority first)
+        assert server.process is not None
+        (child,) = _children(server.process.pid)
+        api = os.getpriority(os.PRIO_PROCESS, server.process.pid)
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, api + added)
+    finally:
+        server.stop()
