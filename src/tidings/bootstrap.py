@@ -132,6 +132,8 @@ class Services:
 
     def close(self) -> None:
         """Close the databases (``stop`` does it; for services that were never started)."""
+        if isinstance(self.log, DatabaseLog):
+            self.log.close()  # the committer's own connection, if it opened one
         for db in self._databases():
             db.dispose()
 
@@ -215,7 +217,8 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         watch=watch,
         log_db=log_db,
     )
-    services.on_stop.append(log.close)
+    if isinstance(log, NatsLog):
+        services.on_stop.append(log.close)
     if settings.run_worker:
         database_path = db.file
         segments = RealtimeSegments()  # dynamic lists: with each batch, timers, back-fills

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.api.test_validation import assert_problem
-from tests.conftest import bearer, create_project, drain, make_services, make_settings
+from tests.conftest import Project, bearer, create_project, drain, make_services, make_settings
 from tests.pipeline.test_processor import append
 from tidings.api.app import create_app
 from tidings.bootstrap import Services
@@ -58,28 +60,33 @@ def test_the_log_file_name() -> None:
     assert log_file_path("file:/data/t.sqlite") == "file:/data/t-log.sqlite"
 
 
-async def test_entries_go_to_the_log_file_and_are_trimmed_once_applied(tmp_path: Path) -> None:
+@asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[tuple[Services, Project, httpx.AsyncClient]]:
+    """Started services on SQLite in ``tmp_path``, a project, and a client of the app."""
     services = make_services(make_settings(tmp_path))
     services.start()
     try:
         project = create_project(services)
         transport = httpx.ASGITransport(app=create_app(services, manage_lifecycle=False))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            body = [{"name": f"E{n}", "external_id": "u"} for n in range(5)]
-            response = await client.post(
-                "/api/client/events", json=body, headers=bearer(project.pk)
-            )
-            assert response.status_code == 204
-            # Acknowledged: in the log file, not in the database's own table.
-            assert count(tmp_path / "tidings-log.db") == 5
-            assert count(tmp_path / "tidings.db") == 0
-            await drain(services)
+            yield services, project, client
+    finally:
+        services.stop()
+
+
+async def test_entries_go_to_the_log_file_and_are_trimmed_once_applied(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (services, project, client):
+        body = [{"name": f"E{n}", "external_id": "u"} for n in range(5)]
+        response = await client.post("/api/client/events", json=body, headers=bearer(project.pk))
+        assert response.status_code == 204
+        # Acknowledged: in the log file, not in the database's own table.
+        assert count(tmp_path / "tidings-log.db") == 5
+        assert count(tmp_path / "tidings.db") == 0
+        await drain(services)
         assert event_names(services) == [f"E{n}" for n in range(5)]
         assert services.consumer is not None
         services.consumer.trim()
         assert count(tmp_path / "tidings-log.db") == 0
-    finally:
-        services.stop()
 
 
 def test_a_trim_waits_for_the_database_to_make_the_positions_durable(tmp_path: Path) -> None:
@@ -185,36 +192,27 @@ def test_a_log_file_of_a_newer_version_is_refused(tmp_path: Path) -> None:
 async def test_one_key_answers_one_request_across_the_two_files(tmp_path: Path) -> None:
     """Ingest keeps its records in the log file, list changes in the database: a key used
     on one is still known to the other (``409 idempotency_key_mismatch``)."""
-    services = make_services(make_settings(tmp_path))
-    services.start()
-    try:
-        project = create_project(services)
-        transport = httpx.ASGITransport(app=create_app(services, manage_lifecycle=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with serving(tmp_path) as (_, project, client):
 
-            async def post(path: str, body: Any, key: str) -> httpx.Response:
-                headers = bearer(project.sk, **{"Idempotency-Key": key})
-                return await client.post(f"/api/client/{path}", json=body, headers=headers)
+        async def post(path: str, body: Any, key: str) -> httpx.Response:
+            headers = bearer(project.sk, **{"Idempotency-Key": key})
+            return await client.post(f"/api/client/{path}", json=body, headers=headers)
 
-            event = [{"name": "E", "external_id": "u"}]
-            new_list = {"name": "Customers", "type": "static"}
-            assert (await post("events", event, "ingest-first")).status_code == 204
-            mismatch = await post("lists", new_list, "ingest-first")
-            assert_problem(mismatch, 409, "idempotency_key_mismatch")
-            assert (await post("lists", new_list, "list-first")).status_code == 201
-            assert_problem(
-                await post("events", event, "list-first"), 409, "idempotency_key_mismatch"
-            )
-            # Each is still answered by its own record.
-            replay = await post("events", event, "ingest-first")
-            assert replay.headers["idempotent-replayed"] == "true"
-            replay = await post("lists", new_list, "list-first")
-            assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
-        with sqlite3.connect(tmp_path / "tidings-log.db") as conn:
-            keys = {k for (k,) in conn.execute("SELECT key FROM idempotency_keys")}
-        assert keys == {"ingest-first"}
-    finally:
-        services.stop()
+        event = [{"name": "E", "external_id": "u"}]
+        new_list = {"name": "Customers", "type": "static"}
+        assert (await post("events", event, "ingest-first")).status_code == 204
+        mismatch = await post("lists", new_list, "ingest-first")
+        assert_problem(mismatch, 409, "idempotency_key_mismatch")
+        assert (await post("lists", new_list, "list-first")).status_code == 201
+        assert_problem(await post("events", event, "list-first"), 409, "idempotency_key_mismatch")
+        # Each is still answered by its own record.
+        replay = await post("events", event, "ingest-first")
+        assert replay.headers["idempotent-replayed"] == "true"
+        replay = await post("lists", new_list, "list-first")
+        assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    with sqlite3.connect(tmp_path / "tidings-log.db") as conn:
+        keys = {k for (k,) in conn.execute("SELECT key FROM idempotency_keys")}
+    assert keys == {"ingest-first"}
     assert count(tmp_path / "tidings.db") == 0
 
 
