@@ -226,6 +226,10 @@ class _WorkerChild:
                 env=self.env,
             )
             code = self.process.wait()
+            # A clean exit first waits to see whether serve is stopping too: a Ctrl-C (or
+            # a signal to the process group) reaches the child a moment before the parent.
+            if code == 0 and self.stopping.wait(1.0):
+                break
             if not self.stopping.is_set():
                 logging.getLogger("tidings").error("worker exited with %s; restarting", code)
                 self.stopping.wait(1.0)

@@ -239,3 +239,24 @@ def test_the_worker_process_runs_below_the_api_in_priority(
         assert os.getpriority(os.PRIO_PROCESS, child) == min(19, api + added)
     finally:
         server.stop()
+
+
+def test_a_ctrl_c_stops_serve_and_its_worker_without_a_restart(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: the worker child exits first,
+    cleanly, and must not be reported as a crash nor started again."""
+    database = tmp_path / "t.db"
+    keys = create_project(database)
+    server = Server(database, TIDINGS_WORKER_MODE="process").start()
+    assert server.process is not None
+    body = [{"name": "E", "external_id": "u"}]
+    headers = {"Authorization": f"Bearer {keys['public_key']}"}
+    assert httpx.post(f"{server.url}/api/client/events", json=body, headers=headers).is_success
+    server.wait_drained()  # the worker is up and applying the log
+    (child,) = _children(server.process.pid)
+    os.kill(child, signal.SIGINT)
+    time.sleep(0.2)  # the parent hears it a moment later, as from a terminal
+    server.process.send_signal(signal.SIGINT)
+    code = server.process.wait(15)
+    output = server.stop()
+    assert code == 0, output
+    assert "restarting" not in output, output
