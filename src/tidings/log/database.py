@@ -16,7 +16,7 @@ transaction carries everything its process queued meanwhile.
 On SQLite the log is a file of its own beside the database (``open_log_file``): the
 appends of the API and the worker's transactions would otherwise take turns on one
 write lock and one WAL, and the acknowledgements waited for the worker
-(docs/benchmarks.md, "The ingest log in its own file"). SQLite does not commit a
+(docs/design.md, "The ingest log in its own file"). SQLite does not commit a
 transaction across two files atomically in WAL mode, so nothing relies on it:
 
 - the idempotency records of ingest requests live in the log file, in the transaction of
