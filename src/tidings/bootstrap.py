@@ -14,6 +14,7 @@ from tidings.log.committer import GroupCommitter, storage_full
 from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
+from tidings.log.writer import LogWriterProcess
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.processor import BatchProcessor
 from tidings.segments.backfill import SegmentWorker
@@ -204,6 +205,9 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         in_log = IdempotencyStore(log_db.writer, log_db.reader)
         idempotency = in_log.with_fallback(change_idempotency)
         change_idempotency = change_idempotency.with_fallback(in_log)
+    direct = None
+    if log_db is not None and settings.log_writer == "process":
+        direct = LogWriterProcess(log_db.url, sqlite_synchronous=settings.sqlite_synchronous)
     services = Services(
         settings=settings,
         db=db,
@@ -213,7 +217,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         change_idempotency=change_idempotency,
         schema=SchemaStore(db.writer, db.reader),
         log=log,
-        committer=GroupCommitter(log, max_items=settings.commit_max_items),
+        committer=GroupCommitter(log, max_items=settings.commit_max_items, direct=direct),
         watch=watch,
         log_db=log_db,
     )
@@ -246,6 +250,6 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         services.consumer = consumer
         services.segments = segment_worker
         services.committer = GroupCommitter(
-            log, max_items=settings.commit_max_items, on_commit=consumer.wake.set
+            log, max_items=settings.commit_max_items, on_commit=consumer.wake.set, direct=direct
         )
     return services

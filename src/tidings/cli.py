@@ -132,6 +132,9 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
     from tidings.api.app import create_app
     from tidings.bootstrap import build
 
+    if settings.log_writer == "auto":
+        writer = "process" if _cores() >= 2 else "thread"
+        settings = settings.model_copy(update={"log_writer": writer})
     child = None
     if settings.run_worker and _worker_mode(settings) == "process":
         child = _WorkerChild(settings.database_url_value)
@@ -168,8 +171,13 @@ def _worker_mode(settings: Settings) -> str:
     (Python runs one thread at a time per process; see docs/benchmarks.md)."""
     if settings.worker_mode != "auto":
         return settings.worker_mode
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return "process" if (cores or 1) >= 2 else "thread"
+    return "process" if _cores() >= 2 else "thread"
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @app.command()

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         "process (uses a second core; the API keeps its own). `auto`: a child process "
         "when the machine has two cores or more.",
     )
+    log_writer: Literal["auto", "thread", "process"] = Field(
+        default="auto",
+        description="SQLite: plain appends to the ingest log file are committed by a "
+        "thread of the API process, or by a log writer child process (the thread shares "
+        "Python's interpreter lock with the event loop). `auto`: the process under "
+        "`serve` and `api` when the machine has two cores or more, else the thread.",
+    )
     worker_nice: int = Field(
         default=10,
         ge=0,

@@ -194,23 +194,28 @@ def test_worker_child_process_processes_and_follows_serve(tmp_path: Path) -> Non
             == 204
         )
         server.wait_drained()
+        (writer,) = _children(server.process.pid, "tidings.log.writer")  # type: ignore[union-attr]
         server.kill()
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not Path(f"/proc/{children[0]}").exists(), "the worker outlived serve"
+        for pid, what in ((children[0], "the worker"), (writer, "the log writer")):
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not Path(f"/proc/{pid}").exists(), f"{what} outlived serve"
     finally:
         server.stop()
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, argument: str = "worker") -> list[int]:
+    """The child processes of ``pid`` with ``argument`` on their command line: ``worker``
+    (`tidings worker`) or ``tidings.log.writer`` (the log writer)."""
     found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             text = status.read_text()
+            command = (status.parent / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"\nPPid:\t{pid}\n" in text:
+        if f"\nPPid:\t{pid}\n" in text and argument.encode() in command:
             found.append(int(status.parent.name))
     return found
 
@@ -253,10 +258,14 @@ def test_a_ctrl_c_stops_serve_and_its_worker_without_a_restart(tmp_path: Path) -
     assert httpx.post(f"{server.url}/api/client/events", json=body, headers=headers).is_success
     server.wait_drained()  # the worker is up and applying the log
     (child,) = _children(server.process.pid)
+    (writer,) = _children(server.process.pid, "tidings.log.writer")
     os.kill(child, signal.SIGINT)
+    os.kill(writer, signal.SIGINT)  # ignored: it exits once serve closes its input
     time.sleep(0.2)  # the parent hears it a moment later, as from a terminal
     server.process.send_signal(signal.SIGINT)
     code = server.process.wait(15)
     output = server.stop()
     assert code == 0, output
     assert "restarting" not in output, output
+    assert "log writer process exited" not in output, output
+    assert not Path(f"/proc/{writer}").exists()

@@ -15,10 +15,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tidings.domain.errors import ServiceUnavailable
 from tidings.domain.ingest import AppendOutcome, AppendRequest
 from tidings.log.port import IngestLog
+
+if TYPE_CHECKING:
+    from tidings.log.writer import LogWriterProcess
 
 __all__ = ["STORAGE_FULL_RETRY_AFTER", "GroupCommitter", "storage_full", "storage_full_error"]
 
@@ -65,8 +69,11 @@ class GroupCommitter:
         max_items: int = 20_000,
         max_queued_items: int = 200_000,
         on_commit: Callable[[], None] | None = None,
+        direct: LogWriterProcess | None = None,
     ) -> None:
         self._log = log
+        # SQLite's log file: plain appends go to the log writer process instead.
+        self.direct = direct
         self._max_items = max_items
         self._max_queued = max_queued_items
         self._on_commit = on_commit
@@ -75,14 +82,26 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.commits = 0
-        self.committed_items = 0
+        self._commits = 0
+        self._committed_items = 0
         self._full_failures = 0
         self._full_logged_at = float("-inf")
+
+    @property
+    def commits(self) -> int:
+        return self._commits + (self.direct.commits if self.direct is not None else 0)
+
+    @property
+    def committed_items(self) -> int:
+        direct = self.direct.committed_items if self.direct is not None else 0
+        return self._committed_items + direct
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tidings-committer", daemon=True)
         self._thread.start()
+        if self.direct is not None:
+            self.direct.on_commit = self._on_commit
+            self.direct.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop."""
@@ -91,8 +110,13 @@ class GroupCommitter:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.direct is not None:
+            self.direct.stop(timeout)
 
     async def append(self, request: AppendRequest) -> AppendOutcome:
+        if self.direct is not None and request.idempotency is None and not request.want_positions:
+            await self.direct.append(request.entries)
+            return AppendOutcome(appended=True)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendOutcome] = loop.create_future()
         size = max(1, len(request.entries))
@@ -146,8 +170,8 @@ class GroupCommitter:
                 error.__cause__ = exc
                 self._settle(batch, None, error)
                 continue
-            self.commits += 1
-            self.committed_items += sum(len(r.entries) for r, _, _ in batch)
+            self._commits += 1
+            self._committed_items += sum(len(r.entries) for r, _, _ in batch)
             self._settle(batch, outcomes, None)
             if self._on_commit is not None:
                 self._on_commit()

@@ -42,13 +42,21 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.ingest import AppendOutcome, AppendRequest, LogRecord
+from tidings.domain.ingest import AppendOutcome, AppendRequest, LogEntry, LogRecord
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Database, SerialisedEngine, Writer, open_database
 from tidings.store.idempotency import store_answer
 from tidings.store.tables import idempotency_keys, ingest_log, log_positions
 
-__all__ = ["LOG_FILE_VERSION", "DatabaseLog", "LogFileError", "log_file_path", "open_log_file"]
+__all__ = [
+    "LOG_FILE_VERSION",
+    "DatabaseLog",
+    "DirectAppender",
+    "LogFileError",
+    "entry_rows",
+    "log_file_path",
+    "open_log_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +69,15 @@ _decode = msgspec.json.Decoder().decode
 APPEND_LOCK = 0x54444E474C4F47
 
 
-class _DirectAppender:
+Row = tuple[int, int, str, bytes, int]
+
+
+def entry_rows(entries: Sequence[LogEntry]) -> list[Row]:
+    """The ``ingest_log`` rows of ``entries`` (payloads as the JSON they are stored as)."""
+    return [(e.partition, e.project_id, e.kind, _encode(e.payload), e.accepted_at) for e in entries]
+
+
+class DirectAppender:
     """Appends of plain entries to SQLite's log file (no ``Idempotency-Key``, no positions
     asked for: nearly every request) as one multi-row ``INSERT`` in autocommit, on a
     connection of the committer's own, outside the writer lock.
@@ -74,16 +90,30 @@ class _DirectAppender:
     file's only other writers are the trim (a short delete, four times a second) and the
     checkpointer; SQLite's own lock and busy handler keep them apart."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, owns: Database | None = None) -> None:
         self._engine = engine
         self._insert = BulkInsert("sqlite", "qmark", "ingest_log", _COLUMNS, chunk=6_000)
         self._lock = threading.Lock()  # the committer's; a test may append from elsewhere
         self._conn: Any = None
+        self._owns = owns
 
-    def __call__(self, rows: Sequence[tuple[int, int, str, bytes, int]]) -> None:
+    @classmethod
+    def open(cls, url: str, *, sqlite_synchronous: str = "FULL") -> DirectAppender:
+        """An appender with its own engine on the log file at ``url`` (the log writer
+        process, tidings/log/writer.py); ``close`` disposes of it."""
+        db = open_database(url, sqlite_synchronous=sqlite_synchronous)
+        writer = db.writer
+        raw = writer.engine if isinstance(writer, SerialisedEngine) else writer
+        return cls(raw, owns=db)
+
+    def connect(self) -> None:
         with self._lock:
             if self._conn is None:
                 self._conn = self._engine.raw_connection()  # the engine's PRAGMAs, no BEGIN
+
+    def __call__(self, rows: Sequence[Row]) -> None:
+        self.connect()
+        with self._lock:
             driver = self._conn.driver_connection
             statements = list(self._insert.statements(rows))
             if len(statements) == 1:
@@ -104,6 +134,8 @@ class _DirectAppender:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._owns is not None:
+                self._owns.dispose()
 
 
 class DatabaseLog:
@@ -138,7 +170,7 @@ class DatabaseLog:
         self._direct = None
         if self.own_file:
             raw = engine.engine if isinstance(engine, SerialisedEngine) else engine
-            self._direct = _DirectAppender(raw)
+            self._direct = DirectAppender(raw)
 
     def close(self) -> None:
         """Close the committer's own connection (SQLite's log file)."""
@@ -157,16 +189,12 @@ class DatabaseLog:
         if self._direct is not None and not any(
             r.idempotency is not None or r.want_positions for r in requests
         ):
-            rows = [
-                (e.partition, e.project_id, e.kind, _encode(e.payload), e.accepted_at)
-                for r in requests
-                for e in r.entries
-            ]
+            rows = [row for r in requests for row in entry_rows(r.entries)]
             if rows:
                 self._direct(rows)
             return [AppendOutcome(appended=True) for _ in requests]
         outcomes: list[AppendOutcome] = []
-        plain: list[tuple[int, int, str, bytes, int]] = []
+        plain: list[Row] = []
         with self.engine.begin() as conn:
             if self._serialise:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK})")
@@ -185,10 +213,7 @@ class DatabaseLog:
                     elif not self._claim(conn, request):
                         outcomes.append(AppendOutcome(appended=False))
                         continue
-                rows = [
-                    (e.partition, e.project_id, e.kind, _encode(e.payload), e.accepted_at)
-                    for e in request.entries
-                ]
+                rows = entry_rows(request.entries)
                 outcome = AppendOutcome(appended=True)
                 if request.want_positions and rows:
                     result = conn.execute(
