@@ -16,6 +16,7 @@ from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
+from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
 from tidings.segments.backfill import SegmentWorker
 from tidings.segments.realtime import RealtimeSegments
@@ -246,6 +247,11 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
             trim_every=0.25 if log_db is not None else 2.0,
             timers=segment_worker.tick,
             idle_wait=settings.worker_poll_interval if standalone_worker else 0.5,
+            # Not in the API's process: a thread of idle priority holding the GIL there
+            # would hold up the event loop.
+            priority=IdlePriority(settings.worker_idle_lag)
+            if standalone_worker and settings.worker_idle_lag > 0 and IdlePriority.supported()
+            else None,
         )
         services.consumer = consumer
         services.segments = segment_worker

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         "the worker want the same cores, the API's acknowledgements go first and the "
         "worker catches up after the burst (0: same priority).",
     )
+    worker_idle_lag: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="`tidings worker` (also `serve`'s child) applies the log at the CPU "
+        "scheduler's idle priority (Linux SCHED_IDLE) while the oldest entry it applies "
+        "waited at most this many seconds, and at its normal priority when further behind. "
+        "0: always at its normal priority.",
+    )
     worker_poll_interval: float = Field(
         default=0.005, gt=0, le=5, description="Seconds an idle worker process waits."
     )

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import Server, cli_env, create_project, free_port, run_cli
+from tidings.pipeline.priority import IdlePriority
 from tidings.store.migrate import head_revision
 
 pytestmark = pytest.mark.slow
@@ -246,26 +247,70 @@ def test_the_worker_process_runs_below_the_api_in_priority(
         server.stop()
 
 
+def _idle_threads(pid: int) -> list[int]:
+    """The threads of ``pid`` in the SCHED_IDLE scheduling class."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[38]) == os.SCHED_IDLE:  # field 41 of stat: the policy
+            found.append(int(task.name))
+    return found
+
+
+@pytest.mark.skipif(not IdlePriority.supported(), reason="no SCHED_IDLE round trip here")
+@pytest.mark.parametrize(("setting", "idle"), [(None, True), ("0", False)])
+def test_the_worker_child_applies_the_log_at_idle_priority_while_it_keeps_up(
+    tmp_path: Path, setting: str | None, idle: bool
+) -> None:
+    database = tmp_path / "t.db"
+    keys = create_project(database)
+    env = {"TIDINGS_WORKER_MODE": "process"}
+    if setting is not None:
+        env["TIDINGS_WORKER_IDLE_LAG"] = setting
+    server = Server(database, **env).start()
+    try:
+        headers = {"Authorization": f"Bearer {keys['public_key']}"}
+        body = [{"name": "E", "external_id": "u_idle"}]
+        response = httpx.post(f"{server.url}/api/client/events", json=body, headers=headers)
+        assert response.status_code == 204
+        server.wait_drained()  # applied: caught up with a young backlog
+        assert server.process is not None
+        (child,) = _children(server.process.pid)
+        # The consumer's thread alone: not the process's main thread, nor the others.
+        assert len(_idle_threads(child)) == (1 if idle else 0)
+        assert child not in _idle_threads(child)
+        assert _idle_threads(server.process.pid) == []  # never the API's threads
+    finally:
+        server.stop()
+
+
 def test_a_ctrl_c_stops_serve_and_its_worker_without_a_restart(tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches the whole process group: the worker child exits first,
     cleanly, and must not be reported as a crash nor started again."""
     database = tmp_path / "t.db"
     keys = create_project(database)
     server = Server(database, TIDINGS_WORKER_MODE="process").start()
-    assert server.process is not None
-    body = [{"name": "E", "external_id": "u"}]
-    headers = {"Authorization": f"Bearer {keys['public_key']}"}
-    assert httpx.post(f"{server.url}/api/client/events", json=body, headers=headers).is_success
-    server.wait_drained()  # the worker is up and applying the log
-    (child,) = _children(server.process.pid)
-    (writer,) = _children(server.process.pid, "tidings.log.writer")
-    os.kill(child, signal.SIGINT)
-    os.kill(writer, signal.SIGINT)  # ignored: it exits once serve closes its input
-    time.sleep(0.2)  # the parent hears it a moment later, as from a terminal
-    server.process.send_signal(signal.SIGINT)
-    code = server.process.wait(15)
-    output = server.stop()
-    assert code == 0, output
-    assert "restarting" not in output, output
-    assert "log writer process exited" not in output, output
-    assert not Path(f"/proc/{writer}").exists()
+    try:
+        assert server.process is not None
+        body = [{"name": "E", "external_id": "u"}]
+        headers = {"Authorization": f"Bearer {keys['public_key']}"}
+        assert httpx.post(f"{server.url}/api/client/events", json=body, headers=headers).is_success
+        server.wait_drained()  # the worker is up and applying the log
+        (child,) = _children(server.process.pid)
+        (writer,) = _children(server.process.pid, "tidings.log.writer")
+        os.kill(child, signal.SIGINT)
+        os.kill(writer, signal.SIGINT)  # ignored: it exits once serve closes its input
+        time.sleep(0.2)  # the parent hears it a moment later, as from a terminal
+        server.process.send_signal(signal.SIGINT)
+        code = server.process.wait(15)
+        output = server.stop()
+        assert code == 0, output
+        assert "restarting" not in output, output
+        assert "log writer process exited" not in output, output
+        assert not Path(f"/proc/{writer}").exists()
+    finally:
+        server.stop()  # a failed check above leaves no server behind

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import pytest
 
 from tests.conftest import create_project, make_services, make_settings
 from tests.pipeline.test_processor import append, processor
 from tests.plans import plans_of
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
+from tidings.pipeline.priority import IdlePriority
 
 
 def test_a_busy_consumer_reads_on_and_an_idle_one_only_asks_for_the_head(tmp_path: Any) -> None:
@@ -84,5 +89,66 @@ def test_the_lag_is_what_the_consumer_has_not_applied_and_costs_no_scan(tmp_path
 
         plans = plans_of(log.reader, log.pending, "ingest_log")  # type: ignore[attr-defined]
         assert plans and not any("SCAN ingest_log" in plan for plan in plans), plans
+    finally:
+        services.close()
+
+
+@pytest.mark.skipif(not IdlePriority.supported(), reason="no SCHED_IDLE round trip here")
+def test_a_worker_thread_keeps_up_at_idle_priority_and_competes_when_behind(
+    tmp_path: Any,
+) -> None:
+    """SCHED_IDLE while the backlog is young; the normal class once the oldest entry read
+    waited longer than the lag; idle again when caught up (the class is per thread, so
+    every pass runs on one thread of its own)."""
+    services = make_services(make_settings(tmp_path))
+    accepted = 1_000_000  # the test log's first entry, in microseconds (append())
+    now = [accepted]
+    try:
+        project = create_project(services)
+        log = services.log
+        partitions = range(log.partitions)
+        priority = IdlePriority(lag=2.0)
+        consumer = Consumer(
+            log,
+            processor(services),
+            partitions=partitions,
+            watch=ProcessedWatch(),
+            batch_size=2,
+            clock=lambda: now[0],
+            priority=priority,
+        )
+        services.profiles.ensure_positions(partitions)
+        consumer.positions = {p: 0 for p in partitions}
+        n = iter(range(100))
+
+        def events(count: int) -> None:
+            items = []
+            for _ in range(count):
+                i = next(n)
+                items.append(
+                    ("event", {"name": "E", "external_id": f"u{i}", "message_id": f"m{i}"})
+                )
+            append(services, project.id, items)
+
+        with ThreadPoolExecutor(max_workers=1) as thread:
+
+            def poll() -> tuple[int, str]:
+                def run() -> tuple[int, str]:
+                    applied = consumer.poll_once()
+                    policy = os.sched_getscheduler(0)
+                    return applied, {os.SCHED_IDLE: "idle", os.SCHED_OTHER: "normal"}[policy]
+
+                return thread.submit(run).result()
+
+            events(3)
+            now[0] = accepted + 500_000  # entries half a second old: keeping up
+            assert poll() == (2, "normal")  # a full batch: not caught up yet, no change
+            assert poll() == (1, "idle")  # caught up with a young backlog
+            events(3)
+            now[0] = accepted + 5_000_000  # the oldest entry read waited 5 s: behind
+            assert poll() == (2, "normal")
+            assert poll() == (1, "normal")  # at the head, but what it read was old
+            assert poll() == (0, "idle")  # nothing left
+            assert priority.switches == 3
     finally:
         services.close()

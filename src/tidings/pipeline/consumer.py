@@ -12,6 +12,7 @@ from typing import Any
 
 from tidings.log.committer import storage_full
 from tidings.log.port import IngestLog
+from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor, StaleBatch
 from tidings.store.leases import Leases
 
@@ -92,6 +93,7 @@ class Consumer:
         maintain_every: float = 2.0,
         coalesce: float = 0.005,
         timers: Callable[[int], int] | None = None,
+        priority: IdlePriority | None = None,
     ) -> None:
         self.log = log
         self.processor = processor
@@ -119,6 +121,8 @@ class Consumer:
         self._busy = False  # the last pass read entries: there may be more
         self._read_from: int | None = None  # owns_all: the last entry read_all returned
         self.coalesce = coalesce
+        # A worker process's CPU priority, set from this thread by what each read finds.
+        self.priority = priority
         self.processed = 0
         self.stale = 0  # batches computed again because another worker got there first
 
@@ -187,10 +191,18 @@ class Consumer:
             read = self.log.read_all(low, self.batch_size)
             read_to = read[-1].seq if read else None
             records = [r for r in read if r.seq > self.positions[r.partition]]
+            caught_up = len(read) < self.batch_size
         else:
             records = []
+            caught_up = True
             for partition in self.partitions:
-                records += self.log.read(partition, self.positions[partition], self.batch_size)
+                read = self.log.read(partition, self.positions[partition], self.batch_size)
+                records += read
+                caught_up = caught_up and len(read) < self.batch_size
+        if self.priority is not None:
+            oldest = min((r.accepted_at for r in records), default=None)
+            age = None if oldest is None else (self.clock() - oldest) / 1_000_000
+            self.priority.update(age, caught_up)
         applied = len(records)
         if records:
             also = None
