@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -150,5 +151,42 @@ def test_a_worker_thread_keeps_up_at_idle_priority_and_competes_when_behind(
             assert poll() == (1, "normal")  # at the head, but what it read was old
             assert poll() == (0, "idle")  # nothing left
             assert priority.switches == 3
+    finally:
+        services.close()
+
+
+def test_an_idle_consumer_asks_the_timers_hook_every_timers_every_not_every_pass(
+    tmp_path: Any,
+) -> None:
+    """The hook (segment timers, back-fills) costs queries: an idle worker polling the log
+    every millisecond asks it ten times a second; one with more to do, on every pass."""
+    services = make_services(make_settings(tmp_path))
+    try:
+        log = services.log
+        partitions = range(log.partitions)
+        services.profiles.ensure_positions(partitions)
+        for answer in (0, 1):
+            calls: list[int] = []
+
+            def hook(_: int, answer: int = answer, calls: list[int] = calls) -> int:
+                calls.append(1)
+                return answer
+
+            consumer = Consumer(
+                log,
+                processor(services),
+                partitions=partitions,
+                watch=ProcessedWatch(),
+                idle_wait=0.001,
+                timers=hook,
+                timers_every=0.1,
+            )
+            consumer.start()
+            time.sleep(0.5)
+            consumer.stop()
+            if answer == 0:
+                assert 1 <= len(calls) <= 7, calls  # at 0, 0.1, ..., 0.5 s
+            else:
+                assert len(calls) >= 20, calls  # busy: asked again on every pass
     finally:
         services.close()

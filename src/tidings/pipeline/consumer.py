@@ -93,6 +93,7 @@ class Consumer:
         maintain_every: float = 2.0,
         coalesce: float = 0.005,
         timers: Callable[[int], int] | None = None,
+        timers_every: float = 0.1,
         priority: IdlePriority | None = None,
     ) -> None:
         self.log = log
@@ -111,6 +112,9 @@ class Consumer:
         # Called with ``clock()`` on every pass of the loop (segment timers and back-fills):
         # returns how much it did; 0 lets the loop sleep when there is nothing else to do.
         self.timers = timers
+        # An idle hook is asked again after this many seconds, not on every pass: each
+        # call is a few queries, and an idle worker polls the log every few milliseconds.
+        self.timers_every = timers_every
         self._timer_failures = 0
         self._timers_retry_at = 0.0
         self.wake = threading.Event()
@@ -272,13 +276,17 @@ class Consumer:
 
     def _run(self) -> None:
         last_trim = last_rebalance = last_maintenance = time.monotonic()
+        timers_at = float("-inf")
+        busy = 0
         failures = 0
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_rebalance > self.rebalance_every:
                     self.rebalance()
                     last_rebalance = time.monotonic()
-                busy = self.run_timers()
+                if busy or time.monotonic() - timers_at >= self.timers_every:
+                    timers_at = time.monotonic()
+                    busy = self.run_timers()  # busy: more to do, ask again at once
                 applied = self.poll_once()
                 if time.monotonic() - last_trim > self.trim_every:
                     self.trim()
