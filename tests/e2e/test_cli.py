@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -221,30 +223,40 @@ def _children(pid: int, argument: str = "worker") -> list[int]:
     return found
 
 
+@contextmanager
+def _serving_one_event(
+    tmp_path: Path, variable: str, setting: str | None
+) -> Iterator[tuple[int, int]]:
+    """`serve` with its worker child (and ``variable=setting`` unless None), once that
+    child has applied an event (it has started and set its priority): (serve, child)."""
+    database = tmp_path / "t.db"
+    keys = create_project(database)
+    env = {"TIDINGS_WORKER_MODE": "process"}
+    if setting is not None:
+        env[variable] = setting
+    server = Server(database, **env).start()
+    try:
+        headers = {"Authorization": f"Bearer {keys['public_key']}"}
+        body = [{"name": "E", "external_id": "u"}]
+        response = httpx.post(f"{server.url}/api/client/events", json=body, headers=headers)
+        assert response.status_code == 204
+        server.wait_drained()
+        assert server.process is not None
+        (child,) = _children(server.process.pid)
+        yield server.process.pid, child
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(("setting", "added"), [(None, 10), ("0", 0), ("3", 3)])
 def test_the_worker_process_runs_below_the_api_in_priority(
     tmp_path: Path, setting: str | None, added: int
 ) -> None:
     """When API and worker compete for the cores, acknowledgements go first
     (TIDINGS_WORKER_NICE, 10 by default; 0 keeps them equal)."""
-    database = tmp_path / "t.db"
-    keys = create_project(database)
-    env = {"TIDINGS_WORKER_MODE": "process"}
-    if setting is not None:
-        env["TIDINGS_WORKER_NICE"] = setting
-    server = Server(database, **env).start()
-    try:
-        headers = {"Authorization": f"Bearer {keys['public_key']}"}
-        body = [{"name": "E", "external_id": "u_nice"}]
-        response = httpx.post(f"{server.url}/api/client/events", json=body, headers=headers)
-        assert response.status_code == 204
-        server.wait_drained()  # the worker has started (and set its priority first)
-        assert server.process is not None
-        (child,) = _children(server.process.pid)
-        api = os.getpriority(os.PRIO_PROCESS, server.process.pid)
-        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, api + added)
-    finally:
-        server.stop()
+    with _serving_one_event(tmp_path, "TIDINGS_WORKER_NICE", setting) as (api, child):
+        priority = os.getpriority(os.PRIO_PROCESS, api)
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, priority + added)
 
 
 def _idle_threads(pid: int) -> list[int]:
@@ -266,26 +278,11 @@ def _idle_threads(pid: int) -> list[int]:
 def test_the_worker_child_applies_the_log_at_idle_priority_while_it_keeps_up(
     tmp_path: Path, setting: str | None, idle: bool
 ) -> None:
-    database = tmp_path / "t.db"
-    keys = create_project(database)
-    env = {"TIDINGS_WORKER_MODE": "process"}
-    if setting is not None:
-        env["TIDINGS_WORKER_IDLE_LAG"] = setting
-    server = Server(database, **env).start()
-    try:
-        headers = {"Authorization": f"Bearer {keys['public_key']}"}
-        body = [{"name": "E", "external_id": "u_idle"}]
-        response = httpx.post(f"{server.url}/api/client/events", json=body, headers=headers)
-        assert response.status_code == 204
-        server.wait_drained()  # applied: caught up with a young backlog
-        assert server.process is not None
-        (child,) = _children(server.process.pid)
+    with _serving_one_event(tmp_path, "TIDINGS_WORKER_IDLE_LAG", setting) as (api, child):
         # The consumer's thread alone: not the process's main thread, nor the others.
         assert len(_idle_threads(child)) == (1 if idle else 0)
         assert child not in _idle_threads(child)
-        assert _idle_threads(server.process.pid) == []  # never the API's threads
-    finally:
-        server.stop()
+        assert _idle_threads(api) == []  # never the API's threads
 
 
 def test_a_ctrl_c_stops_serve_and_its_worker_without_a_restart(tmp_path: Path) -> None:

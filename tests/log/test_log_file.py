@@ -61,9 +61,12 @@ def test_the_log_file_name() -> None:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[tuple[Services, Project, httpx.AsyncClient]]:
-    """Started services on SQLite in ``tmp_path``, a project, and a client of the app."""
-    services = make_services(make_settings(tmp_path))
+async def serving(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[Services, Project, httpx.AsyncClient]]:
+    """Started services on SQLite in ``tmp_path`` (with these settings), a project, and a
+    client of the app."""
+    services = make_services(make_settings(tmp_path, **settings))
     services.start()
     try:
         project = create_project(services)

@@ -22,6 +22,7 @@ import pytest
 from tests.api.test_validation import assert_problem
 from tests.conftest import Project, bearer, create_project, drain, make_services, make_settings
 from tests.log.test_log_file import count, event_names
+from tests.log.test_log_file import serving as log_file_serving
 from tidings.api.app import create_app
 from tidings.bootstrap import Services
 from tidings.domain.errors import ServiceUnavailable
@@ -33,15 +34,8 @@ LOG_FILE = "tidings-log.db"
 
 @asynccontextmanager
 async def serving(tmp_path: Path) -> AsyncIterator[tuple[Services, Project, httpx.AsyncClient]]:
-    services = make_services(make_settings(tmp_path, log_writer="process"))
-    services.start()
-    try:
-        project = create_project(services)
-        transport = httpx.ASGITransport(app=create_app(services, manage_lifecycle=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield services, project, client
-    finally:
-        services.stop()
+    async with log_file_serving(tmp_path, log_writer="process") as served:
+        yield served
 
 
 def writer_of(services: Services) -> LogWriterProcess:
