@@ -353,7 +353,8 @@ def test_a_server_on_a_full_disk_answers_503_and_recovers_by_itself(small_disk: 
             snapshot.close()  # the checkpointer tries now: it cannot grow the file
             snapshot = None
             client.slowest = 0.0
-            assert_disk_full(client.event("Refused", "refused0"))
+            assert_disk_full(client.event("Refused", "refused0"))  # the log writer's commit
+            output.wait_for("the database's disk is full (")  # said by the server, too
             assert_disk_full(client.keyed("KeyedDuring", "during-full"))
             assert_disk_full(client.keyed("KeyedDuring", "during-full"))  # not "in progress"
             assert_disk_full(client.identify())

@@ -24,7 +24,13 @@ from tidings.log.port import IngestLog
 if TYPE_CHECKING:
     from tidings.log.writer import LogWriterProcess
 
-__all__ = ["STORAGE_FULL_RETRY_AFTER", "GroupCommitter", "storage_full", "storage_full_error"]
+__all__ = [
+    "STORAGE_FULL_RETRY_AFTER",
+    "FullDiskLog",
+    "GroupCommitter",
+    "storage_full",
+    "storage_full_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,26 @@ def storage_full_error() -> ServiceUnavailable:
     )
 
 
+class FullDiskLog:
+    """Commits refused because the disk is full: one line every 10 s at most (a
+    traceback per failed commit would add nothing but more writes to a full disk)."""
+
+    def __init__(self) -> None:
+        self._failures = 0
+        self._logged_at = float("-inf")
+
+    def failed(self) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 10.0:
+            logger.error(
+                "ingest log append failed: the database's disk is full "
+                "(%d failed commits since the last message)",
+                self._failures,
+            )
+            self._logged_at, self._failures = now, 0
+
+
 _Waiter = tuple[AppendRequest, asyncio.Future[AppendOutcome], asyncio.AbstractEventLoop]
 
 
@@ -84,8 +110,7 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._commits = 0
         self._committed_items = 0
-        self._full_failures = 0
-        self._full_logged_at = float("-inf")
+        self.full_disk = FullDiskLog()
 
     @property
     def commits(self) -> int:
@@ -101,6 +126,7 @@ class GroupCommitter:
         self._thread.start()
         if self.direct is not None:
             self.direct.on_commit = self._on_commit
+            self.direct.full_disk = self.full_disk  # one line every 10 s for both
             self.direct.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -152,15 +178,7 @@ class GroupCommitter:
                 outcomes = self._log.append([request for request, _, _ in batch])
             except Exception as exc:  # every waiter must hear about it
                 if storage_full(exc):  # one line, every 10 s at most: a traceback adds nothing
-                    self._full_failures += 1
-                    now = time.monotonic()
-                    if now - self._full_logged_at >= 10.0:
-                        logger.error(
-                            "ingest log append failed: the database's disk is full "
-                            "(%d failed commits since the last message)",
-                            self._full_failures,
-                        )
-                        self._full_logged_at, self._full_failures = now, 0
+                    self.full_disk.failed()
                     error = storage_full_error()
                 else:
                     logger.exception("ingest log append failed")

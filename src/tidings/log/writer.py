@@ -42,7 +42,7 @@ import msgspec
 
 from tidings.domain.errors import ServiceUnavailable
 from tidings.domain.ingest import LogEntry
-from tidings.log.committer import storage_full, storage_full_error
+from tidings.log.committer import FullDiskLog, storage_full, storage_full_error
 from tidings.log.database import DirectAppender, Row, entry_rows
 
 __all__ = ["LogWriterProcess", "main"]
@@ -159,6 +159,7 @@ class LogWriterProcess:
         self.commits = 0
         self.committed_items = 0
         self.starts = 0
+        self.full_disk = FullDiskLog()
         self._proc: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watching: tuple[int, int] | None = None  # (stdout, stdin) fds the loop watches
@@ -333,11 +334,11 @@ class LogWriterProcess:
                 if self.on_commit is not None:
                     self.on_commit()
                 continue
-            error: ServiceUnavailable = (
-                storage_full_error()
-                if kind == "full"
-                else ServiceUnavailable("The ingest log could not be written; retry shortly.")
-            )
+            if kind == "full":
+                self.full_disk.failed()
+                error = storage_full_error()
+            else:  # the child logged it, with its traceback
+                error = ServiceUnavailable("The ingest log could not be written; retry shortly.")
             self._fail(batches, error)
 
     def _died(self) -> None:
