@@ -192,3 +192,20 @@ def test_the_child_ignores_sigint_and_exits_when_its_input_closes(tmp_path: Path
     assert not writer.running()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_stopping_sends_what_is_queued_and_confirms_what_the_child_committed(
+    tmp_path: Path,
+) -> None:
+    services = make_services(make_settings(tmp_path, log_writer="process", run_worker=False))
+    services.start()
+    try:
+        writer = writer_of(services)
+        entry = LogEntry(1, "event", 0, {"name": "Last", "message_id": "m-last"}, 0)
+        appending = asyncio.create_task(writer.append([entry]))
+        await asyncio.sleep(0)  # queued; its frame goes out at the end of this turn
+        assert writer._pending
+    finally:
+        services.stop()  # as the server's shutdown does, on the event loop's thread
+    await asyncio.wait_for(appending, 5)  # committed and confirmed, not a 503
+    assert count(tmp_path / LOG_FILE) == 1

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -215,19 +216,44 @@ class LogWriterProcess:
             self._restart = None
         proc, self._proc = self._proc, None
         if proc is not None:
-            assert proc.stdin is not None and proc.stdout is not None
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            self._finish(proc, time.monotonic() + timeout)
         error = ServiceUnavailable("The server is shutting down; retry shortly.")
         self._fail([*self._sent, self._pending], error)
         self._sent.clear()
         self._pending, self._pending_rows, self._queued = [], [], 0
+
+    def _finish(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
+        """Send what is queued, close the child's input, and settle what it answers for
+        before it exits (it commits everything it read first)."""
+        assert proc.stdin is not None and proc.stdout is not None
+        if self._pending:
+            self._frame_pending()
+        try:
+            os.set_blocking(proc.stdin.fileno(), True)
+            while self._out:
+                del self._out[: os.write(proc.stdin.fileno(), self._out)]
+        except OSError:  # gone: what it did not answer for hears a 503
+            self._out.clear()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        while self._sent and (left := deadline - time.monotonic()) > 0:
+            if not select.select([proc.stdout], [], [], left)[0]:
+                break
+            try:
+                chunk = os.read(proc.stdout.fileno(), _READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._answered(chunk)
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -280,12 +306,16 @@ class LogWriterProcess:
         self._flush_scheduled = False
         if not self._pending or self._proc is None:
             return  # nothing to send, or no child: sent once one is started
+        self._frame_pending()
+        self._writable()
+
+    def _frame_pending(self) -> None:
+        """Move the pending requests into a frame in the output buffer."""
         frame = _pack(self._pending_rows)
         self._sent.append(self._pending)
         self._pending, self._pending_rows = [], []
         self._out += _HEADER.pack(len(frame))
         self._out += frame
-        self._writable()
 
     def _writable(self) -> None:
         if self._watching is None or self._loop is None:
@@ -315,6 +345,10 @@ class LogWriterProcess:
         if not chunk:
             self._died()
             return
+        self._answered(chunk)
+
+    def _answered(self, chunk: bytes) -> None:
+        """Settle the requests of the frames the child answered for in ``chunk``."""
         self._in += chunk
         for frame in _frames(self._in):
             count, kind, message = _unpack(frame)
