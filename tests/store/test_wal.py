@@ -66,7 +66,12 @@ def test_the_wal_is_started_over_under_a_steady_load(
     written = sizes[0] + sum(max(0, b - a) for a, b in itertools.pairwise(sizes))
     restarts = sum(b < a for a, b in itertools.pairwise(sizes))
     assert restarts >= 2, f"the WAL was never started over: {sizes}"
-    assert max(sizes) < written / 2, f"the WAL kept {max(sizes)} of {written} pages written"
+    # And it keeps being started over: in the second half of the run too it was small at
+    # least once (a WAL that only grows holds at least half of what was written by then).
+    # Not its largest size: one stall of the machine at the wrong moment can make that
+    # large, and did (72% of the pages written, once in CI).
+    late = sizes[len(sizes) // 2 :]
+    assert min(late) < written / 4, f"no restart in the second half: {sizes} of {written}"
     print(f"largest WAL: {max(sizes)} pages of {written} written; {restarts} restarts")
 
 
