@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import json
@@ -141,8 +140,6 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
         child = _WorkerChild(settings.database_url_value)
         settings = settings.model_copy(update={"run_worker": False})
     services = build(settings)
-    if child is not None:
-        services.committer.on_commit = child.notify  # wakes the child's consumer
     app_ = create_app(services)
     _tune_runtime()
     console.print(f"Tidings listening on http://{host}:{port} (API docs at /docs)")
@@ -189,9 +186,6 @@ def worker(
     parent: Annotated[
         int | None, typer.Option(hidden=True, help="Exit when this process is gone.")
     ] = None,
-    wake_fd: Annotated[
-        int | None, typer.Option(hidden=True, help="A pipe written to after each commit.")
-    ] = None,
 ) -> None:
     """Apply the ingest log: beside `tidings api` nodes, or `tidings serve`.
 
@@ -212,12 +206,6 @@ def worker(
         # with `serve`'s child worker, single-event ingest +9-16% (docs/benchmarks.md).
         os.nice(settings.worker_nice)
     services.start()
-    if wake_fd is not None and services.consumer is not None:
-        # `serve` says when it committed: no need to poll the log's head every few ms.
-        services.consumer.idle_wait = max(services.consumer.idle_wait, WAKE_FALLBACK_POLL)
-        threading.Thread(
-            target=_wake_on, args=(wake_fd, services.consumer.wake), daemon=True
-        ).start()
     console.print("Tidings worker consuming the ingest log")
     try:
         while not stop.wait(0.5):
@@ -227,31 +215,11 @@ def worker(
         services.stop()
 
 
-# A worker that `serve` wakes after each commit still looks at the log this often: other
-# processes may append to it too (`tidings api`, say).
-WAKE_FALLBACK_POLL = 0.1
-
-
-def _wake_on(fd: int, wake: threading.Event) -> None:
-    """Set ``wake`` whenever bytes arrive on ``fd``; return once its writer is gone."""
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            return
-        if not data:
-            return
-        wake.set()
-
-
 class _WorkerChild:
-    """`tidings worker` as a child of `tidings serve`, restarted if it dies. ``notify``
-    (after each commit) wakes its consumer through a pipe."""
+    """`tidings worker` as a child of `tidings serve`, restarted if it dies."""
 
     def __init__(self, database_url: str) -> None:
         self.env = {**os.environ, "TIDINGS_DATABASE_URL": database_url}
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_write, False)
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._supervise, daemon=True, name="worker-child")
@@ -262,12 +230,8 @@ class _WorkerChild:
     def _supervise(self) -> None:
         while not self.stopping.is_set():
             self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())),
-                    *("--wake-fd", str(self._wake_read)),
-                ],
+                [sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())],
                 env=self.env,
-                pass_fds=(self._wake_read,),
             )
             code = self.process.wait()
             # A clean exit first waits to see whether serve is stopping too: a Ctrl-C (or
@@ -281,12 +245,6 @@ class _WorkerChild:
     def running(self) -> bool:
         process = self.process
         return process is not None and process.poll() is None
-
-    def notify(self) -> None:
-        """Wake the child's consumer: something was committed to the log."""
-        # Full: it has not read the last ones yet, and will wake. Closed: stopping.
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"\0")
 
     def stop(self) -> None:
         self.stopping.set()

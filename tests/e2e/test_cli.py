@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -224,23 +223,12 @@ def _children(pid: int, argument: str = "worker") -> list[int]:
     return found
 
 
-@dataclass
-class Served:
-    server: Server
-    api: int  # the serve process
-    child: int  # its worker child
-    headers: dict[str, str]  # a public key's
-
-    def post_event(self, name: str) -> None:
-        body = [{"name": name, "external_id": "u"}]
-        url = f"{self.server.url}/api/client/events"
-        assert httpx.post(url, json=body, headers=self.headers).status_code == 204
-
-
 @contextmanager
-def _serving_one_event(tmp_path: Path, variable: str, setting: str | None) -> Iterator[Served]:
+def _serving_one_event(
+    tmp_path: Path, variable: str, setting: str | None
+) -> Iterator[tuple[int, int]]:
     """`serve` with its worker child (and ``variable=setting`` unless None), once that
-    child has applied an event (it has started and set its priority)."""
+    child has applied an event (it has started and set its priority): (serve, child)."""
     database = tmp_path / "t.db"
     keys = create_project(database)
     env = {"TIDINGS_WORKER_MODE": "process"}
@@ -248,13 +236,14 @@ def _serving_one_event(tmp_path: Path, variable: str, setting: str | None) -> It
         env[variable] = setting
     server = Server(database, **env).start()
     try:
-        assert server.process is not None
         headers = {"Authorization": f"Bearer {keys['public_key']}"}
-        served = Served(server, server.process.pid, 0, headers)
-        served.post_event("E")
+        body = [{"name": "E", "external_id": "u"}]
+        response = httpx.post(f"{server.url}/api/client/events", json=body, headers=headers)
+        assert response.status_code == 204
         server.wait_drained()
-        (served.child,) = _children(served.api)
-        yield served
+        assert server.process is not None
+        (child,) = _children(server.process.pid)
+        yield server.process.pid, child
     finally:
         server.stop()
 
@@ -265,23 +254,9 @@ def test_the_worker_process_runs_below_the_api_in_priority(
 ) -> None:
     """When API and worker compete for the cores, acknowledgements go first
     (TIDINGS_WORKER_NICE, 10 by default; 0 keeps them equal)."""
-    with _serving_one_event(tmp_path, "TIDINGS_WORKER_NICE", setting) as served:
-        priority = os.getpriority(os.PRIO_PROCESS, served.api)
-        assert os.getpriority(os.PRIO_PROCESS, served.child) == min(19, priority + added)
-
-
-def test_serve_wakes_its_worker_child_after_each_commit_instead_of_it_polling(
-    tmp_path: Path,
-) -> None:
-    """With a 5 s poll interval every event is still applied at once: `serve` wakes its
-    child through a pipe when it commits, so the child need not poll every few ms."""
-    with _serving_one_event(tmp_path, "TIDINGS_WORKER_POLL_INTERVAL", "5") as served:
-        command = Path(f"/proc/{served.child}/cmdline").read_bytes().split(b"\0")
-        assert b"--wake-fd" in command
-        for n in range(3):
-            time.sleep(0.2)  # the child is idle, waiting
-            served.post_event(f"E{n}")
-            served.server.wait_drained(1.0)  # a 5 s poll would be late 4 times in 5
+    with _serving_one_event(tmp_path, "TIDINGS_WORKER_NICE", setting) as (api, child):
+        priority = os.getpriority(os.PRIO_PROCESS, api)
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, priority + added)
 
 
 def _idle_threads(pid: int) -> list[int]:
@@ -303,11 +278,11 @@ def _idle_threads(pid: int) -> list[int]:
 def test_the_worker_child_applies_the_log_at_idle_priority_while_it_keeps_up(
     tmp_path: Path, setting: str | None, idle: bool
 ) -> None:
-    with _serving_one_event(tmp_path, "TIDINGS_WORKER_IDLE_LAG", setting) as served:
+    with _serving_one_event(tmp_path, "TIDINGS_WORKER_IDLE_LAG", setting) as (api, child):
         # The consumer's thread alone: not the process's main thread, nor the others.
-        assert len(_idle_threads(served.child)) == (1 if idle else 0)
-        assert served.child not in _idle_threads(served.child)
-        assert _idle_threads(served.api) == []  # never the API's threads
+        assert len(_idle_threads(child)) == (1 if idle else 0)
+        assert child not in _idle_threads(child)
+        assert _idle_threads(api) == []  # never the API's threads
 
 
 def test_a_ctrl_c_stops_serve_and_its_worker_without_a_restart(tmp_path: Path) -> None:
