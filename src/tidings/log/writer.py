@@ -151,12 +151,12 @@ class LogWriterProcess:
         *,
         sqlite_synchronous: str = "FULL",
         max_queued_items: int = 200_000,
-        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.synchronous = sqlite_synchronous
         self.max_queued = max_queued_items
-        self.on_commit = on_commit
+        # Set by the group committer that owns it: the same hook and disk-full log.
+        self.on_commit: Callable[[], None] | None = None
         self.commits = 0
         self.committed_items = 0
         self.starts = 0
