@@ -8,8 +8,9 @@ Records are applied in log order in memory, then written with a few bulk stateme
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -23,12 +24,32 @@ from tidings.store.lists import ListStore
 from tidings.store.profiles import ProfileRow, ProfileStore
 from tidings.store.schema import SchemaStore
 
-__all__ = ["BatchProcessor", "StaleBatch"]
+__all__ = ["BatchFacts", "BatchHook", "BatchProcessor", "StaleBatch"]
 
 logger = logging.getLogger(__name__)
 
 EXTERNAL = "external"
 ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    """What one batch wrote, for the hooks that follow it in its transaction."""
+
+    events: list[dict[str, Any]]  # rows inserted into ``events`` (duplicates already dropped)
+    merges: list[tuple[int, str, str]]  # (project, absorbed profile, survivor)
+    erased: list[tuple[int, str]]  # (project, profile)
+    profiles: list[ProfileRow]  # every profile the batch touched, as written
+
+
+class BatchHook(Protocol):
+    """Runs inside a batch's write transaction, after its rows and the dynamic lists.
+
+    It must be idempotent with the batch: a batch that fails (or is stale) is computed
+    and applied again, hooks included, and nothing of the failed attempt is kept.
+    """
+
+    def apply(self, conn: Connection, facts: BatchFacts, now: int) -> None: ...
 
 
 class StaleBatch(Exception):
@@ -260,6 +281,7 @@ class BatchProcessor:
         *,
         concurrent: bool = False,
         segments: RealtimeSegments | None = None,
+        hooks: Sequence[BatchHook] = (),
     ) -> None:
         self.writer = writer
         self.reader = reader
@@ -267,6 +289,9 @@ class BatchProcessor:
         self.schema = schema or SchemaStore(writer, reader)
         self.concurrent = concurrent
         self.segments = segments  # dynamic lists kept up to date with each batch
+        # Journeys (entrances, waits), reporting rollups: each sees what the batch wrote,
+        # in its transaction, after the segments (so list changes are recorded).
+        self.hooks = list(hooks)
 
     def process(
         self,
@@ -323,6 +348,15 @@ class BatchProcessor:
                     batch.profiles.values(), batch.before, batch.events, batch.merges, batch.erased
                 )
                 self.segments.apply(conn, changes, now)
+            if self.hooks:
+                facts = BatchFacts(
+                    events=batch.events,
+                    merges=batch.merges,
+                    erased=batch.erased,
+                    profiles=list(batch.profiles.values()),
+                )
+                for hook in self.hooks:
+                    hook.apply(conn, facts, now)
             last: dict[int, int] = {}
             for record in records:  # in log order: the last one of a partition wins
                 last[record.partition] = record.seq

@@ -290,3 +290,13 @@ segment_timers = sa.Table(
     sa.Index("ix_segment_timers_due", "due_at"),
     sa.Index("ix_segment_timers_profile", "profile_id"),
 )
+
+# The engagement areas keep their tables in modules of their own, on this same metadata.
+from tidings.store import (  # noqa: E402
+    tables_admin,
+    tables_journeys,
+    tables_messaging,
+    tables_reporting,
+)
+
+__all__ += ["tables_admin", "tables_journeys", "tables_messaging", "tables_reporting"]

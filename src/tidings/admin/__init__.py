@@ -1,0 +1,1 @@
+"""The server-rendered admin UI at /admin (docs/admin.md)."""

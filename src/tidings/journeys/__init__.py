@@ -1,0 +1,1 @@
+"""The journey engine: entrances, timers, step execution (docs/journeys.md)."""

@@ -1,0 +1,1 @@
+"""Campaigns, templates, providers, the outbox and tracking (docs/messaging.md)."""

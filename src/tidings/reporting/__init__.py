@@ -1,0 +1,1 @@
+"""Event reads, aggregations, rollups and exports (docs/reporting.md)."""
