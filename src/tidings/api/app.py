@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from tidings import __version__
 from tidings.api.auth import KeyCache
+from tidings.api.cors import CorsMiddleware, PreflightOrigins
 from tidings.api.errors import (
     DATABASE_UNAVAILABLE,
     database_unavailable,
@@ -32,6 +33,7 @@ from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.ratelimit import with_rate_limits
 from tidings.api.schema import schema_router
 from tidings.api.segment import SegmentRoutes
+from tidings.api.segment_settings import segment_settings_router
 from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
@@ -67,11 +69,15 @@ class TidingsApp:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        origins: PreflightOrigins | None = None,
     ) -> None:
         self.fastapi = fastapi
         self.state = fastapi.state
         self._fast = fast_routes
-        self._app = RequestIdMiddleware(with_rate_limits(self._dispatch, settings, clock))
+        app = RequestIdMiddleware(with_rate_limits(self._dispatch, settings, clock))
+        # Outermost, so that every answer of a public route carries CORS headers, the 429
+        # and 500 answers included (api/cors.py).
+        self._app = CorsMiddleware(app, origins) if origins is not None else app
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self._fast.get((scope.get("method", ""), scope.get("path", "")))
@@ -138,6 +144,7 @@ def create_app(
     app.include_router(users_router(services, keys))
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))
+    app.include_router(segment_settings_router(keys))  # GET /v1/projects/{key}/settings
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
     async def health() -> Response:
@@ -213,4 +220,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return TidingsApp(app, fast_routes, services.settings, clock=clock)
+    origins = PreflightOrigins(
+        services.projects.all_allowed_origins, services.settings.key_cache_ttl
+    )
+    return TidingsApp(app, fast_routes, services.settings, clock=clock, origins=origins)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from tidings.api.cors import check_origin, is_public_path
 from tidings.api.errors import is_database_unavailable
 from tidings.domain.auth import ApiKey, Role, authorize, hash_key
 from tidings.domain.errors import AuthenticationRequired, NotFound, ServiceUnavailable
@@ -178,9 +179,14 @@ class KeyCache:
     async def authenticate(
         self, request: Request, *, secret: bool, role: Role | None = None
     ) -> AuthContext:
-        return await self.authenticate_header(
+        """The key of ``request``; on a route a public key may call from a web page, also
+        whether it may be used from the page's origin (``cors.check_origin``)."""
+        context = await self.authenticate_header(
             request.headers.get("authorization", ""), secret=secret, role=role
         )
+        if not secret and is_public_path(request.scope["path"]):
+            check_origin(request.scope, context, request.headers.get("origin"))
+        return context
 
     async def authenticate_header(
         self, header: str, *, secret: bool, role: Role | None = None

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from tidings.api import wire
 from tidings.api.auth import AuthContext
+from tidings.api.cors import check_origin
 from tidings.api.errors import error_response
 from tidings.api.presenters import present_profile
 from tidings.bootstrap import Services
@@ -122,6 +123,8 @@ class IngestRoutes:
             auth = await self.keys.authenticate_header(
                 _header(headers, b"authorization") or "", secret=secret, role=role
             )
+            if not secret:  # a public-key route: web pages may call it (api/cors.py)
+                check_origin(request.scope, auth, _header(headers, b"origin"))
             _check_version(_header(headers, b"spotzee-version"))
             raw = await _read_body(request, headers)
             key = _checked_idempotency_key(_header(headers, b"idempotency-key"))

@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from tidings.api import wire
 from tidings.api.auth import AuthContext
+from tidings.api.cors import check_origin
 from tidings.api.errors import error_response
 from tidings.api.segment_wire import (
     GROUP_TRAIT_PREFIX,
@@ -86,7 +87,6 @@ ROUTES: dict[str, str | None] = {
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _SUCCESS = b'{"success":true}'
-_CORS = {"Access-Control-Allow-Origin": "*"}
 _TEXT_TYPES = ("text/plain",)  # analytics.js sends text/plain to avoid a CORS preflight
 _KEY_HELP = "Send the write key as the HTTP Basic username (empty password) or as writeKey."
 
@@ -114,15 +114,17 @@ class SegmentRoutes:
 
     async def handle(self, request: Request, kind: str | None) -> Response:
         try:
-            response = await self._handle(request, kind)
+            return await self._handle(request, kind)
         except TidingsError as error:
-            response = error_response(request, error)
-        response.headers.update(_CORS)
-        return response
+            return error_response(request, error)
 
     async def _handle(self, request: Request, kind: str | None) -> Response:
         header_key = _header_key(request)
-        auth = await self._authenticate(header_key) if header_key is not None else None
+        origin = request.headers.get("origin")
+        auth = None
+        if header_key is not None:
+            auth = await self._authenticate(header_key)
+            check_origin(request.scope, auth, origin)
         per_item = _outcomes_requested(request)
         raw = await _read_body(request)
         body = _parse_json(raw)
@@ -130,6 +132,7 @@ class SegmentRoutes:
             raise InvalidRequest("Expected a JSON object.", param="body")
         if auth is None:
             auth = await self._authenticate(_body_key(body))
+            check_origin(request.scope, auth, origin)
         project = auth.project
         top = wire.Problems()
         shared = Shared(

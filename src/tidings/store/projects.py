@@ -26,6 +26,8 @@ class Project:
     name: str
     locale: str | None
     timezone: str | None
+    # Web origins its public key may be used from; None: any (domain/origins.py).
+    allowed_origins: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,13 @@ class CreatedKey:
     key: str  # the only time the plaintext exists
     scope: Scope
     role: Role | None
+
+
+def _origins(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    assert isinstance(value, list)
+    return tuple(str(item) for item in value)
 
 
 class ProjectStore:
@@ -54,7 +63,33 @@ class ProjectStore:
             row = conn.execute(sa.select(projects).where(projects.c.id == project_id)).first()
         if row is None:
             raise NotFound(f"No project {project_id}.")
-        return Project(id=row.id, name=row.name, locale=row.locale, timezone=row.timezone)
+        return Project(
+            id=row.id,
+            name=row.name,
+            locale=row.locale,
+            timezone=row.timezone,
+            allowed_origins=_origins(row.allowed_origins),
+        )
+
+    def set_allowed_origins(self, project_id: int, origins: tuple[str, ...] | None) -> Project:
+        """Allow the project's public key from ``origins`` only (None: from any origin).
+        ``origins`` are canonical (``domain.origins.normalise_origins``)."""
+        with self.writer.begin() as conn:
+            updated = conn.execute(
+                sa.update(projects)
+                .where(projects.c.id == project_id)
+                .values(allowed_origins=list(origins) if origins is not None else sa.null())
+            ).rowcount
+        if not updated:
+            raise NotFound(f"No project {project_id}.")
+        return self.get_project(project_id)
+
+    def all_allowed_origins(self) -> list[tuple[str, ...] | None]:
+        """Every project's allowed origins (None: any), for answering CORS preflights,
+        which carry no key and so name no project."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(sa.select(projects.c.allowed_origins)).scalars().all()
+        return [_origins(value) for value in rows]
 
     def count_projects(self) -> int:
         with self.reader.connect() as conn:

@@ -43,6 +43,8 @@ projects = sa.Table(
     sa.Column("locale", sa.String(255), nullable=True),
     sa.Column("timezone", sa.String(50), nullable=True),
     sa.Column("created_at", Micros, nullable=False),
+    # Web origins its public key may be used from (a JSON list); NULL: any (docs/browser.md).
+    sa.Column("allowed_origins", Json, nullable=True),
 )
 
 api_keys = sa.Table(
