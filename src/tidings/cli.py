@@ -26,7 +26,7 @@ from tidings.settings import Settings
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="Tidings: a self-hosted customer engagement platform.", no_args_is_help=True)
-project_app = typer.Typer(help="Create projects.", no_args_is_help=True)
+project_app = typer.Typer(help="Create and change projects.", no_args_is_help=True)
 key_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
 app.add_typer(key_app, name="key")
@@ -311,6 +311,48 @@ def project_create(
         print(json.dumps(result))
     else:
         print(f"project {project.id} '{name}'\npublic key: {public.key}\nsecret key: {secret.key}")
+
+
+@project_app.command("update")
+def project_update(
+    project_id: Annotated[int, typer.Option("--id", help="Project id.")],
+    allowed_origins: Annotated[
+        str | None,
+        typer.Option(
+            help="Web origins its public key may be used from, comma-separated "
+            "(https://shop.example.com,https://*.example.com), or '*' for any origin.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one line of JSON.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Change a project's settings: the web origins its public key may be used from."""
+    from tidings.domain.errors import InvalidRequest
+    from tidings.domain.origins import normalise_origins
+    from tidings.store.projects import ProjectStore
+
+    if allowed_origins is None:
+        raise _fail("nothing to change: give --allowed-origins")
+    items = [item for item in allowed_origins.replace(" ", ",").split(",") if item.strip()]
+    try:
+        origins = None if items == ["*"] else normalise_origins(items)
+    except InvalidRequest as exc:
+        raise _fail(exc.message) from None
+    if origins == ():
+        raise _fail("--allowed-origins is empty: list origins, or '*' for any origin")
+    db = _open(_settings(database_url), migrate_if_needed=False)
+    try:
+        project = ProjectStore(db.writer, db.reader).set_allowed_origins(project_id, origins)
+    except NotFound:
+        raise _fail(f"no project {project_id}") from None
+    finally:
+        db.dispose()
+    shown = list(project.allowed_origins) if project.allowed_origins is not None else None
+    if as_json:
+        print(json.dumps({"project_id": project.id, "allowed_origins": shown}))
+    else:
+        print(f"project {project.id}: allowed origins: {', '.join(shown) if shown else 'any'}")
 
 
 @key_app.command("create")

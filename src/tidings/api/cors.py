@@ -187,7 +187,7 @@ class PreflightOrigins:
                 # there was none) keeps pages working while the database is away.
                 logger.warning("allowed origins could not be read for a preflight: %s", exc)
                 return self._any or origin_allowed(origin, self._patterns)
-            self._any = any(item is None for item in lists)
+            self._any = not lists or any(item is None for item in lists)
             self._patterns = tuple({p: None for item in lists if item for p in item})
             self._loaded_at = now
         return self._any or origin_allowed(origin, self._patterns)
