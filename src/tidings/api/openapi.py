@@ -390,3 +390,27 @@ def add_segment_paths(schema: dict[str, Any]) -> None:
                 "security": [{"writeKey": []}],
             }
         }
+    _document_segment_settings(paths)
+
+
+def _document_segment_settings(paths: dict[str, Any]) -> None:
+    """``GET /v1/projects/{write_key}/settings`` (api/segment_settings.py): its answers."""
+    operation = paths.get("/v1/projects/{write_key}/settings", {}).get("get")
+    if operation is None:
+        return
+    document = {
+        "type": "object",
+        "required": ["integrations"],
+        "properties": {"integrations": {"type": "object", "required": ["Segment.io"]}},
+        "additionalProperties": True,
+    }
+    operation["responses"] = {
+        "200": {
+            "description": "The settings analytics.js reads: send to this server's /v1",
+            "content": {"application/json": {"schema": document}},
+        },
+        "400": _problem("The write key is too long"),
+        "403": _problem("A secret key, or a page on an origin the project does not allow"),
+        "404": _problem("No project has this write key, or it was revoked"),
+        "503": _problem("Temporarily unavailable; retry after Retry-After seconds"),
+    }

@@ -12,10 +12,10 @@ anywhere else. See docs/browser.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,13 +37,11 @@ def segment_settings_router(keys: KeyCache) -> APIRouter:
     @router.get(
         "/v1/projects/{write_key}/settings",
         summary="analytics.js settings for a write key (its cdnURL is this server)",
-        responses={
-            200: {"description": "The settings document analytics.js reads."},
-            403: {"description": "A secret key, or a web page on an origin not allowed."},
-            404: {"description": "No project has this write key (or it was revoked)."},
-        },
+        # Answers: api/openapi.py documents them.
     )
-    async def settings(write_key: str, request: Request) -> Response:
+    async def settings(
+        write_key: Annotated[str, Path(min_length=1, max_length=255)], request: Request
+    ) -> Response:
         context = await keys.lookup(write_key.strip())
         if context is None or context.key.revoked:
             raise NotFound("No project has this write key, or it was revoked.")
