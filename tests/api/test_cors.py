@@ -4,6 +4,7 @@ is refused. (The same in a real browser: tests/browser/.)"""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -43,6 +44,7 @@ PUBLIC_ROUTES = [
     ("POST", "/v1/t"),
     ("POST", "/v1/batch"),
     ("GET", "/v1/projects/pk_x/settings"),
+    ("GET", "/sourceConfig/"),
 ]
 SECRET_ROUTES = [
     ("GET", "/api/client/users/u_1"),
@@ -271,6 +273,34 @@ async def test_analytics_js_settings_name_this_server(
     services.projects.revoke_key(key=project.pk)
     revoked = await client.get(f"/v1/projects/{project.pk}/settings")
     assert revoked.status_code == 404
+
+
+async def test_rudderstack_source_config_has_no_destinations(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    by_query = await client.get(
+        "/sourceConfig/", params={"writeKey": project.pk, "p": "npm"}, headers={"Origin": PAGE}
+    )
+    assert by_query.status_code == 200, by_query.text
+    assert_cors(by_query)
+    source = by_query.json()["source"]
+    assert source["destinations"] == [] and source["enabled"] is True and source["id"]
+    basic = base64.b64encode(f"{project.pk}:".encode()).decode()
+    by_header = await client.get("/sourceConfig", headers={"Authorization": f"Basic {basic}"})
+    assert by_header.status_code == 200 and by_header.json()["source"]["id"] == source["id"]
+    assert (await client.get("/sourceConfig/")).status_code == 401
+    unknown = await client.get("/sourceConfig/", params={"writeKey": "pk_nope"})
+    assert unknown.status_code == 404
+    secret = await client.get(
+        "/sourceConfig/", params={"writeKey": project.sk}, headers={"Origin": PAGE}
+    )
+    assert secret.status_code == 403 and secret.json()["code"] == "secret_key_in_browser"
+    assert_no_cors(secret)
+    services.projects.set_allowed_origins(project.id, ("https://elsewhere.example.com",))
+    refused = await client.get(
+        "/sourceConfig/", params={"writeKey": project.pk}, headers={"Origin": PAGE}
+    )
+    assert refused.status_code == 403 and refused.json()["code"] == "origin_not_allowed"
 
 
 async def test_allowed_origins_are_stored_canonical_per_project(

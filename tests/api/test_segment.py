@@ -798,6 +798,48 @@ async def test_per_item_outcomes_on_a_single_message_endpoint(
     await assert_nothing_written(services)
 
 
+async def test_an_empty_user_id_is_no_id_as_rudderstack_sends_it(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    body = {"userId": "", "anonymousId": "rs-anon", "event": "E", "messageId": "rs-1"}
+    assert_success(await post(client, "track", project.pk, body))
+    refused = await post(client, "track", project.pk, {"userId": "", "event": "E"})
+    assert assert_problem(refused, 400, "parameter_missing")["param"] == "userId"
+    blank = await post(
+        client, "track", project.pk, {"userId": " ", "anonymousId": "a", "event": "E"}
+    )
+    assert_problem(blank, 400, "parameter_invalid_empty")
+    await drain(services)
+    assert [(e["anonymous_id"], e["external_id"]) for e in stored(services)] == [("rs-anon", None)]
+
+
+async def test_identify_traits_sent_only_in_context_as_rudderstack_sends_them(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    rudder = {
+        "userId": "rs-u",
+        "anonymousId": "",
+        "context": {"traits": {"email": "Sam@Example.com", "plan": "pro"}},
+    }
+    assert_success(await post(client, "identify", project.pk, rudder))
+    both = {
+        "userId": "seg-u",
+        "traits": {"plan": "team"},
+        "context": {"traits": {"email": "old@example.com", "plan": "cached"}},
+    }
+    assert_success(await post(client, "identify", project.pk, both))
+    bad = {"userId": "rs-u", "context": {"traits": {"email": "nope"}}}
+    problem = assert_problem(
+        await post(client, "identify", project.pk, bad), 422, "validation_failed"
+    )
+    assert problem["param"] == "context.traits.email"
+    await drain(services)
+    rs = await profile(client, project, "rs-u")
+    assert rs["email"] == "Sam@example.com" and rs["data"] == {"plan": "pro"}
+    seg = await profile(client, project, "seg-u")  # traits given: context.traits ignored
+    assert seg["email"] is None and seg["data"] == {"plan": "team"}
+
+
 async def test_request_level_problems_stay_errors_with_outcomes(
     client: httpx.AsyncClient, services: Services, project: Project
 ) -> None:

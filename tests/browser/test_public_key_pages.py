@@ -104,6 +104,31 @@ async function load(writeKey, cdnURL) {
 </script>"""
 
 
+RUDDERSTACK_PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title>
+<script src="/rudderstack.js"></script>
+<script>
+function visit(writeKey, server, user) {
+  return new Promise((resolve, reject) => {
+    const analytics = new rudderanalytics.RudderAnalytics()
+    analytics.load(writeKey, server, {
+      configUrl: server,
+      onLoaded: () => {},
+      queueOptions: {batch: {enabled: false}},
+    })
+    analytics.ready(() => {
+      const anonymousId = analytics.getAnonymousId()
+      analytics.page('Docs', 'Pricing', {plan: 'pro'})
+      analytics.track('Product Viewed', {sku: 'A1'})
+      analytics.identify(user, {email: 'sam@example.com', plan: 'pro'})
+      analytics.track('Order Completed', {total: 49.9})
+      resolve(anonymousId)
+    })
+    setTimeout(() => reject(new Error('not ready')), 15000)
+  })
+}
+</script>"""
+
+
 @dataclass
 class Tidings:
     server: Server
@@ -184,6 +209,12 @@ def segment_page(site: StaticSite, npm_packages: Path) -> str:
     return site.add("/shop.html", SEGMENT_PAGE)
 
 
+def rudderstack_page(site: StaticSite, npm_packages: Path) -> str:
+    bundle = npm_packages / "@rudderstack/analytics-js/dist/npm/legacy/bundled/umd/index.js"
+    site.add("/rudderstack.js", bundle.read_bytes(), "text/javascript")
+    return site.add("/shop.html", RUDDERSTACK_PAGE)
+
+
 def assert_stayed_local(page: Any, *origins: str) -> None:
     elsewhere = [url for url in page.requests if not url.startswith(origins)]
     assert elsewhere == [], elsewhere
@@ -227,6 +258,27 @@ def test_segment_analytics_next_unchanged_with_cdn_url_at_tidings(
         assert {"t", "i", "p"} <= sent, sent
     assert_stayed_local(page, site.url, tidings.url)
     assert tidings.event_names(user) == expected  # nothing arrived twice meanwhile
+
+
+def test_rudderstack_sdk_with_config_and_data_plane_at_tidings(
+    page: Any, site: StaticSite, tidings: Tidings, npm_packages: Path
+) -> None:
+    page.goto(rudderstack_page(site, npm_packages))
+    user = f"rs-{uuid.uuid4().hex[:8]}"
+    anon = page.evaluate("([k, s, u]) => visit(k, s, u)", [tidings.pk, tidings.url, user])
+    expected = ["Order Completed", "Page viewed", "Product Viewed"]
+    assert tidings.wait_for_events(page, user, len(expected)) == expected, (
+        page.console,
+        page.requests,
+    )
+    profile = tidings.get(f"/api/client/users/{user}").json()
+    assert anon in profile["anonymous_ids"], profile
+    assert profile["email"] == "sam@example.com", profile
+    assert any(url.startswith(f"{tidings.url}/sourceConfig/?") for url in page.requests)
+    sent = {url.removeprefix(f"{tidings.url}/v1/") for url in page.requests if "/v1/" in url}
+    assert {"track", "identify", "page"} <= sent, page.requests
+    assert_stayed_local(page, site.url, tidings.url)
+    assert tidings.event_names(user) == expected
 
 
 def test_a_page_on_an_origin_the_project_does_not_allow_is_refused(

@@ -89,6 +89,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("POST", "/v1/batch"),
     ("POST", "/v1/import"),
     ("GET", "/v1/projects/{write_key}/settings"),
+    ("GET", "/sourceConfig/"),
 ]
 
 

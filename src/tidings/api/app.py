@@ -31,6 +31,7 @@ from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.ratelimit import with_rate_limits
+from tidings.api.rudderstack_config import rudderstack_config_router
 from tidings.api.schema import schema_router
 from tidings.api.segment import SegmentRoutes
 from tidings.api.segment_settings import segment_settings_router
@@ -145,6 +146,7 @@ def create_app(
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))
     app.include_router(segment_settings_router(keys))  # GET /v1/projects/{key}/settings
+    app.include_router(rudderstack_config_router(keys))  # GET /sourceConfig/
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
     async def health() -> Response:

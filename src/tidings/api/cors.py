@@ -75,6 +75,8 @@ PUBLIC_PATHS = frozenset(
         "/api/client/notifications",
         "/api/client/users/me",
         "/api/client/subscriptions/me",
+        "/sourceConfig",  # RudderStack's JavaScript SDK (api/rudderstack_config.py)
+        "/sourceConfig/",
     }
 )
 PUBLIC_PREFIXES = ("/v1/", "/api/client/notifications/")
@@ -92,6 +94,14 @@ ALLOW_HEADERS = ", ".join(
         "X-Spotzee-User-Token",
         "X-Tidings-User-Token",
         "X-Retry-Count",  # analytics.js, on a retry
+        # RudderStack's JavaScript SDK: on every call, and on a retry
+        "AnonymousId",
+        "SentAt",
+        "Rsa-Retry-Attempt",
+        "Rsa-Retry-Reason",
+        "Rsa-Since-Last-Attempt",
+        "Rsa-Since-First-Attempt",
+        "Rsa-Recovered",
     ]
 )
 EXPOSE_HEADERS = "X-Request-Id, Retry-After"

@@ -394,7 +394,9 @@ def add_segment_paths(schema: dict[str, Any]) -> None:
 
 
 def _document_segment_settings(paths: dict[str, Any]) -> None:
-    """``GET /v1/projects/{write_key}/settings`` (api/segment_settings.py): its answers."""
+    """The answers of the two configuration documents SDKs load in browsers:
+    ``GET /v1/projects/{write_key}/settings`` (api/segment_settings.py, analytics.js) and
+    ``GET /sourceConfig/`` (api/rudderstack_config.py)."""
     operation = paths.get("/v1/projects/{write_key}/settings", {}).get("get")
     if operation is None:
         return
@@ -414,3 +416,22 @@ def _document_segment_settings(paths: dict[str, Any]) -> None:
         "404": _problem("No project has this write key, or it was revoked"),
         "503": _problem("Temporarily unavailable; retry after Retry-After seconds"),
     }
+    rudderstack = paths.get("/sourceConfig/", {}).get("get")
+    if rudderstack is not None:  # api/rudderstack_config.py
+        source = {
+            "type": "object",
+            "required": ["source"],
+            "properties": {"source": {"type": "object", "required": ["id", "destinations"]}},
+            "additionalProperties": True,
+        }
+        rudderstack["responses"] = {
+            "200": {
+                "description": "The source RudderStack's SDK reads: no destinations",
+                "content": {"application/json": {"schema": source}},
+            },
+            "400": _problem("The write key is too long"),
+            "401": _problem("No write key (query writeKey or Basic credentials)"),
+            "403": _problem("A secret key, or a page on an origin the project does not allow"),
+            "404": _problem("No project has this write key, or it was revoked"),
+            "503": _problem("Temporarily unavailable; retry after Retry-After seconds"),
+        }

@@ -112,11 +112,12 @@ def _id(
     problems: wire.Problems,
     *,
     required: bool = False,
+    empty_is_absent: bool = False,
 ) -> str | None:
     """A string id; numbers become strings (Segment allows a numeric userId)."""
     value = message.get(name)
     param = wire.join_path(path, name)
-    if value is None:
+    if value is None or (empty_is_absent and value == ""):
         if required:
             problems.add(param, "parameter_missing", f"'{name}' is required.")
         return None
@@ -245,8 +246,10 @@ def _type_of(
 def _ids(message: dict[str, Any], path: str, problems: wire.Problems) -> dict[str, str]:
     before = len(problems.structural)
     out: dict[str, str] = {}
-    user_id = _id(message, "userId", path, problems)
-    anonymous_id = _id(message, "anonymousId", path, problems)
+    # An empty string is no id: RudderStack's JavaScript SDK sends "userId": "" until
+    # identify (the other id is still required).
+    user_id = _id(message, "userId", path, problems, empty_is_absent=True)
+    anonymous_id = _id(message, "anonymousId", path, problems, empty_is_absent=True)
     if user_id is not None:
         out["external_id"] = user_id
     if anonymous_id is not None:
@@ -318,6 +321,12 @@ def _identify(
     shared: Shared,
 ) -> Mapped | None:
     traits = wire.object_field(message, "traits", path, problems) or {}
+    traits_path = wire.join_path(path, "traits")
+    context_traits = context.get("traits") if context is not None else None
+    if message.get("traits") is None and isinstance(context_traits, dict):
+        # RudderStack's JavaScript SDK sends an identify's traits only as context.traits.
+        traits = context_traits
+        traits_path = wire.join_path(path, "context.traits")
     _client_time(message, path, problems)  # validated, not used: traits apply in log order
     payload: dict[str, Any] = dict(ids)
     locale = _context_value(context, "locale", fields.normalise_locale)
@@ -326,7 +335,6 @@ def _identify(
     timezone = _context_value(context, "timezone", fields.normalise_timezone)
     if timezone is not None:
         payload["timezone"] = timezone
-    traits_path = wire.join_path(path, "traits")
     email = _text(traits, "email", traits_path, problems, max_length=320)
     if email is not None:
         try:
