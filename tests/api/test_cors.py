@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, bearer, create_project, drain
+from tests.conftest import (
+    Project,
+    bearer,
+    create_project,
+    drain,
+    make_services,
+    make_settings,
+)
+from tidings.api.app import create_app
 from tidings.bootstrap import Services
 from tidings.store.tables import events
 
@@ -273,6 +282,23 @@ async def test_analytics_js_settings_name_this_server(
     services.projects.revoke_key(key=project.pk)
     revoked = await client.get(f"/v1/projects/{project.pk}/settings")
     assert revoked.status_code == 404
+
+
+async def test_a_rate_limited_page_can_read_the_429_and_when_to_retry(tmp_path: Path) -> None:
+    services = make_services(make_settings(tmp_path, rate_limit_per_key=1, rate_limit_burst=1))
+    services.start()
+    try:
+        project = create_project(services)
+        app = create_app(services, manage_lifecycle=False, clock=lambda: 1000.0)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as c:
+            assert (await send(c, project.pk)).status_code == 204
+            limited = await send(c, project.pk)
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+        assert_cors(limited)
+        assert "Retry-After" in limited.headers["access-control-expose-headers"]
+    finally:
+        services.stop()
 
 
 async def test_rudderstack_source_config_has_no_destinations(

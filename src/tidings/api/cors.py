@@ -223,7 +223,7 @@ class CorsMiddleware:
         if origin is None:  # not from a page: the ingest benchmarks' (and servers') path
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "OPTIONS" and any(
+        if scope.get("method") == "OPTIONS" and any(
             name == b"access-control-request-method" for name, _ in scope["headers"]
         ):
             await self._preflight(scope, receive, send, origin)
