@@ -301,6 +301,29 @@ async def test_a_rate_limited_page_can_read_the_429_and_when_to_retry(tmp_path: 
         services.stop()
 
 
+async def test_a_changed_list_applies_once_the_cached_key_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Allowed origins come with the key (one cache read per key, as for revocation)."""
+    services = make_services(make_settings(tmp_path, key_cache_ttl=60))
+    services.start()
+    now = [1000.0]
+    monkeypatch.setattr("tidings.api.auth.time.monotonic", lambda: now[0])
+    try:
+        project = create_project(services)
+        app = create_app(services, manage_lifecycle=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as c:
+            assert (await send(c, project.pk)).status_code == 204
+            services.projects.set_allowed_origins(project.id, ("https://only.example.com",))
+            assert (await send(c, project.pk)).status_code == 204  # the cached answer
+            now[0] += 61
+            refused = await send(c, project.pk)
+        assert refused.status_code == 403 and refused.json()["code"] == "origin_not_allowed"
+    finally:
+        services.stop()
+
+
 async def test_rudderstack_source_config_has_no_destinations(
     client: httpx.AsyncClient, services: Services, project: Project
 ) -> None:
