@@ -129,6 +129,7 @@ journey_timers = sa.Table(
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("project_id", sa.Integer, nullable=False),
+    sa.Column("journey_id", sa.Integer, nullable=False),
     sa.Column("entrance_id", sa.BigInteger, nullable=False),
     sa.Column("step_id", sa.Integer, nullable=False),
     sa.Column("kind", sa.String(8), nullable=False),  # run | timeout | goal

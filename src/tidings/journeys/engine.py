@@ -1,0 +1,1221 @@
+"""The journey engine: entering, running steps, waits, timers, merges.
+
+Who calls it, and in which transaction:
+
+* ``JourneyHook.apply`` (a ``BatchHook``) runs inside the ingest batch's write transaction:
+  events of the batch resolve waits, enter journeys and reach goals; merges re-point
+  entrances. A crash or a stale batch rolls all of it back with the batch, and the batch's
+  replay does it again: entering is exactly-once with the event.
+* ``JourneyEngine.run_due`` claims due timers (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+  SQLite has one writer at a time) and applies them **in the transaction that deletes
+  them**: a worker that dies holding a claim rolls back, its row locks go, and another
+  worker (or the same one after a restart) takes the timer again.
+* ``JourneyEngine.trigger`` (the API) enters one user in its own transaction.
+
+Each step's effects (the outbox row of a send through ``Sends.enqueue``, the events it
+emits into ``journey_outbox``) and its completion (the path row, the entrance's move)
+commit together, so a crash never repeats a step's send; the send's reference is
+``journey:<entrance id>:<step id>``, unique in messaging's outbox besides.
+
+Lock order, where PostgreSQL transactions meet on one entrance (a wait's event in a batch,
+its timeout in a worker): the timer row first, then the wait row, then the entrance. Who
+deletes the wait row resolves the wait; the other finds it gone and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from tidings.domain.ids import new_ulid
+from tidings.domain.ingest import LogEntry, partition_of
+from tidings.domain.journeys import (
+    Context,
+    Decision,
+    Emit,
+    ExitEntrance,
+    LinkTo,
+    Send,
+    Step,
+    UpdateTraits,
+    WaitFor,
+    decide,
+    event_passes,
+    in_holdout,
+    lookup_path,
+    wait_matches,
+)
+from tidings.domain.journeys.steps import window_start
+from tidings.domain.rules import EventFact, ProfileFacts
+from tidings.domain.sending import SendRequest, Sends
+from tidings.journeys.sql import add_counts, insert_ignore, skip_locked
+from tidings.journeys.store import Graph, load_graph
+from tidings.store.database import Writer
+from tidings.store.tables import events as events_table
+from tidings.store.tables import identities, profiles, projects
+from tidings.store.tables_journeys import (
+    journey_entrances,
+    journey_outbox,
+    journey_path,
+    journey_rates,
+    journey_step_stats,
+    journey_timers,
+    journey_waits,
+    journeys,
+)
+
+__all__ = ["Clock", "EntranceState", "JourneyEngine", "JourneyHook", "Profile"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], int]  # microseconds since the epoch, UTC
+ACTIVE = ("running", "waiting")
+_GATE_EVENTS = 1000  # a gate's event rules read the user's latest events, at most these
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    id: str
+    project_id: int
+    external_id: str | None
+    email: str | None
+    phone: str | None
+    timezone: str | None
+    locale: str | None
+    data: Mapping[str, Any]
+    created_at: int
+
+    def facts(self) -> ProfileFacts:
+        return ProfileFacts(
+            id=self.id,
+            external_id=self.external_id,
+            email=self.email,
+            phone=self.phone,
+            timezone=self.timezone,
+            locale=self.locale,
+            data=self.data,
+            created_at=self.created_at,
+        )
+
+
+def profile_of(row: Any) -> Profile:
+    return Profile(
+        id=row.id,
+        project_id=row.project_id,
+        external_id=row.external_id,
+        email=row.email,
+        phone=row.phone,
+        timezone=row.timezone,
+        locale=row.locale,
+        data=dict(row.data or {}),
+        created_at=row.created_at,
+    )
+
+
+@dataclass(slots=True)
+class EntranceState:
+    id: int
+    project_id: int
+    journey_id: int
+    entrance_step_id: int
+    profile_id: str
+    step_id: int
+    state: str
+    event: dict[str, Any]
+    holdout: bool
+    branch: str | None
+    arrived_at: int  # when it reached ``step_id``
+
+
+@dataclass
+class _Tx:
+    """What one transaction accumulates and writes at its end: counters, emitted items."""
+
+    now: int
+    counts: dict[tuple[int, int], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0, 0])
+    )
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    steps_run: int = 0
+
+    def entered(self, journey_id: int, step_id: int) -> None:
+        self.counts[(journey_id, step_id)][0] += 1
+
+    def completed(self, journey_id: int, step_id: int) -> None:
+        self.counts[(journey_id, step_id)][1] += 1
+
+    def failed(self, journey_id: int, step_id: int) -> None:
+        self.counts[(journey_id, step_id)][2] += 1
+
+    def flush(self, conn: Connection) -> None:
+        add_counts(
+            conn,
+            journey_step_stats,
+            ("journey_id", "step_id"),
+            [
+                {"journey_id": j, "step_id": s, "entered": e, "completed": c, "failed": f}
+                for (j, s), (e, c, f) in self.counts.items()
+            ],
+        )
+        if self.outbox:
+            conn.execute(sa.insert(journey_outbox), self.outbox)
+        self.counts.clear()
+        self.outbox.clear()
+
+
+class Graphs:
+    """Journey graphs, cached until ``journeys`` changes (a count and the newest
+    ``updated_at``, read once per use: cheap, and right across processes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version: tuple[int, int] | None = None
+        self._graphs: dict[int, Graph] = {}
+        self._live: list[Graph] = []
+
+    def invalidate(self, _journey_id: int = 0) -> None:
+        with self._lock:
+            self._version = None
+
+    def refresh(self, conn: Connection) -> None:
+        version = tuple(
+            conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(journeys.c.updated_at), 0))
+            ).one()
+        )
+        with self._lock:
+            if version == self._version:
+                return
+        graphs: dict[int, Graph] = {}
+        for (journey_id,) in conn.execute(
+            sa.select(journeys.c.id).where(
+                journeys.c.status.in_(("live", "off")), journeys.c.deleted_at.is_(None)
+            )
+        ):
+            graph = load_graph(conn, journey_id)
+            if graph is not None:
+                graphs[journey_id] = graph
+        with self._lock:
+            self._graphs = graphs
+            self._live = [g for g in graphs.values() if g.journey.status == "live"]
+            self._version = (int(version[0]), int(version[1]))
+
+    def get(self, conn: Connection, journey_id: int) -> Graph | None:
+        self.refresh(conn)
+        return self._graphs.get(journey_id)
+
+    def live(self, conn: Connection) -> list[Graph]:
+        self.refresh(conn)
+        return self._live
+
+
+class JourneyEngine:
+    def __init__(
+        self,
+        writer: Writer,
+        reader: Engine,
+        sends: Sends,
+        *,
+        partitions: int,
+        append: Callable[[list[LogEntry]], None] | None = None,
+        clock: Clock,
+    ) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.sends = sends
+        self.partitions = partitions
+        self.append = append  # appends to the ingest log (the outbox's drain)
+        self.clock = clock
+        self.graphs = Graphs()
+        self._timezones: dict[int, str] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def project_timezone(self, conn: Connection, project_id: int) -> str:
+        found = self._timezones.get(project_id)
+        if found is None:
+            found = (
+                conn.execute(
+                    sa.select(projects.c.timezone).where(projects.c.id == project_id)
+                ).scalar_one_or_none()
+                or "UTC"
+            )
+            self._timezones[project_id] = found
+        return found
+
+    @staticmethod
+    def load_profiles(conn: Connection, ids: Iterable[str]) -> dict[str, Profile]:
+        wanted = sorted(set(ids))
+        out: dict[str, Profile] = {}
+        for i in range(0, len(wanted), 500):
+            for row in conn.execute(
+                sa.select(profiles).where(profiles.c.id.in_(wanted[i : i + 500]))
+            ):
+                out[row.id] = profile_of(row)
+        return out
+
+    # -- entering --------------------------------------------------------------------------
+
+    def enter(
+        self,
+        conn: Connection,
+        graph: Graph,
+        entrance: Step,
+        profile: Profile,
+        tx: _Tx,
+        *,
+        event: Mapping[str, Any] | None,
+        key: str = "",
+        unique: str | None = None,
+    ) -> int | None:
+        """Enter ``profile`` at ``entrance``; the new entrance's id, or None when it may
+        not enter (not live, entered already, the cap). ``unique`` names this occasion
+        (the event's message id, the request's idempotency key) for entrances that allow
+        concurrent entries; re-entry otherwise counts earlier entrances, and the unique
+        constraint turns a concurrent duplicate into a no-op either way."""
+        journey = graph.journey
+        if journey.status != "live" or journey.archived:
+            return None
+        now = tx.now
+        data = entrance.data
+        mine = sa.and_(
+            journey_entrances.c.journey_id == journey.id,
+            journey_entrances.c.profile_id == profile.id,
+        )
+        cap = graph.settings.max_entries_per_user
+        if cap is not None:
+            count = conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()
+            if count >= cap:
+                return None
+        if data.get("trigger") == "schedule" and unique:
+            occurrence = unique[:64]  # each run of a schedule is an occasion of its own
+        elif not data.get("multiple"):
+            occurrence = "0"
+        elif data.get("concurrent"):
+            occurrence = (unique or new_ulid())[:64]
+        else:
+            same = conn.execute(
+                sa.select(journey_entrances.c.state).where(
+                    mine,
+                    journey_entrances.c.entrance_step_id == entrance.id,
+                    journey_entrances.c.entrance_key == key,
+                )
+            ).all()
+            if any(s in ACTIVE for (s,) in same):
+                return None
+            occurrence = str(len(same))
+        holdout = in_holdout(journey.id, profile.id, graph.settings.holdout_percent)
+        first = graph.steps.get(entrance.child() or "")
+        entrance_id: int | None = insert_ignore(
+            conn,
+            journey_entrances,
+            {
+                "project_id": journey.project_id,
+                "journey_id": journey.id,
+                "entrance_step_id": entrance.id,
+                "profile_id": profile.id,
+                "entrance_key": key[:255],
+                "occurrence": occurrence,
+                "step_id": entrance.id,
+                "state": "running",
+                "event": dict(event) if event is not None else None,
+                "holdout": holdout,
+                "created_at": now,
+                "updated_at": now,
+            },
+            returning=journey_entrances.c.id,
+        )
+        if entrance_id is None:
+            return None
+        conn.execute(
+            sa.insert(journey_path).values(
+                entrance_id=entrance_id,
+                step_id=entrance.id,
+                entered_at=now,
+                completed_at=now,
+                outcome="entered",
+            )
+        )
+        tx.entered(journey.id, entrance.id)
+        tx.completed(journey.id, entrance.id)
+        self._fact(tx, profile, "journey_entered", journey.id, entrance_id, entrance.id)
+        state = EntranceState(
+            id=entrance_id,
+            project_id=journey.project_id,
+            journey_id=journey.id,
+            entrance_step_id=entrance.id,
+            profile_id=profile.id,
+            step_id=entrance.id,
+            state="running",
+            event=dict(event or {}),
+            holdout=holdout,
+            branch=None,
+            arrived_at=now,
+        )
+        if first is None:
+            self._end(conn, state, profile, tx)
+            self._save(conn, state, tx.now)
+            return entrance_id
+        self._move(conn, graph, state, first, tx)
+        self.advance(conn, graph, state, profile, tx)
+        return entrance_id
+
+    # -- running steps ----------------------------------------------------------------------
+
+    def _fact(
+        self, tx: _Tx, profile: Profile, name: str, journey_id: int, entrance_id: int, step: int
+    ) -> None:
+        self.emit(
+            tx,
+            profile,
+            name,
+            {"journey_id": journey_id, "entrance_id": entrance_id},
+            message_id=f"{name}:{entrance_id}",
+        )
+        del step
+
+    def emit(
+        self,
+        tx: _Tx,
+        profile: Profile,
+        name: str,
+        data: Mapping[str, Any],
+        *,
+        message_id: str,
+    ) -> None:
+        payload: dict[str, Any] = {
+            "name": name,
+            "message_id": message_id,
+            "data": dict(data),
+            "created_at": tx.now,
+            "profile_id": profile.id,
+        }
+        if profile.external_id:
+            payload["external_id"] = profile.external_id
+        tx.outbox.append(
+            {
+                "project_id": profile.project_id,
+                "kind": "event",
+                "payload": payload,
+                "created_at": tx.now,
+            }
+        )
+
+    def _move(
+        self, conn: Connection, graph: Graph, state: EntranceState, step: Step, tx: _Tx
+    ) -> None:
+        state.step_id = step.id
+        state.state = "running"
+        state.arrived_at = tx.now
+        insert_ignore(
+            conn,
+            journey_path,
+            {"entrance_id": state.id, "step_id": step.id, "entered_at": tx.now},
+        )
+        tx.entered(graph.journey.id, step.id)
+
+    def _complete(self, conn: Connection, state: EntranceState, outcome: str, tx: _Tx) -> None:
+        conn.execute(
+            sa.update(journey_path)
+            .where(journey_path.c.entrance_id == state.id, journey_path.c.step_id == state.step_id)
+            .values(completed_at=tx.now, outcome=outcome[:32])
+        )
+
+    def _end(
+        self, conn: Connection, state: EntranceState, profile: Profile, tx: _Tx, how: str = "done"
+    ) -> None:
+        state.state = how
+        conn.execute(
+            sa.update(journey_entrances)
+            .where(journey_entrances.c.id == state.id)
+            .values(ended_at=tx.now)
+        )
+        if how == "done":
+            self._fact(tx, profile, "journey_completed", state.journey_id, state.id, state.step_id)
+
+    @staticmethod
+    def _save(conn: Connection, state: EntranceState, now: int) -> None:
+        conn.execute(
+            sa.update(journey_entrances)
+            .where(journey_entrances.c.id == state.id)
+            .values(
+                step_id=state.step_id,
+                state=state.state,
+                branch=state.branch,
+                updated_at=now,
+            )
+        )
+
+    def _context(
+        self,
+        conn: Connection,
+        graph: Graph,
+        step: Step,
+        state: EntranceState,
+        profile: Profile,
+        tx: _Tx,
+        resumed: str | None,
+    ) -> Context:
+        settings = graph.settings
+        sent = None
+        if step.type == "action" and settings.frequency_cap is not None:
+            sent = self.sends.sent_count(
+                conn, state.project_id, profile.id, tx.now - settings.frequency_cap[1]
+            )
+        rates: dict[str, int] = {}
+        if step.type in ("balancer", "throttle"):
+            start = window_start(step, tx.now)
+            rates = {
+                child: int(count)
+                for child, count in conn.execute(
+                    sa.select(journey_rates.c.child, journey_rates.c.count).where(
+                        journey_rates.c.step_id == step.id,
+                        journey_rates.c.window_start == start,
+                    )
+                )
+            }
+        events: list[EventFact] = []
+        if step.type == "gate" and '"event"' in _json_text(step.data.get("rule")):
+            events = [
+                EventFact(name=r.name, data=r.data or {}, created_at=r.created_at)
+                for r in conn.execute(
+                    sa.select(events_table.c.name, events_table.c.data, events_table.c.created_at)
+                    .where(
+                        events_table.c.project_id == state.project_id,
+                        events_table.c.profile_id == profile.id,
+                    )
+                    .order_by(events_table.c.created_at.desc())
+                    .limit(_GATE_EVENTS)
+                )
+            ]
+        return Context(
+            project_id=state.project_id,
+            journey_id=state.journey_id,
+            entrance_id=state.id,
+            profile=profile.facts(),
+            arrived_at=state.arrived_at,
+            timezone=self.project_timezone(conn, state.project_id),
+            event=state.event,
+            settings=settings,
+            holdout=state.holdout,
+            events=events,
+            sent_count=sent,
+            rate_counts=rates,
+            resumed=resumed,
+        )
+
+    def advance(
+        self,
+        conn: Connection,
+        graph: Graph,
+        state: EntranceState,
+        profile: Profile,
+        tx: _Tx,
+        resumed: str | None = None,
+    ) -> None:
+        """Run the entrance from its current step until it must wait or ends."""
+        for _ in range(len(graph.by_id) + 2):  # the graph has no cycle: a bound, not a rule
+            step = graph.by_id.get(state.step_id)
+            if step is None or step.uuid not in graph.steps:
+                # Its step was removed meanwhile (the edit moved the others): it ends.
+                self._complete(conn, state, "step_removed", tx)
+                self._end(conn, state, profile, tx)
+                break
+            decision = decide(
+                step, self._context(conn, graph, step, state, profile, tx, resumed), tx.now
+            )
+            resumed = None
+            tx.steps_run += 1
+            if decision.failed is not None:
+                logger.info(
+                    "journey %d entrance %d failed at step %s: %s",
+                    state.journey_id,
+                    state.id,
+                    step.uuid,
+                    decision.failed,
+                )
+                self._complete(conn, state, "failed", tx)
+                tx.failed(graph.journey.id, step.id)
+                self._end(conn, state, profile, tx, how="failed")
+                break
+            if decision.hold_until is not None:
+                self._timer(conn, state, "run", decision.hold_until)
+                state.state = "waiting"
+                break
+            if decision.wait is not None:
+                self._wait(conn, state, step, decision.wait, profile)
+                state.state = "waiting"
+                break
+            self._complete(conn, state, decision.outcome, tx)
+            ended = self._effects(conn, graph, state, step, profile, decision, tx)
+            if decision.count_rate is not None:
+                add_counts(
+                    conn,
+                    journey_rates,
+                    ("step_id", "child", "window_start"),
+                    [
+                        {
+                            "step_id": step.id,
+                            "child": decision.count_rate,
+                            "window_start": window_start(step, tx.now),
+                            "count": 1,
+                        }
+                    ],
+                )
+            if decision.branch is not None:
+                state.branch = decision.branch
+            tx.completed(graph.journey.id, step.id)
+            following = graph.steps.get(decision.next or "")
+            if ended or following is None:
+                if state.state in ACTIVE:
+                    self._end(conn, state, profile, tx)
+                break
+            self._move(conn, graph, state, following, tx)
+        self._save(conn, state, tx.now)
+
+    def _effects(
+        self,
+        conn: Connection,
+        graph: Graph,
+        state: EntranceState,
+        step: Step,
+        profile: Profile,
+        decision: Decision,
+        tx: _Tx,
+    ) -> bool:
+        """Apply the step's effects; True when the entrance ends with it. A send's
+        outcome (queued, duplicate, not_running) becomes the step's."""
+        ended = False
+        outcome = decision.outcome
+        for effect in decision.effects:
+            if isinstance(effect, Send):
+                queued = self.sends.enqueue(
+                    conn,
+                    SendRequest(
+                        project_id=state.project_id,
+                        campaign_id=effect.campaign_id,
+                        profile_id=profile.id,
+                        reference=f"journey:{state.id}:{step.id}",
+                        context={
+                            "event": dict(state.event.get("data") or {}),
+                            "journey": {"id": state.journey_id, "entrance_id": state.id},
+                        },
+                        journey_id=state.journey_id,
+                        step_id=step.id,
+                    ),
+                    tx.now,
+                )
+                outcome = str(getattr(queued, "value", queued))
+            elif isinstance(effect, Emit):
+                self.emit(
+                    tx,
+                    profile,
+                    effect.name,
+                    effect.data,
+                    message_id=f"journey:{state.id}:{step.id}",
+                )
+            elif isinstance(effect, UpdateTraits):
+                payload: dict[str, Any] = {"data": dict(effect.data), "profile_id": profile.id}
+                if profile.external_id:
+                    payload["external_id"] = profile.external_id
+                tx.outbox.append(
+                    {
+                        "project_id": profile.project_id,
+                        "kind": "user",
+                        "payload": payload,
+                        "created_at": tx.now,
+                    }
+                )
+            elif isinstance(effect, ExitEntrance):
+                ended = True
+                if effect.entrance_uuid is not None:
+                    target = graph.steps.get(str(effect.entrance_uuid))
+                    if target is not None and target.id != state.entrance_step_id:
+                        self._exit_others(conn, graph, profile, target.id, tx)
+                        ended = False
+            elif isinstance(effect, LinkTo):
+                ended = True
+                other = self.graphs.get(conn, effect.journey_id)
+                if other is not None and other.journey.project_id == state.project_id:
+                    entrances = other.entrances()
+                    if effect.entrance_uuid:
+                        entrances = [e for e in entrances if e.uuid == effect.entrance_uuid]
+                    if entrances:
+                        self.enter(
+                            conn,
+                            other,
+                            entrances[0],
+                            profile,
+                            tx,
+                            event=state.event,
+                            unique=f"link:{state.id}:{step.id}",
+                        )
+        if outcome != decision.outcome:
+            self._complete(conn, state, outcome, tx)
+        return ended
+
+    def _exit_others(
+        self, conn: Connection, graph: Graph, profile: Profile, entrance_step_id: int, tx: _Tx
+    ) -> None:
+        rows = conn.execute(
+            sa.select(journey_entrances.c.id, journey_entrances.c.step_id).where(
+                journey_entrances.c.journey_id == graph.journey.id,
+                journey_entrances.c.profile_id == profile.id,
+                journey_entrances.c.entrance_step_id == entrance_step_id,
+                journey_entrances.c.state.in_(ACTIVE),
+            )
+        ).all()
+        for entrance_id, step_id in rows:
+            conn.execute(
+                sa.delete(journey_timers).where(journey_timers.c.entrance_id == entrance_id)
+            )
+            conn.execute(sa.delete(journey_waits).where(journey_waits.c.entrance_id == entrance_id))
+            conn.execute(
+                sa.update(journey_path)
+                .where(journey_path.c.entrance_id == entrance_id, journey_path.c.step_id == step_id)
+                .values(completed_at=tx.now, outcome="exited")
+            )
+            conn.execute(
+                sa.update(journey_entrances)
+                .where(journey_entrances.c.id == entrance_id)
+                .values(state="exited", ended_at=tx.now, updated_at=tx.now)
+            )
+
+    @staticmethod
+    def _timer(conn: Connection, state: EntranceState, kind: str, due_at: int) -> None:
+        conn.execute(
+            sa.delete(journey_timers).where(
+                journey_timers.c.entrance_id == state.id, journey_timers.c.kind == kind
+            )
+        )
+        conn.execute(
+            sa.insert(journey_timers).values(
+                project_id=state.project_id,
+                journey_id=state.journey_id,
+                entrance_id=state.id,
+                step_id=state.step_id,
+                kind=kind,
+                due_at=due_at,
+            )
+        )
+
+    def _wait(
+        self, conn: Connection, state: EntranceState, step: Step, wait: WaitFor, profile: Profile
+    ) -> None:
+        match = None
+        if wait.match_path:
+            value = lookup_path(
+                state.event.get("data") or {}, wait.match_path.removeprefix("data.")
+            )
+            match = _json_text(value)
+        conn.execute(sa.delete(journey_waits).where(journey_waits.c.entrance_id == state.id))
+        conn.execute(
+            sa.insert(journey_waits).values(
+                entrance_id=state.id,
+                project_id=state.project_id,
+                profile_id=profile.id,
+                step_id=step.id,
+                event_name=wait.event_name,
+                list_id=wait.list_id,
+                match_value=match,
+            )
+        )
+        self._timer(conn, state, "timeout", wait.timeout_at)
+
+    # -- loading entrances -------------------------------------------------------------------
+
+    @staticmethod
+    def _states(conn: Connection, ids: Sequence[int]) -> dict[int, EntranceState]:
+        out: dict[int, EntranceState] = {}
+        if not ids:
+            return out
+        rows = conn.execute(
+            sa.select(journey_entrances, journey_path.c.entered_at)
+            .select_from(
+                journey_entrances.outerjoin(
+                    journey_path,
+                    sa.and_(
+                        journey_path.c.entrance_id == journey_entrances.c.id,
+                        journey_path.c.step_id == journey_entrances.c.step_id,
+                    ),
+                )
+            )
+            .where(journey_entrances.c.id.in_(list(ids)))
+        ).all()
+        for r in rows:
+            out[r.id] = EntranceState(
+                id=r.id,
+                project_id=r.project_id,
+                journey_id=r.journey_id,
+                entrance_step_id=r.entrance_step_id,
+                profile_id=r.profile_id,
+                step_id=r.step_id,
+                state=r.state,
+                event=dict(r.event or {}),
+                holdout=bool(r.holdout),
+                branch=r.branch,
+                arrived_at=r.entered_at if r.entered_at is not None else r.updated_at,
+            )
+        return out
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def run_due(self, now: int | None = None, limit: int = 500) -> int:
+        """Apply due timers of live journeys (at most ``limit``) in one transaction;
+        answers how many. A failure applies them one by one, so that one bad entrance
+        (marked failed) does not hold up the rest."""
+        now = self.clock() if now is None else now
+        try:
+            with self.writer.begin() as conn:
+                return self._run_due(conn, now, limit, None)
+        except sa.exc.OperationalError:
+            raise
+        except Exception:
+            logger.exception("journey timers failed as a batch; applying them one by one")
+        done = 0
+        for _ in range(limit):
+            try:
+                with self.writer.begin() as conn:
+                    n = self._run_due(conn, now, 1, None)
+            except Exception as exc:
+                logger.exception("a journey timer failed")
+                self._fail_first_due(now, exc)
+                continue
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def _fail_first_due(self, now: int, exc: Exception) -> None:
+        with self.writer.begin() as conn:
+            row = conn.execute(
+                skip_locked(
+                    conn,
+                    sa.select(journey_timers)
+                    .where(journey_timers.c.due_at <= now)
+                    .order_by(journey_timers.c.due_at)
+                    .limit(1),
+                )
+            ).first()
+            if row is None:
+                return
+            conn.execute(sa.delete(journey_timers).where(journey_timers.c.id == row.id))
+            conn.execute(
+                sa.update(journey_entrances)
+                .where(journey_entrances.c.id == row.entrance_id)
+                .values(state="failed", ended_at=now, updated_at=now)
+            )
+            add_counts(
+                conn,
+                journey_step_stats,
+                ("journey_id", "step_id"),
+                [
+                    {
+                        "journey_id": row.journey_id,
+                        "step_id": row.step_id,
+                        "entered": 0,
+                        "completed": 0,
+                        "failed": 1,
+                    }
+                ],
+            )
+            logger.warning("journey entrance %d failed: %s", row.entrance_id, exc)
+
+    def _run_due(self, conn: Connection, now: int, limit: int, _: None) -> int:
+        live = sa.select(journeys.c.id).where(journeys.c.status == "live")
+        query = (
+            sa.select(journey_timers)
+            .where(journey_timers.c.due_at <= now, journey_timers.c.journey_id.in_(live))
+            .order_by(journey_timers.c.due_at)
+            .limit(limit)
+        )
+        due = conn.execute(skip_locked(conn, query, journey_timers)).all()
+        if not due:
+            return 0
+        conn.execute(sa.delete(journey_timers).where(journey_timers.c.id.in_([t.id for t in due])))
+        tx = _Tx(now)
+        states = self._states(conn, [t.entrance_id for t in due])
+        people = self.load_profiles(conn, {s.profile_id for s in states.values()})
+        for timer in due:
+            state = states.get(timer.entrance_id)
+            if state is None or state.state not in ACTIVE:
+                continue
+            graph = self.graphs.get(conn, state.journey_id)
+            profile = people.get(state.profile_id)
+            if graph is None or profile is None:
+                continue
+            resumed = None
+            if timer.kind == "timeout":
+                gone = conn.execute(
+                    sa.delete(journey_waits).where(journey_waits.c.entrance_id == state.id)
+                ).rowcount
+                if not gone:
+                    continue  # the awaited event came first
+                resumed = "no"
+            elif timer.step_id != state.step_id:
+                continue  # a timer left from a step the entrance has moved on from
+            self.advance(conn, graph, state, profile, tx, resumed)
+        tx.flush(conn)
+        return len(due)
+
+    def next_due(self) -> int | None:
+        """When the next timer of a live journey is due (None: none is)."""
+        live = sa.select(journeys.c.id).where(journeys.c.status == "live")
+        with self.reader.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.min(journey_timers.c.due_at)).where(
+                    journey_timers.c.journey_id.in_(live)
+                )
+            ).scalar()
+
+    # -- the outbox of emitted events and trait updates ------------------------------------
+
+    def drain_outbox(self, limit: int = 500) -> int:
+        """Append emitted items to the ingest log, then delete them (a crash between the
+        two appends them again: their message ids make the second append a no-op)."""
+        if self.append is None:
+            return 0
+        with self.writer.begin() as conn:
+            rows = conn.execute(
+                skip_locked(
+                    conn, sa.select(journey_outbox).order_by(journey_outbox.c.id).limit(limit)
+                )
+            ).all()
+            if not rows:
+                return 0
+            keys = self._identity_keys(conn, rows)
+            entries = []
+            for r in rows:
+                payload = dict(r.payload)
+                profile_id = payload.pop("profile_id", None)
+                if not payload.get("external_id"):
+                    anonymous = keys.get(profile_id or "")
+                    if anonymous is None:
+                        continue  # an erased or unknown profile: nothing to say about it
+                    payload["anonymous_id"] = anonymous
+                identity = payload.get("external_id") or payload.get("anonymous_id") or ""
+                entries.append(
+                    LogEntry(
+                        project_id=r.project_id,
+                        kind=r.kind,
+                        partition=partition_of(r.project_id, identity, self.partitions),
+                        payload=payload,
+                        accepted_at=r.created_at,
+                    )
+                )
+            if entries:
+                self.append(entries)
+            conn.execute(
+                sa.delete(journey_outbox).where(journey_outbox.c.id.in_([r.id for r in rows]))
+            )
+        return len(rows)
+
+    @staticmethod
+    def _identity_keys(conn: Connection, rows: Sequence[Any]) -> dict[str, str]:
+        wanted = {
+            r.payload.get("profile_id")
+            for r in rows
+            if not r.payload.get("external_id") and r.payload.get("profile_id")
+        }
+        if not wanted:
+            return {}
+        return {
+            profile_id: value
+            for profile_id, value in conn.execute(
+                sa.select(identities.c.profile_id, identities.c.value).where(
+                    identities.c.kind == "anonymous", identities.c.profile_id.in_(wanted)
+                )
+            )
+        }
+
+    # -- the API's trigger ---------------------------------------------------------------------
+
+    def trigger(
+        self,
+        project_id: int,
+        journey_id: int,
+        profile_id: str,
+        *,
+        entrance_uuid: str | None,
+        event: Mapping[str, Any] | None,
+        unique: str | None,
+    ) -> int | None:
+        from tidings.domain.errors import Conflict, NotFound
+
+        now = self.clock()
+        with self.writer.begin() as conn:
+            graph = self.graphs.get(conn, journey_id)
+            if graph is None or graph.journey.project_id != project_id:
+                found = conn.execute(
+                    sa.select(journeys.c.status).where(
+                        journeys.c.id == journey_id,
+                        journeys.c.project_id == project_id,
+                        journeys.c.deleted_at.is_(None),
+                    )
+                ).first()
+                if found is None:
+                    raise NotFound(f"No journey with id {journey_id}.", param="id")
+                raise Conflict(f"Journey {journey_id} is not live.", param="id")
+            if graph.journey.status != "live":
+                raise Conflict(f"Journey {journey_id} is not live.", param="id")
+            entrances = graph.entrances()
+            if entrance_uuid is not None:
+                entrances = [
+                    e for e in entrances if e.uuid == entrance_uuid or str(e.id) == entrance_uuid
+                ]
+                if not entrances:
+                    raise NotFound(
+                        f"No entrance {entrance_uuid} in this journey.", param="entrance_id"
+                    )
+            else:
+                none = [e for e in entrances if e.data.get("trigger") == "none"]
+                entrances = none or entrances
+            profile = self.load_profiles(conn, [profile_id]).get(profile_id)
+            if profile is None:
+                raise NotFound("The user is not there.", param="user.external_id")
+            tx = _Tx(now)
+            body = {"name": "journey_trigger", "data": dict(event or {}), "created_at": now}
+            key = ""
+            path = entrances[0].data.get("key")
+            if path:
+                key = _key_text(lookup_path(body, str(path)))
+            entrance_id = self.enter(
+                conn, graph, entrances[0], profile, tx, event=body, key=key, unique=unique
+            )
+            tx.flush(conn)
+        return entrance_id
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _key_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _json_text(value)
+
+
+class JourneyHook:
+    """The ``BatchHook`` of journeys: in the batch's transaction, each new event resolves
+    the waits it matches, enters the journeys it triggers, and reaches goals; merges
+    de-duplicate the two users' entrances."""
+
+    def __init__(self, engine: JourneyEngine) -> None:
+        self.engine = engine
+
+    def apply(self, conn: Connection, facts: Any, now: int) -> None:
+        engine = self.engine
+        live = engine.graphs.live(conn)
+        if facts.merges:
+            self._merges(conn, facts.merges, now)
+        if not facts.events:
+            return
+        by_profile: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for e in facts.events:
+            by_profile[e["profile_id"]].append(e)
+        tx = _Tx(now)
+        people = {p.id: profile_of(p) for p in facts.profiles}
+        missing = set(by_profile) - set(people)
+        if missing:
+            people.update(engine.load_profiles(conn, missing))
+        self._waits(conn, by_profile, people, tx)
+        if live:
+            self._entrances(conn, live, facts.events, people, tx)
+            self._goals(conn, live, facts.events, people, tx)
+        tx.flush(conn)
+
+    def _waits(
+        self,
+        conn: Connection,
+        by_profile: Mapping[str, list[dict[str, Any]]],
+        people: Mapping[str, Profile],
+        tx: _Tx,
+    ) -> None:
+        engine = self.engine
+        names = {e["name"] for events in by_profile.values() for e in events}
+        ids = sorted(by_profile)
+        waits: list[Any] = []
+        for i in range(0, len(ids), 500):
+            waits.extend(
+                conn.execute(
+                    sa.select(journey_waits).where(
+                        journey_waits.c.profile_id.in_(ids[i : i + 500]),
+                        journey_waits.c.event_name.in_(names),
+                    )
+                ).all()
+            )
+        if not waits:
+            return
+        states = engine._states(conn, [w.entrance_id for w in waits])
+        for wait in sorted(waits, key=lambda w: w.entrance_id):
+            state = states.get(wait.entrance_id)
+            profile = people.get(wait.profile_id)
+            if state is None or profile is None or state.state != "waiting":
+                continue
+            graph = engine.graphs.get(conn, state.journey_id)
+            if graph is None or graph.journey.status != "live":
+                continue  # an off journey does not advance; its waits stay
+            step = graph.by_id.get(wait.step_id)
+            if step is None:
+                continue
+            spec = WaitFor(
+                0,
+                event_name=wait.event_name,
+                rule=step.data.get("rule"),
+                match_path=step.data.get("match"),
+            )
+            facts = profile.facts()
+            hit = None
+            for e in by_profile[wait.profile_id]:
+                fact = EventFact(e["name"], e.get("data") or {}, e["created_at"])
+                if e["created_at"] >= state.arrived_at - 1 and wait_matches(
+                    spec, state.event, facts, fact, tx.now
+                ):
+                    hit = e
+                    break
+            if hit is None:
+                continue
+            # Timer first, then the wait (the lock order of the module docstring).
+            conn.execute(
+                sa.delete(journey_timers).where(
+                    journey_timers.c.entrance_id == state.id, journey_timers.c.kind == "timeout"
+                )
+            )
+            gone = conn.execute(
+                sa.delete(journey_waits).where(journey_waits.c.entrance_id == state.id)
+            ).rowcount
+            if not gone:
+                continue
+            engine.advance(conn, graph, state, profile, tx, resumed="yes")
+
+    def _entrances(
+        self,
+        conn: Connection,
+        live: list[Graph],
+        events: list[dict[str, Any]],
+        people: Mapping[str, Profile],
+        tx: _Tx,
+    ) -> None:
+        wanted: dict[tuple[int, str], list[tuple[Graph, Step]]] = defaultdict(list)
+        for graph in live:
+            for step in graph.entrances():
+                if step.data.get("trigger") == "event" and step.data.get("event_name"):
+                    wanted[(graph.journey.project_id, str(step.data["event_name"]))].append(
+                        (graph, step)
+                    )
+        if not wanted:
+            return
+        for e in events:
+            targets = wanted.get((e["project_id"], e["name"]))
+            profile = people.get(e["profile_id"])
+            if not targets or profile is None:
+                continue
+            body = {"name": e["name"], "data": e.get("data") or {}, "created_at": e["created_at"]}
+            fact = EventFact(e["name"], body["data"], e["created_at"])
+            for graph, step in targets:
+                if not event_passes(step.data.get("rule"), profile.facts(), fact, tx.now):
+                    continue
+                key = ""
+                if step.data.get("key"):
+                    key = _key_text(lookup_path(body, str(step.data["key"])))
+                    if not key:
+                        continue  # keyed entrances need the key
+                self.engine.enter(
+                    conn, graph, step, profile, tx, event=body, key=key, unique=e["message_id"]
+                )
+
+    def _goals(
+        self,
+        conn: Connection,
+        live: list[Graph],
+        events: list[dict[str, Any]],
+        people: Mapping[str, Profile],
+        tx: _Tx,
+    ) -> None:
+        goals = [(g, g.settings.goal) for g in live if g.settings.goal]
+        if not goals:
+            return
+        for e in events:
+            profile = people.get(e["profile_id"])
+            if profile is None:
+                continue
+            fact = EventFact(e["name"], e.get("data") or {}, e["created_at"])
+            for graph, goal in goals:
+                assert goal is not None
+                if graph.journey.project_id != e["project_id"] or goal["event_name"] != e["name"]:
+                    continue
+                if not event_passes(goal.get("rule"), profile.facts(), fact, tx.now):
+                    continue
+                rows = conn.execute(
+                    sa.select(journey_entrances.c.id).where(
+                        journey_entrances.c.journey_id == graph.journey.id,
+                        journey_entrances.c.profile_id == profile.id,
+                        journey_entrances.c.goal_at.is_(None),
+                        journey_entrances.c.created_at <= e["created_at"],
+                        journey_entrances.c.created_at >= e["created_at"] - int(goal["within"]),
+                    )
+                ).all()
+                for (entrance_id,) in rows:
+                    done = conn.execute(
+                        sa.update(journey_entrances)
+                        .where(
+                            journey_entrances.c.id == entrance_id,
+                            journey_entrances.c.goal_at.is_(None),
+                        )
+                        .values(goal_at=e["created_at"])
+                    ).rowcount
+                    if done:
+                        self.engine._fact(
+                            tx, profile, "journey_goal_reached", graph.journey.id, entrance_id, 0
+                        )
+
+    def _merges(self, conn: Connection, merges: list[tuple[int, str, str]], now: int) -> None:
+        """The absorbed user's entrances become the survivor's; one that the survivor
+        already has (same journey, entrance, key and occurrence) ends as ``merged``, its
+        waits and timers removed, so the person goes through each once."""
+        e = journey_entrances
+        for project_id, absorbed, survivor in merges:
+            theirs = conn.execute(
+                sa.select(e).where(e.c.project_id == project_id, e.c.profile_id == absorbed)
+            ).all()
+            for row in theirs:
+                clash = conn.execute(
+                    sa.select(e.c.id).where(
+                        e.c.journey_id == row.journey_id,
+                        e.c.entrance_step_id == row.entrance_step_id,
+                        e.c.profile_id == survivor,
+                        e.c.entrance_key == row.entrance_key,
+                        e.c.occurrence == row.occurrence,
+                    )
+                ).first()
+                values: dict[str, Any] = {"profile_id": survivor, "updated_at": now}
+                if clash is not None:
+                    conn.execute(
+                        sa.delete(journey_timers).where(journey_timers.c.entrance_id == row.id)
+                    )
+                    conn.execute(
+                        sa.delete(journey_waits).where(journey_waits.c.entrance_id == row.id)
+                    )
+                    values["occurrence"] = f"merged:{row.id}"[:64]
+                    if row.state in ACTIVE:
+                        values.update(state="merged", ended_at=now)
+                conn.execute(sa.update(e).where(e.c.id == row.id).values(**values))
+            conn.execute(
+                sa.update(journey_waits)
+                .where(
+                    journey_waits.c.project_id == project_id, journey_waits.c.profile_id == absorbed
+                )
+                .values(profile_id=survivor)
+            )
