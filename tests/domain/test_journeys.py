@@ -88,7 +88,13 @@ def test_gate_reads_profile_and_journey_event() -> None:
         "group": "parent",
         "operator": "and",
         "children": [
-            {"type": "string", "group": "user", "path": "data.plan", "operator": "=", "value": "pro"},
+            {
+                "type": "string",
+                "group": "user",
+                "path": "data.plan",
+                "operator": "=",
+                "value": "pro",
+            },
             {
                 "type": "number",
                 "group": "user",

@@ -199,7 +199,10 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         row = await _found(auth.project.id, _journey_id(id))
         at = _now()
         stats = await run_in_threadpool(store.stats, row.id)
-        return _json({**present_journey(row), "stats": stats, "stats_at": iso(at)})
+        body = {**present_journey(row), "stats": stats, "stats_at": iso(at)}
+        if row.settings.get("goal"):
+            body["goal"] = await run_in_threadpool(store.goals, row.id)
+        return _json(body)
 
     @router.patch("/journeys/{id}", summary="Change, publish (live), pause (off), archive")
     async def update_journey(request: Request, id: str) -> Response:

@@ -505,6 +505,36 @@ class JourneyStore:
                     out[ids[step_id]]["waiting"] = int(count)
         return out
 
+    def goals(self, journey_id: int) -> dict[str, Any]:
+        """Entrances and those that reached the goal, in all and per experiment branch
+        (the child an entrance's experiment sent it to; holdout entrances apart)."""
+        e = journey_entrances
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    e.c.branch,
+                    e.c.holdout,
+                    sa.func.count(),
+                    sa.func.count(e.c.goal_at),
+                )
+                .where(e.c.journey_id == journey_id)
+                .group_by(e.c.branch, e.c.holdout)
+            ).all()
+        total = reached = 0
+        branches: dict[str, dict[str, int]] = {}
+        holdout = {"entrances": 0, "reached": 0}
+        for branch, held, count, hit in rows:
+            total += int(count)
+            reached += int(hit)
+            if held:
+                holdout["entrances"] += int(count)
+                holdout["reached"] += int(hit)
+            if branch is not None:
+                slot = branches.setdefault(branch, {"entrances": 0, "reached": 0})
+                slot["entrances"] += int(count)
+                slot["reached"] += int(hit)
+        return {"entrances": total, "reached": reached, "branches": branches, "holdout": holdout}
+
     def user_entrances(self, journey_id: int, profile_id: str) -> list[dict[str, Any]]:
         with self.reader.connect() as conn:
             steps = {
