@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from tidings.domain.ingest import AppendRequest, LogEntry
 from tidings.domain.sending import Sends
-from tidings.journeys.engine import Clock, JourneyEngine, JourneyHook
+from tidings.journeys.engine import Clock, JourneyEngine
+from tidings.journeys.hook import JourneyHook
 from tidings.journeys.store import JourneyStore
 from tidings.journeys.unwired import UnwiredSends
 from tidings.journeys.worker import JourneyWorker

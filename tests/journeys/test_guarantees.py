@@ -31,7 +31,8 @@ from tests.journeys.conftest import (
 from tidings.bootstrap import Services
 from tidings.domain.ingest import LogRecord
 from tidings.domain.sending import Enqueued, SendRequest
-from tidings.journeys.engine import JourneyEngine, JourneyHook
+from tidings.journeys.engine import JourneyEngine
+from tidings.journeys.hook import JourneyHook
 from tidings.pipeline.processor import BatchProcessor
 from tidings.settings import Settings
 from tidings.store.tables_journeys import journey_entrances, journey_timers
@@ -103,11 +104,11 @@ def test_concurrent_entering_transactions_make_one_entrance(
     release = threading.Event()
 
     def enter(hold: bool) -> None:
-        from tidings.journeys.engine import _Tx
+        from tidings.journeys.state import Tx
 
         with services.db.writer.begin() as conn:
             profile = engine.load_profiles(conn, ["prf_x"])["prf_x"]
-            results.append(engine.enter(conn, graph, entrance, profile, _Tx(1), event=None))
+            results.append(engine.enter(conn, graph, entrance, profile, Tx(1), event=None))
             if hold:
                 first_in.set()
                 release.wait(10)

@@ -25,10 +25,7 @@ deletes the wait row resolves the wait; the other finds it gone and does nothing
 from __future__ import annotations
 
 import logging
-import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,16 +44,24 @@ from tidings.domain.journeys import (
     UpdateTraits,
     WaitFor,
     decide,
-    event_passes,
     in_holdout,
     lookup_path,
-    wait_matches,
 )
 from tidings.domain.journeys.steps import window_start
-from tidings.domain.rules import EventFact, ProfileFacts
+from tidings.domain.rules import EventFact
 from tidings.domain.sending import SendRequest, Sends
 from tidings.journeys.sql import add_counts, insert_ignore, skip_locked
-from tidings.journeys.store import Graph, load_graph
+from tidings.journeys.state import (
+    ACTIVE,
+    EntranceState,
+    Graphs,
+    Profile,
+    Tx,
+    json_text,
+    key_text,
+    profile_of,
+)
+from tidings.journeys.store import Graph
 from tidings.store.database import Writer
 from tidings.store.tables import events as events_table
 from tidings.store.tables import identities, profiles, projects
@@ -71,149 +76,12 @@ from tidings.store.tables_journeys import (
     journeys,
 )
 
-__all__ = ["Clock", "EntranceState", "JourneyEngine", "JourneyHook", "Profile"]
+__all__ = ["Clock", "JourneyEngine"]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
-ACTIVE = ("running", "waiting")
 _GATE_EVENTS = 1000  # a gate's event rules read the user's latest events, at most these
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    id: str
-    project_id: int
-    external_id: str | None
-    email: str | None
-    phone: str | None
-    timezone: str | None
-    locale: str | None
-    data: Mapping[str, Any]
-    created_at: int
-
-    def facts(self) -> ProfileFacts:
-        return ProfileFacts(
-            id=self.id,
-            external_id=self.external_id,
-            email=self.email,
-            phone=self.phone,
-            timezone=self.timezone,
-            locale=self.locale,
-            data=self.data,
-            created_at=self.created_at,
-        )
-
-
-def profile_of(row: Any) -> Profile:
-    return Profile(
-        id=row.id,
-        project_id=row.project_id,
-        external_id=row.external_id,
-        email=row.email,
-        phone=row.phone,
-        timezone=row.timezone,
-        locale=row.locale,
-        data=dict(row.data or {}),
-        created_at=row.created_at,
-    )
-
-
-@dataclass(slots=True)
-class EntranceState:
-    id: int
-    project_id: int
-    journey_id: int
-    entrance_step_id: int
-    profile_id: str
-    step_id: int
-    state: str
-    event: dict[str, Any]
-    holdout: bool
-    branch: str | None
-    arrived_at: int  # when it reached ``step_id``
-
-
-@dataclass
-class _Tx:
-    """What one transaction accumulates and writes at its end: counters, emitted items."""
-
-    now: int
-    counts: dict[tuple[int, int], list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0, 0])
-    )
-    outbox: list[dict[str, Any]] = field(default_factory=list)
-    steps_run: int = 0
-
-    def entered(self, journey_id: int, step_id: int) -> None:
-        self.counts[(journey_id, step_id)][0] += 1
-
-    def completed(self, journey_id: int, step_id: int) -> None:
-        self.counts[(journey_id, step_id)][1] += 1
-
-    def failed(self, journey_id: int, step_id: int) -> None:
-        self.counts[(journey_id, step_id)][2] += 1
-
-    def flush(self, conn: Connection) -> None:
-        add_counts(
-            conn,
-            journey_step_stats,
-            ("journey_id", "step_id"),
-            [
-                {"journey_id": j, "step_id": s, "entered": e, "completed": c, "failed": f}
-                for (j, s), (e, c, f) in self.counts.items()
-            ],
-        )
-        if self.outbox:
-            conn.execute(sa.insert(journey_outbox), self.outbox)
-        self.counts.clear()
-        self.outbox.clear()
-
-
-class Graphs:
-    """Journey graphs, cached until ``journeys`` changes (a count and the newest
-    ``updated_at``, read once per use: cheap, and right across processes)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._version: tuple[int, int] | None = None
-        self._graphs: dict[int, Graph] = {}
-        self._live: list[Graph] = []
-
-    def invalidate(self, _journey_id: int = 0) -> None:
-        with self._lock:
-            self._version = None
-
-    def refresh(self, conn: Connection) -> None:
-        version = tuple(
-            conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(journeys.c.updated_at), 0))
-            ).one()
-        )
-        with self._lock:
-            if version == self._version:
-                return
-        graphs: dict[int, Graph] = {}
-        for (journey_id,) in conn.execute(
-            sa.select(journeys.c.id).where(
-                journeys.c.status.in_(("live", "off")), journeys.c.deleted_at.is_(None)
-            )
-        ):
-            graph = load_graph(conn, journey_id)
-            if graph is not None:
-                graphs[journey_id] = graph
-        with self._lock:
-            self._graphs = graphs
-            self._live = [g for g in graphs.values() if g.journey.status == "live"]
-            self._version = (int(version[0]), int(version[1]))
-
-    def get(self, conn: Connection, journey_id: int) -> Graph | None:
-        self.refresh(conn)
-        return self._graphs.get(journey_id)
-
-    def live(self, conn: Connection) -> list[Graph]:
-        self.refresh(conn)
-        return self._live
 
 
 class JourneyEngine:
@@ -269,7 +137,7 @@ class JourneyEngine:
         graph: Graph,
         entrance: Step,
         profile: Profile,
-        tx: _Tx,
+        tx: Tx,
         *,
         event: Mapping[str, Any] | None,
         key: str = "",
@@ -345,7 +213,7 @@ class JourneyEngine:
         )
         tx.entered(journey.id, entrance.id)
         tx.completed(journey.id, entrance.id)
-        self._fact(tx, profile, "journey_entered", journey.id, entrance_id, entrance.id)
+        self.fact(tx, profile, "journey_entered", journey.id, entrance_id, entrance.id)
         state = EntranceState(
             id=entrance_id,
             project_id=journey.project_id,
@@ -369,8 +237,8 @@ class JourneyEngine:
 
     # -- running steps ----------------------------------------------------------------------
 
-    def _fact(
-        self, tx: _Tx, profile: Profile, name: str, journey_id: int, entrance_id: int, step: int
+    def fact(
+        self, tx: Tx, profile: Profile, name: str, journey_id: int, entrance_id: int, step: int
     ) -> None:
         self.emit(
             tx,
@@ -383,7 +251,7 @@ class JourneyEngine:
 
     def emit(
         self,
-        tx: _Tx,
+        tx: Tx,
         profile: Profile,
         name: str,
         data: Mapping[str, Any],
@@ -409,7 +277,7 @@ class JourneyEngine:
         )
 
     def _move(
-        self, conn: Connection, graph: Graph, state: EntranceState, step: Step, tx: _Tx
+        self, conn: Connection, graph: Graph, state: EntranceState, step: Step, tx: Tx
     ) -> None:
         state.step_id = step.id
         state.state = "running"
@@ -421,7 +289,7 @@ class JourneyEngine:
         )
         tx.entered(graph.journey.id, step.id)
 
-    def _complete(self, conn: Connection, state: EntranceState, outcome: str, tx: _Tx) -> None:
+    def _complete(self, conn: Connection, state: EntranceState, outcome: str, tx: Tx) -> None:
         conn.execute(
             sa.update(journey_path)
             .where(journey_path.c.entrance_id == state.id, journey_path.c.step_id == state.step_id)
@@ -429,7 +297,7 @@ class JourneyEngine:
         )
 
     def _end(
-        self, conn: Connection, state: EntranceState, profile: Profile, tx: _Tx, how: str = "done"
+        self, conn: Connection, state: EntranceState, profile: Profile, tx: Tx, how: str = "done"
     ) -> None:
         state.state = how
         conn.execute(
@@ -438,7 +306,7 @@ class JourneyEngine:
             .values(ended_at=tx.now)
         )
         if how == "done":
-            self._fact(tx, profile, "journey_completed", state.journey_id, state.id, state.step_id)
+            self.fact(tx, profile, "journey_completed", state.journey_id, state.id, state.step_id)
 
     @staticmethod
     def _save(conn: Connection, state: EntranceState, now: int) -> None:
@@ -460,7 +328,7 @@ class JourneyEngine:
         step: Step,
         state: EntranceState,
         profile: Profile,
-        tx: _Tx,
+        tx: Tx,
         resumed: str | None,
     ) -> Context:
         settings = graph.settings
@@ -482,7 +350,7 @@ class JourneyEngine:
                 )
             }
         events: list[EventFact] = []
-        if step.type == "gate" and '"event"' in _json_text(step.data.get("rule")):
+        if step.type == "gate" and '"event"' in json_text(step.data.get("rule")):
             events = [
                 EventFact(name=r.name, data=r.data or {}, created_at=r.created_at)
                 for r in conn.execute(
@@ -517,7 +385,7 @@ class JourneyEngine:
         graph: Graph,
         state: EntranceState,
         profile: Profile,
-        tx: _Tx,
+        tx: Tx,
         resumed: str | None = None,
     ) -> None:
         """Run the entrance from its current step until it must wait or ends."""
@@ -588,7 +456,7 @@ class JourneyEngine:
         step: Step,
         profile: Profile,
         decision: Decision,
-        tx: _Tx,
+        tx: Tx,
     ) -> bool:
         """Apply the step's effects; True when the entrance ends with it. A send's
         outcome (queued, duplicate, not_running) becomes the step's."""
@@ -662,7 +530,7 @@ class JourneyEngine:
         return ended
 
     def _exit_others(
-        self, conn: Connection, graph: Graph, profile: Profile, entrance_step_id: int, tx: _Tx
+        self, conn: Connection, graph: Graph, profile: Profile, entrance_step_id: int, tx: Tx
     ) -> None:
         rows = conn.execute(
             sa.select(journey_entrances.c.id, journey_entrances.c.step_id).where(
@@ -714,7 +582,7 @@ class JourneyEngine:
             value = lookup_path(
                 state.event.get("data") or {}, wait.match_path.removeprefix("data.")
             )
-            match = _json_text(value)
+            match = json_text(value)
         conn.execute(sa.delete(journey_waits).where(journey_waits.c.entrance_id == state.id))
         conn.execute(
             sa.insert(journey_waits).values(
@@ -732,7 +600,7 @@ class JourneyEngine:
     # -- loading entrances -------------------------------------------------------------------
 
     @staticmethod
-    def _states(conn: Connection, ids: Sequence[int]) -> dict[int, EntranceState]:
+    def states(conn: Connection, ids: Sequence[int]) -> dict[int, EntranceState]:
         out: dict[int, EntranceState] = {}
         if not ids:
             return out
@@ -840,8 +708,8 @@ class JourneyEngine:
         if not due:
             return 0
         conn.execute(sa.delete(journey_timers).where(journey_timers.c.id.in_([t.id for t in due])))
-        tx = _Tx(now)
-        states = self._states(conn, [t.entrance_id for t in due])
+        tx = Tx(now)
+        states = self.states(conn, [t.entrance_id for t in due])
         people = self.load_profiles(conn, {s.profile_id for s in states.values()})
         for timer in due:
             state = states.get(timer.entrance_id)
@@ -980,242 +848,14 @@ class JourneyEngine:
             profile = self.load_profiles(conn, [profile_id]).get(profile_id)
             if profile is None:
                 raise NotFound("The user is not there.", param="user.external_id")
-            tx = _Tx(now)
+            tx = Tx(now)
             body = {"name": "journey_trigger", "data": dict(event or {}), "created_at": now}
             key = ""
             path = entrances[0].data.get("key")
             if path:
-                key = _key_text(lookup_path(body, str(path)))
+                key = key_text(lookup_path(body, str(path)))
             entrance_id = self.enter(
                 conn, graph, entrances[0], profile, tx, event=body, key=key, unique=unique
             )
             tx.flush(conn)
         return entrance_id
-
-
-def _json_text(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _key_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return _json_text(value)
-
-
-class JourneyHook:
-    """The ``BatchHook`` of journeys: in the batch's transaction, each new event resolves
-    the waits it matches, enters the journeys it triggers, and reaches goals; merges
-    de-duplicate the two users' entrances."""
-
-    def __init__(self, engine: JourneyEngine) -> None:
-        self.engine = engine
-
-    def apply(self, conn: Connection, facts: Any, now: int) -> None:
-        engine = self.engine
-        live = engine.graphs.live(conn)
-        if facts.merges:
-            self._merges(conn, facts.merges, now)
-        if not facts.events:
-            return
-        by_profile: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for e in facts.events:
-            by_profile[e["profile_id"]].append(e)
-        tx = _Tx(now)
-        people = {p.id: profile_of(p) for p in facts.profiles}
-        missing = set(by_profile) - set(people)
-        if missing:
-            people.update(engine.load_profiles(conn, missing))
-        self._waits(conn, by_profile, people, tx)
-        if live:
-            self._entrances(conn, live, facts.events, people, tx)
-            self._goals(conn, live, facts.events, people, tx)
-        tx.flush(conn)
-
-    def _waits(
-        self,
-        conn: Connection,
-        by_profile: Mapping[str, list[dict[str, Any]]],
-        people: Mapping[str, Profile],
-        tx: _Tx,
-    ) -> None:
-        engine = self.engine
-        names = {e["name"] for events in by_profile.values() for e in events}
-        ids = sorted(by_profile)
-        waits: list[Any] = []
-        for i in range(0, len(ids), 500):
-            waits.extend(
-                conn.execute(
-                    sa.select(journey_waits).where(
-                        journey_waits.c.profile_id.in_(ids[i : i + 500]),
-                        journey_waits.c.event_name.in_(names),
-                    )
-                ).all()
-            )
-        if not waits:
-            return
-        states = engine._states(conn, [w.entrance_id for w in waits])
-        for wait in sorted(waits, key=lambda w: w.entrance_id):
-            state = states.get(wait.entrance_id)
-            profile = people.get(wait.profile_id)
-            if state is None or profile is None or state.state != "waiting":
-                continue
-            graph = engine.graphs.get(conn, state.journey_id)
-            if graph is None or graph.journey.status != "live":
-                continue  # an off journey does not advance; its waits stay
-            step = graph.by_id.get(wait.step_id)
-            if step is None:
-                continue
-            spec = WaitFor(
-                0,
-                event_name=wait.event_name,
-                rule=step.data.get("rule"),
-                match_path=step.data.get("match"),
-            )
-            facts = profile.facts()
-            hit = None
-            for e in by_profile[wait.profile_id]:
-                fact = EventFact(e["name"], e.get("data") or {}, e["created_at"])
-                if e["created_at"] >= state.arrived_at - 1 and wait_matches(
-                    spec, state.event, facts, fact, tx.now
-                ):
-                    hit = e
-                    break
-            if hit is None:
-                continue
-            # Timer first, then the wait (the lock order of the module docstring).
-            conn.execute(
-                sa.delete(journey_timers).where(
-                    journey_timers.c.entrance_id == state.id, journey_timers.c.kind == "timeout"
-                )
-            )
-            gone = conn.execute(
-                sa.delete(journey_waits).where(journey_waits.c.entrance_id == state.id)
-            ).rowcount
-            if not gone:
-                continue
-            engine.advance(conn, graph, state, profile, tx, resumed="yes")
-
-    def _entrances(
-        self,
-        conn: Connection,
-        live: list[Graph],
-        events: list[dict[str, Any]],
-        people: Mapping[str, Profile],
-        tx: _Tx,
-    ) -> None:
-        wanted: dict[tuple[int, str], list[tuple[Graph, Step]]] = defaultdict(list)
-        for graph in live:
-            for step in graph.entrances():
-                if step.data.get("trigger") == "event" and step.data.get("event_name"):
-                    wanted[(graph.journey.project_id, str(step.data["event_name"]))].append(
-                        (graph, step)
-                    )
-        if not wanted:
-            return
-        for e in events:
-            targets = wanted.get((e["project_id"], e["name"]))
-            profile = people.get(e["profile_id"])
-            if not targets or profile is None:
-                continue
-            body = {"name": e["name"], "data": e.get("data") or {}, "created_at": e["created_at"]}
-            fact = EventFact(e["name"], body["data"], e["created_at"])
-            for graph, step in targets:
-                if not event_passes(step.data.get("rule"), profile.facts(), fact, tx.now):
-                    continue
-                key = ""
-                if step.data.get("key"):
-                    key = _key_text(lookup_path(body, str(step.data["key"])))
-                    if not key:
-                        continue  # keyed entrances need the key
-                self.engine.enter(
-                    conn, graph, step, profile, tx, event=body, key=key, unique=e["message_id"]
-                )
-
-    def _goals(
-        self,
-        conn: Connection,
-        live: list[Graph],
-        events: list[dict[str, Any]],
-        people: Mapping[str, Profile],
-        tx: _Tx,
-    ) -> None:
-        goals = [(g, g.settings.goal) for g in live if g.settings.goal]
-        if not goals:
-            return
-        for e in events:
-            profile = people.get(e["profile_id"])
-            if profile is None:
-                continue
-            fact = EventFact(e["name"], e.get("data") or {}, e["created_at"])
-            for graph, goal in goals:
-                assert goal is not None
-                if graph.journey.project_id != e["project_id"] or goal["event_name"] != e["name"]:
-                    continue
-                if not event_passes(goal.get("rule"), profile.facts(), fact, tx.now):
-                    continue
-                rows = conn.execute(
-                    sa.select(journey_entrances.c.id).where(
-                        journey_entrances.c.journey_id == graph.journey.id,
-                        journey_entrances.c.profile_id == profile.id,
-                        journey_entrances.c.goal_at.is_(None),
-                        journey_entrances.c.created_at <= e["created_at"],
-                        journey_entrances.c.created_at >= e["created_at"] - int(goal["within"]),
-                    )
-                ).all()
-                for (entrance_id,) in rows:
-                    done = conn.execute(
-                        sa.update(journey_entrances)
-                        .where(
-                            journey_entrances.c.id == entrance_id,
-                            journey_entrances.c.goal_at.is_(None),
-                        )
-                        .values(goal_at=e["created_at"])
-                    ).rowcount
-                    if done:
-                        self.engine._fact(
-                            tx, profile, "journey_goal_reached", graph.journey.id, entrance_id, 0
-                        )
-
-    def _merges(self, conn: Connection, merges: list[tuple[int, str, str]], now: int) -> None:
-        """The absorbed user's entrances become the survivor's; one that the survivor
-        already has (same journey, entrance, key and occurrence) ends as ``merged``, its
-        waits and timers removed, so the person goes through each once."""
-        e = journey_entrances
-        for project_id, absorbed, survivor in merges:
-            theirs = conn.execute(
-                sa.select(e).where(e.c.project_id == project_id, e.c.profile_id == absorbed)
-            ).all()
-            for row in theirs:
-                clash = conn.execute(
-                    sa.select(e.c.id).where(
-                        e.c.journey_id == row.journey_id,
-                        e.c.entrance_step_id == row.entrance_step_id,
-                        e.c.profile_id == survivor,
-                        e.c.entrance_key == row.entrance_key,
-                        e.c.occurrence == row.occurrence,
-                    )
-                ).first()
-                values: dict[str, Any] = {"profile_id": survivor, "updated_at": now}
-                if clash is not None:
-                    conn.execute(
-                        sa.delete(journey_timers).where(journey_timers.c.entrance_id == row.id)
-                    )
-                    conn.execute(
-                        sa.delete(journey_waits).where(journey_waits.c.entrance_id == row.id)
-                    )
-                    values["occurrence"] = f"merged:{row.id}"[:64]
-                    if row.state in ACTIVE:
-                        values.update(state="merged", ended_at=now)
-                conn.execute(sa.update(e).where(e.c.id == row.id).values(**values))
-            conn.execute(
-                sa.update(journey_waits)
-                .where(
-                    journey_waits.c.project_id == project_id, journey_waits.c.profile_id == absorbed
-                )
-                .values(profile_id=survivor)
-            )

@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tidings.domain.journeys.schedule import occurrences_between
-from tidings.journeys.engine import ACTIVE, JourneyEngine, _Tx
+from tidings.journeys.engine import JourneyEngine
 from tidings.journeys.sql import insert_ignore
+from tidings.journeys.state import ACTIVE, Tx
 from tidings.store.tables import list_changes, list_members
 from tidings.store.tables_journeys import (
     journey_list_seen,
@@ -73,7 +74,7 @@ def list_tick(engine: JourneyEngine, now: int) -> int:
                 sa.delete(journey_list_seen).where(journey_list_seen.c.created_at < now - HORIZON)
             )
             return 0
-        tx = _Tx(now)
+        tx = Tx(now)
         people = engine.load_profiles(conn, {r.profile_id for r in rows})
         for change in rows:
             if not insert_ignore(
@@ -102,7 +103,7 @@ def list_tick(engine: JourneyEngine, now: int) -> int:
 
 
 def _resolve_list_waits(
-    engine: JourneyEngine, conn: Connection, change: Any, profile: Any, tx: _Tx
+    engine: JourneyEngine, conn: Connection, change: Any, profile: Any, tx: Tx
 ) -> None:
     waits = conn.execute(
         sa.select(journey_waits).where(
@@ -112,7 +113,7 @@ def _resolve_list_waits(
     ).all()
     if not waits:
         return
-    states = engine._states(conn, [w.entrance_id for w in waits])
+    states = engine.states(conn, [w.entrance_id for w in waits])
     for wait in waits:
         state = states.get(wait.entrance_id)
         if state is None or state.state not in ACTIVE:
@@ -177,7 +178,7 @@ def _run_occurrence(engine: JourneyEngine, graph: Any, step: Any, at: int, now: 
                 )
             )
         ]
-        tx = _Tx(now)
+        tx = Tx(now)
         people = engine.load_profiles(conn, members)
         count = 0
         for profile_id in members:
