@@ -294,3 +294,24 @@ async def test_the_python_sdk_triggers_a_journey(
     assert [r.campaign_id for r in sends.rows(services.db.reader)] == [1]
     r = await client.get("/api/client/users/sid", headers=bearer(project.sk))
     assert r.json()["email"] == "sid@example.com" and r.json()["data"]["plan"] == "pro"
+
+
+async def test_the_worker_thread_fires_due_timers_by_itself(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends
+) -> None:
+    """What ``tidings serve`` and ``tidings worker`` run: no one calls it, it fires."""
+    import asyncio
+
+    journey_id = await make_journey(client, project, _welcome(1))
+    worker = services.journey_worker
+    assert worker is not None
+    worker.start()
+    try:
+        assert (await _trigger(client, project, journey_id, "auto")).status_code == 200
+        for _ in range(200):  # bounded: at most 10 s
+            if sends.rows(services.db.reader):
+                break
+            await asyncio.sleep(0.05)
+        assert [r.campaign_id for r in sends.rows(services.db.reader)] == [1]
+    finally:
+        worker.stop()

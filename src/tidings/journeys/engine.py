@@ -709,13 +709,14 @@ class JourneyEngine:
             return 0
         conn.execute(sa.delete(journey_timers).where(journey_timers.c.id.in_([t.id for t in due])))
         tx = Tx(now)
+        self.graphs.refresh(conn)
         states = self.states(conn, [t.entrance_id for t in due])
         people = self.load_profiles(conn, {s.profile_id for s in states.values()})
         for timer in due:
             state = states.get(timer.entrance_id)
             if state is None or state.state not in ACTIVE:
                 continue
-            graph = self.graphs.get(conn, state.journey_id)
+            graph = self.graphs.cached(state.journey_id)
             profile = people.get(state.profile_id)
             if graph is None or profile is None:
                 continue

@@ -78,7 +78,7 @@ class JourneyHook:
             profile = people.get(wait.profile_id)
             if state is None or profile is None or state.state != "waiting":
                 continue
-            graph = engine.graphs.get(conn, state.journey_id)
+            graph = engine.graphs.cached(state.journey_id)
             if graph is None or graph.journey.status != "live":
                 continue  # an off journey does not advance; its waits stay
             step = graph.by_id.get(wait.step_id)

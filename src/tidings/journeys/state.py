@@ -163,6 +163,10 @@ class Graphs:
         self.refresh(conn)
         return self._graphs.get(journey_id)
 
+    def cached(self, journey_id: int) -> Graph | None:
+        """As of the last ``refresh`` (callers refresh once per transaction)."""
+        return self._graphs.get(journey_id)
+
     def live(self, conn: Connection) -> list[Graph]:
         self.refresh(conn)
         return self._live
