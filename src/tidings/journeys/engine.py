@@ -169,6 +169,7 @@ class JourneyEngine:
         elif data.get("concurrent"):
             occurrence = (unique or new_ulid())[:64]
         else:
+            tx.write_pending(conn)
             same = conn.execute(
                 sa.select(journey_entrances.c.state).where(
                     mine,
@@ -229,7 +230,7 @@ class JourneyEngine:
         )
         if first is None:
             self._end(conn, state, profile, tx)
-            self._save(conn, state, tx.now)
+            self._save(conn, state, tx)
             return entrance_id
         self._move(conn, graph, state, first, tx)
         self.advance(conn, graph, state, profile, tx)
@@ -282,44 +283,29 @@ class JourneyEngine:
         state.step_id = step.id
         state.state = "running"
         state.arrived_at = tx.now
-        insert_ignore(
-            conn,
-            journey_path,
-            {"entrance_id": state.id, "step_id": step.id, "entered_at": tx.now},
-        )
+        tx.path_new.append({"entrance_id": state.id, "step_id": step.id, "entered_at": tx.now})
         tx.entered(graph.journey.id, step.id)
 
     def _complete(self, conn: Connection, state: EntranceState, outcome: str, tx: Tx) -> None:
-        conn.execute(
-            sa.update(journey_path)
-            .where(journey_path.c.entrance_id == state.id, journey_path.c.step_id == state.step_id)
-            .values(completed_at=tx.now, outcome=outcome[:32])
-        )
+        tx.path_done.append({"e": state.id, "s": state.step_id, "c": tx.now, "o": outcome[:32]})
 
     def _end(
         self, conn: Connection, state: EntranceState, profile: Profile, tx: Tx, how: str = "done"
     ) -> None:
         state.state = how
-        conn.execute(
-            sa.update(journey_entrances)
-            .where(journey_entrances.c.id == state.id)
-            .values(ended_at=tx.now)
-        )
+        state.ended_at = tx.now
         if how == "done":
             self.fact(tx, profile, "journey_completed", state.journey_id, state.id, state.step_id)
 
     @staticmethod
-    def _save(conn: Connection, state: EntranceState, now: int) -> None:
-        conn.execute(
-            sa.update(journey_entrances)
-            .where(journey_entrances.c.id == state.id)
-            .values(
-                step_id=state.step_id,
-                state=state.state,
-                branch=state.branch,
-                updated_at=now,
-            )
-        )
+    def _save(conn: Connection, state: EntranceState, tx: Tx) -> None:
+        tx.saves[state.id] = {
+            "step": state.step_id,
+            "st": state.state,
+            "br": state.branch,
+            "at": tx.now,
+            "end": state.ended_at,
+        }
 
     def _context(
         self,
@@ -446,7 +432,7 @@ class JourneyEngine:
                     self._end(conn, state, profile, tx)
                 break
             self._move(conn, graph, state, following, tx)
-        self._save(conn, state, tx.now)
+        self._save(conn, state, tx)
 
     def _effects(
         self,
@@ -532,6 +518,7 @@ class JourneyEngine:
     def _exit_others(
         self, conn: Connection, graph: Graph, profile: Profile, entrance_step_id: int, tx: Tx
     ) -> None:
+        tx.write_pending(conn)
         rows = conn.execute(
             sa.select(journey_entrances.c.id, journey_entrances.c.step_id).where(
                 journey_entrances.c.journey_id == graph.journey.id,
@@ -630,6 +617,7 @@ class JourneyEngine:
                 holdout=bool(r.holdout),
                 branch=r.branch,
                 arrived_at=r.entered_at if r.entered_at is not None else r.updated_at,
+                ended_at=r.ended_at,
             )
         return out
 

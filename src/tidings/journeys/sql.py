@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["add_counts", "insert_ignore", "skip_locked"]
+__all__ = ["add_counts", "insert_ignore", "insert_ignore_many", "skip_locked"]
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -28,6 +28,12 @@ def insert_ignore(
     if returning is None:
         return conn.execute(stmt).rowcount
     return conn.execute(stmt.returning(returning)).scalar_one_or_none()
+
+
+def insert_ignore_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """``insert_ignore`` for many rows in one statement (executemany)."""
+    if rows:
+        conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)
 
 
 def add_counts(

@@ -14,9 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tidings.domain.rules import ProfileFacts
-from tidings.journeys.sql import add_counts
+from tidings.journeys.sql import add_counts, insert_ignore_many
 from tidings.journeys.store import Graph, load_graph
-from tidings.store.tables_journeys import journey_outbox, journey_step_stats, journeys
+from tidings.store.tables_journeys import (
+    journey_entrances,
+    journey_outbox,
+    journey_path,
+    journey_step_stats,
+    journeys,
+)
 
 __all__ = [
     "ACTIVE",
@@ -84,6 +90,7 @@ class EntranceState:
     holdout: bool
     branch: str | None
     arrived_at: int  # when it reached ``step_id``
+    ended_at: int | None = None
 
 
 @dataclass
@@ -96,6 +103,41 @@ class Tx:
     )
     outbox: list[dict[str, Any]] = field(default_factory=list)
     steps_run: int = 0
+    # Writes deferred to one statement each (executemany) per transaction: path rows
+    # entered, path rows completed, entrances' positions. ``write_pending`` runs them
+    # before anything reads what they change.
+    path_new: list[dict[str, Any]] = field(default_factory=list)
+    path_done: list[dict[str, Any]] = field(default_factory=list)
+    saves: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def write_pending(self, conn: Connection) -> None:
+        if self.path_new:
+            insert_ignore_many(conn, journey_path, self.path_new)
+            self.path_new = []
+        if self.path_done:
+            p = journey_path
+            conn.execute(
+                sa.update(p)
+                .where(p.c.entrance_id == sa.bindparam("e"), p.c.step_id == sa.bindparam("s"))
+                .values(completed_at=sa.bindparam("c"), outcome=sa.bindparam("o")),
+                self.path_done,
+            )
+            self.path_done = []
+        if self.saves:
+            e = journey_entrances
+            conn.execute(
+                sa.update(e)
+                .where(e.c.id == sa.bindparam("e"))
+                .values(
+                    step_id=sa.bindparam("step"),
+                    state=sa.bindparam("st"),
+                    branch=sa.bindparam("br"),
+                    updated_at=sa.bindparam("at"),
+                    ended_at=sa.bindparam("end"),
+                ),
+                [{"e": k, **v} for k, v in sorted(self.saves.items())],
+            )
+            self.saves = {}
 
     def entered(self, journey_id: int, step_id: int) -> None:
         self.counts[(journey_id, step_id)][0] += 1
@@ -107,6 +149,7 @@ class Tx:
         self.counts[(journey_id, step_id)][2] += 1
 
     def flush(self, conn: Connection) -> None:
+        self.write_pending(conn)
         add_counts(
             conn,
             journey_step_stats,
