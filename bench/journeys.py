@@ -369,7 +369,8 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tidings-bench-journeys-"))
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
     }
     try:
         for backend in args.backends.split(","):
@@ -378,12 +379,13 @@ def main() -> None:
                 with database(backend, args.postgres_url, tmp) as url:
                     r = bench_timers(url, tmp, args.timers, workers)
                 results[f"{backend}_timers_{workers}w"] = r
+                late, rate = r["p99_lateness_s"], r["steps_per_s_per_worker"]
                 print(
                     f"{backend:10} timers {r['timers']:>7} x{workers} worker(s): "
-                    f"p50 {r['p50_lateness_s']:.2f} s, p99 {r['p99_lateness_s']:.2f} s "
-                    f"(target <= {TARGET_LATENESS} s: x{r['p99_lateness_s'] / TARGET_LATENESS:.2f}), "
-                    f"{r['steps_per_s_per_worker']:.0f} steps/s/worker "
-                    f"(target >= {TARGET_STEPS:.0f}: x{r['steps_per_s_per_worker'] / TARGET_STEPS:.2f})",
+                    f"p50 {r['p50_lateness_s']:.2f} s, p99 {late:.2f} s "
+                    f"(target <= {TARGET_LATENESS} s: x{late / TARGET_LATENESS:.2f}), "
+                    f"{rate:.0f} steps/s/worker (target >= {TARGET_STEPS:.0f}: "
+                    f"x{rate / TARGET_STEPS:.2f})",
                     flush=True,
                 )
             with database(backend, args.postgres_url, tmp) as url:

@@ -20,7 +20,7 @@ from tidings.api.auth import AuthContext, KeyCache
 from tidings.api.lists_wire import json_object, read_body
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
-from tidings.domain.auth import Role
+from tidings.domain.auth import Role, authorize
 from tidings.domain.errors import FieldError, InvalidRequest, NotFound, ServiceUnavailable
 from tidings.domain.ingest import AppendRequest, LogEntry, partition_of
 from tidings.domain.journeys import parse_settings, parse_steps, step_to_json
@@ -206,11 +206,12 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
 
     @router.patch("/journeys/{id}", summary="Change, publish (live), pause (off), archive")
     async def update_journey(request: Request, id: str) -> Response:
+        auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
         raw, _ = await read_body(request)
         given = _fields(json_object(raw), create=False)
-        role = Role.PUBLISHER if given.get("status") == "live" else Role.EDITOR
-        auth = await _auth(request, role)
+        if given.get("status") == "live":
+            authorize(auth.key, secret=True, role=Role.PUBLISHER)
         await _found(auth.project.id, journey_id)
         status = given.pop("status", None)
         archived = given.pop("archived", None)

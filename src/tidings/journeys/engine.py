@@ -722,6 +722,11 @@ class JourneyEngine:
         tx.flush(conn)
         return len(due)
 
+    def prune(self, now: int, keep: int = 2 * 86_400_000_000) -> None:
+        """Forget rate windows (balancer, throttle) older than ``keep``."""
+        with self.writer.begin() as conn:
+            conn.execute(sa.delete(journey_rates).where(journey_rates.c.window_start < now - keep))
+
     def next_due(self) -> int | None:
         """When the next timer of a live journey is due (None: none is)."""
         live = sa.select(journeys.c.id).where(journeys.c.status == "live")

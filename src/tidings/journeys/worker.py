@@ -65,6 +65,7 @@ class JourneyWorker:
             while list_tick(engine, now) >= 500:
                 pass
             schedule_tick(engine, now, last=self._schedules)
+            engine.prune(now)
             engine.drain_outbox()
         self.fired += fired
         return fired

@@ -11,15 +11,17 @@ the step) keeps the answer the same however often it is asked.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tidings.domain.journeys.graph import RATE_INTERVALS, JourneySettings, Step, duration_micros
 from tidings.domain.journeys.templates import TemplateFailed, render_json, render_text
-from tidings.domain.rules import EventFact, ProfileFacts, evaluate, parse_rule
+from tidings.domain.rules import EventFact, ProfileFacts, Rule, evaluate, parse_rule
 from tidings.domain.rules.evaluate import date_value
 
 __all__ = [
@@ -216,7 +218,7 @@ def _delay(step: Step, ctx: Context, now: int) -> Decision:
 
 
 def _gate(step: Step, ctx: Context, now: int) -> Decision:
-    rule = parse_rule(step.data["rule"])
+    rule = parsed_rule(step.data["rule"])
     data = {**ctx.profile.data, "journey": roots(ctx)["journey"] | {"event": roots(ctx)["event"]}}
     p = ctx.profile
     facts = ProfileFacts(
@@ -347,12 +349,22 @@ def decide(step: Step, ctx: Context, now: int) -> Decision:
     return Decision(next=step.child())  # sticky notes never run; pass through
 
 
+@lru_cache(maxsize=1024)
+def _parsed(text: str) -> Rule:
+    return parse_rule(json.loads(text))
+
+
+def parsed_rule(rule: Any) -> Rule:
+    """``parse_rule``, remembered by the rule's JSON (rules run for every event)."""
+    return _parsed(json.dumps(rule, sort_keys=True))
+
+
 def event_passes(rule: Any, profile: ProfileFacts, event: EventFact, now: int) -> bool:
     """An entrance's or a wait's optional ``rule``, read over the profile with this one
     event as its only event (so an event rule on the event's name tests its data)."""
     if rule is None:
         return True
-    return evaluate(parse_rule(rule), profile, [event], now)
+    return evaluate(parsed_rule(rule), profile, [event], now)
 
 
 def wait_matches(
