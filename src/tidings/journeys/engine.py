@@ -203,14 +203,14 @@ class JourneyEngine:
         )
         if entrance_id is None:
             return None
-        conn.execute(
-            sa.insert(journey_path).values(
-                entrance_id=entrance_id,
-                step_id=entrance.id,
-                entered_at=now,
-                completed_at=now,
-                outcome="entered",
-            )
+        tx.path_entered.append(
+            {
+                "entrance_id": entrance_id,
+                "step_id": entrance.id,
+                "entered_at": now,
+                "completed_at": now,
+                "outcome": "entered",
+            }
         )
         tx.entered(journey.id, entrance.id)
         tx.completed(journey.id, entrance.id)
@@ -400,11 +400,11 @@ class JourneyEngine:
                 self._end(conn, state, profile, tx, how="failed")
                 break
             if decision.hold_until is not None:
-                self._timer(conn, state, "run", decision.hold_until)
+                self._timer(tx, state, "run", decision.hold_until)
                 state.state = "waiting"
                 break
             if decision.wait is not None:
-                self._wait(conn, state, step, decision.wait, profile)
+                self._wait(conn, state, step, decision.wait, profile, tx)
                 state.state = "waiting"
                 break
             self._complete(conn, state, decision.outcome, tx)
@@ -544,25 +544,25 @@ class JourneyEngine:
             )
 
     @staticmethod
-    def _timer(conn: Connection, state: EntranceState, kind: str, due_at: int) -> None:
-        conn.execute(
-            sa.delete(journey_timers).where(
-                journey_timers.c.entrance_id == state.id, journey_timers.c.kind == kind
-            )
-        )
-        conn.execute(
-            sa.insert(journey_timers).values(
-                project_id=state.project_id,
-                journey_id=state.journey_id,
-                entrance_id=state.id,
-                step_id=state.step_id,
-                kind=kind,
-                due_at=due_at,
-            )
-        )
+    def _timer(tx: Tx, state: EntranceState, kind: str, due_at: int) -> None:
+        """One pending timer per (entrance, kind): this one replaces any before it."""
+        tx.timers[(state.id, kind)] = {
+            "project_id": state.project_id,
+            "journey_id": state.journey_id,
+            "entrance_id": state.id,
+            "step_id": state.step_id,
+            "kind": kind,
+            "due_at": due_at,
+        }
 
     def _wait(
-        self, conn: Connection, state: EntranceState, step: Step, wait: WaitFor, profile: Profile
+        self,
+        conn: Connection,
+        state: EntranceState,
+        step: Step,
+        wait: WaitFor,
+        profile: Profile,
+        tx: Tx,
     ) -> None:
         match = None
         if wait.match_path:
@@ -582,7 +582,7 @@ class JourneyEngine:
                 match_value=match,
             )
         )
-        self._timer(conn, state, "timeout", wait.timeout_at)
+        self._timer(tx, state, "timeout", wait.timeout_at)
 
     # -- loading entrances -------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class JourneyHook:
         tx: Tx,
     ) -> None:
         engine = self.engine
+        tx.write_pending(conn)
         names = {e["name"] for events in by_profile.values() for e in events}
         ids = sorted(by_profile)
         waits: list[Any] = []

@@ -105,6 +105,7 @@ def list_tick(engine: JourneyEngine, now: int) -> int:
 def _resolve_list_waits(
     engine: JourneyEngine, conn: Connection, change: Any, profile: Any, tx: Tx
 ) -> None:
+    tx.write_pending(conn)
     waits = conn.execute(
         sa.select(journey_waits).where(
             journey_waits.c.profile_id == change.profile_id,

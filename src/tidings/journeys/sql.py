@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["add_counts", "insert_ignore", "insert_ignore_many", "skip_locked"]
+__all__ = ["add_counts", "insert_ignore", "insert_ignore_many", "skip_locked", "upsert_many"]
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -34,6 +34,20 @@ def insert_ignore_many(conn: Connection, table: sa.Table, rows: list[dict[str, A
     """``insert_ignore`` for many rows in one statement (executemany)."""
     if rows:
         conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)
+
+
+def upsert_many(
+    conn: Connection, table: sa.Table, keys: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    """Insert each row, or overwrite the non-key columns of the row with the same keys."""
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
+    )
+    conn.execute(stmt, rows)
 
 
 def add_counts(

@@ -14,13 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tidings.domain.rules import ProfileFacts
-from tidings.journeys.sql import add_counts, insert_ignore_many
+from tidings.journeys.sql import add_counts, insert_ignore_many, upsert_many
 from tidings.journeys.store import Graph, load_graph
 from tidings.store.tables_journeys import (
     journey_entrances,
     journey_outbox,
     journey_path,
     journey_step_stats,
+    journey_timers,
     journeys,
 )
 
@@ -106,11 +107,20 @@ class Tx:
     # Writes deferred to one statement each (executemany) per transaction: path rows
     # entered, path rows completed, entrances' positions. ``write_pending`` runs them
     # before anything reads what they change.
+    path_entered: list[dict[str, Any]] = field(default_factory=list)  # entrance steps
     path_new: list[dict[str, Any]] = field(default_factory=list)
+    timers: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     path_done: list[dict[str, Any]] = field(default_factory=list)
     saves: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def write_pending(self, conn: Connection) -> None:
+        if self.path_entered:
+            conn.execute(sa.insert(journey_path), self.path_entered)
+            self.path_entered = []
+        if self.timers:
+            rows = [self.timers[k] for k in sorted(self.timers)]
+            upsert_many(conn, journey_timers, ("entrance_id", "kind"), rows)
+            self.timers = {}
         if self.path_new:
             insert_ignore_many(conn, journey_path, self.path_new)
             self.path_new = []
