@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.ids import new_ulid
@@ -76,12 +78,32 @@ from tidings.store.tables_journeys import (
     journeys,
 )
 
-__all__ = ["Clock", "JourneyEngine"]
+__all__ = ["Clock", "Entering", "JourneyEngine"]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
 _GATE_EVENTS = 1000  # a gate's event rules read the user's latest events, at most these
+
+
+@dataclass(frozen=True, slots=True)
+class Entering:
+    """A user about to enter: the row to insert and what starting needs."""
+
+    graph: Graph
+    entrance: Step
+    profile: Profile
+    row: dict[str, Any]
+
+
+def _unique_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["journey_id"],
+        row["entrance_step_id"],
+        row["profile_id"],
+        row["entrance_key"],
+        row["occurrence"],
+    )
 
 
 class JourneyEngine:
@@ -148,18 +170,47 @@ class JourneyEngine:
         (the event's message id, the request's idempotency key) for entrances that allow
         concurrent entries; re-entry otherwise counts earlier entrances, and the unique
         constraint turns a concurrent duplicate into a no-op either way."""
+        found = self.candidate(
+            conn, graph, entrance, profile, tx, event=event, key=key, unique=unique
+        )
+        if found is None:
+            return None
+        entered = self.insert_entrances(conn, [found])
+        if not entered:
+            return None
+        self.start(conn, entered[0][0], entered[0][1], tx)
+        return entered[0][1]
+
+    def candidate(
+        self,
+        conn: Connection,
+        graph: Graph,
+        entrance: Step,
+        profile: Profile,
+        tx: Tx,
+        *,
+        event: Mapping[str, Any] | None,
+        key: str = "",
+        unique: str | None = None,
+        batch: dict[tuple[int, str], int] | None = None,
+    ) -> Entering | None:
+        """The entrance row to insert, or None when the rules say no. ``batch`` counts
+        candidates of this batch per (journey, profile), for the entries cap."""
         journey = graph.journey
         if journey.status != "live" or journey.archived:
             return None
-        now = tx.now
         data = entrance.data
-        mine = sa.and_(
-            journey_entrances.c.journey_id == journey.id,
-            journey_entrances.c.profile_id == profile.id,
-        )
         cap = graph.settings.max_entries_per_user
         if cap is not None:
-            count = conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()
+            tx.write_pending(conn)
+            count = conn.execute(
+                sa.select(sa.func.count()).where(
+                    journey_entrances.c.journey_id == journey.id,
+                    journey_entrances.c.profile_id == profile.id,
+                )
+            ).scalar_one()
+            if batch is not None:
+                count += batch.get((journey.id, profile.id), 0)
             if count >= cap:
                 return None
         if data.get("trigger") == "schedule" and unique:
@@ -172,7 +223,8 @@ class JourneyEngine:
             tx.write_pending(conn)
             same = conn.execute(
                 sa.select(journey_entrances.c.state).where(
-                    mine,
+                    journey_entrances.c.journey_id == journey.id,
+                    journey_entrances.c.profile_id == profile.id,
                     journey_entrances.c.entrance_step_id == entrance.id,
                     journey_entrances.c.entrance_key == key,
                 )
@@ -180,29 +232,67 @@ class JourneyEngine:
             if any(s in ACTIVE for (s,) in same):
                 return None
             occurrence = str(len(same))
-        holdout = in_holdout(journey.id, profile.id, graph.settings.holdout_percent)
-        first = graph.steps.get(entrance.child() or "")
-        entrance_id: int | None = insert_ignore(
-            conn,
-            journey_entrances,
-            {
-                "project_id": journey.project_id,
-                "journey_id": journey.id,
-                "entrance_step_id": entrance.id,
-                "profile_id": profile.id,
-                "entrance_key": key[:255],
-                "occurrence": occurrence,
-                "step_id": entrance.id,
-                "state": "running",
-                "event": dict(event) if event is not None else None,
-                "holdout": holdout,
-                "created_at": now,
-                "updated_at": now,
-            },
-            returning=journey_entrances.c.id,
+        if batch is not None:
+            batch[(journey.id, profile.id)] = batch.get((journey.id, profile.id), 0) + 1
+        row = {
+            "project_id": journey.project_id,
+            "journey_id": journey.id,
+            "entrance_step_id": entrance.id,
+            "profile_id": profile.id,
+            "entrance_key": key[:255],
+            "occurrence": occurrence,
+            "step_id": entrance.id,
+            "state": "running",
+            "event": dict(event) if event is not None else None,
+            "holdout": in_holdout(journey.id, profile.id, graph.settings.holdout_percent),
+            "created_at": tx.now,
+            "updated_at": tx.now,
+        }
+        return Entering(graph, entrance, profile, row)
+
+    @staticmethod
+    def insert_entrances(
+        conn: Connection, candidates: Sequence[Entering]
+    ) -> list[tuple[Entering, int]]:
+        """Insert the candidates' rows in one statement; those the unique constraint
+        refuses (entered already, here or by a concurrent transaction) are left out."""
+        if not candidates:
+            return []
+        if len(candidates) == 1:
+            new_id = insert_ignore(
+                conn, journey_entrances, candidates[0].row, returning=journey_entrances.c.id
+            )
+            return [] if new_id is None else [(candidates[0], int(new_id))]
+        by_key: dict[tuple[Any, ...], Entering] = {}
+        for c in candidates:
+            by_key.setdefault(_unique_key(c.row), c)  # the first of a batch's duplicates
+        e = journey_entrances
+        stmt = (
+            (postgresql.insert(e) if conn.dialect.name == "postgresql" else sqlite.insert(e))
+            .on_conflict_do_nothing()
+            .returning(
+                e.c.id,
+                e.c.journey_id,
+                e.c.entrance_step_id,
+                e.c.profile_id,
+                e.c.entrance_key,
+                e.c.occurrence,
+            )
         )
-        if entrance_id is None:
-            return None
+        rows = conn.execute(stmt, [c.row for c in by_key.values()]).all()
+        found = [(by_key[tuple(r[1:])], int(r[0])) for r in rows]
+        return sorted(found, key=lambda pair: pair[1])
+
+    def start(self, conn: Connection, entering: Entering, entrance_id: int, tx: Tx) -> None:
+        """Record a new entrance and run it from its entrance step."""
+        graph, entrance, profile, row = (
+            entering.graph,
+            entering.entrance,
+            entering.profile,
+            entering.row,
+        )
+        journey = graph.journey
+        now = tx.now
         tx.path_entered.append(
             {
                 "entrance_id": entrance_id,
@@ -223,18 +313,18 @@ class JourneyEngine:
             profile_id=profile.id,
             step_id=entrance.id,
             state="running",
-            event=dict(event or {}),
-            holdout=holdout,
+            event=dict(row["event"] or {}),
+            holdout=bool(row["holdout"]),
             branch=None,
             arrived_at=now,
         )
+        first = graph.steps.get(entrance.child() or "")
         if first is None:
             self._end(conn, state, profile, tx)
             self._save(conn, state, tx)
-            return entrance_id
+            return
         self._move(conn, graph, state, first, tx)
         self.advance(conn, graph, state, profile, tx)
-        return entrance_id
 
     # -- running steps ----------------------------------------------------------------------
 

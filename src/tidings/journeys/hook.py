@@ -132,6 +132,8 @@ class JourneyHook:
                     )
         if not wanted:
             return
+        batch: dict[tuple[int, str], int] = {}
+        candidates = []
         for e in events:
             targets = wanted.get((e["project_id"], e["name"]))
             profile = people.get(e["profile_id"])
@@ -147,9 +149,22 @@ class JourneyHook:
                     key = key_text(lookup_path(body, str(step.data["key"])))
                     if not key:
                         continue  # keyed entrances need the key
-                self.engine.enter(
-                    conn, graph, step, profile, tx, event=body, key=key, unique=e["message_id"]
+                found = self.engine.candidate(
+                    conn,
+                    graph,
+                    step,
+                    profile,
+                    tx,
+                    event=body,
+                    key=key,
+                    unique=e["message_id"],
+                    batch=batch,
                 )
+                if found is not None:
+                    candidates.append(found)
+        # One statement enters them all; the unique constraint drops duplicates.
+        for entering, entrance_id in self.engine.insert_entrances(conn, candidates):
+            self.engine.start(conn, entering, entrance_id, tx)
 
     def _goals(
         self,

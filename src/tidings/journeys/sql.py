@@ -19,15 +19,27 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+_STATEMENTS: dict[tuple[str, str, str], Any] = {}
+
+
 def insert_ignore(
     conn: Connection, table: sa.Table, values: Mapping[str, Any], returning: Any = None
 ) -> Any:
     """Insert ``values`` unless a unique key already holds them; with ``returning``, the
-    returned column of the new row, or None when it was already there."""
-    stmt = _insert(conn, table).values(**values).on_conflict_do_nothing()
+    returned column of the new row, or None when it was already there. The statement
+    is built once per table and takes the values as parameters (building one with the
+    values inside costs more than running it)."""
+    key = (conn.dialect.name, table.name, "" if returning is None else returning.name)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _insert(conn, table).on_conflict_do_nothing()
+        if returning is not None:
+            stmt = stmt.returning(returning)
+        _STATEMENTS[key] = stmt
+    result = conn.execute(stmt, dict(values))
     if returning is None:
-        return conn.execute(stmt).rowcount
-    return conn.execute(stmt.returning(returning)).scalar_one_or_none()
+        return result.rowcount
+    return result.scalar_one_or_none()
 
 
 def insert_ignore_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
