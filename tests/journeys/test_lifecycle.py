@@ -315,3 +315,21 @@ async def test_the_worker_thread_fires_due_timers_by_itself(
         assert [r.campaign_id for r in sends.rows(services.db.reader)] == [1]
     finally:
         worker.stop()
+
+
+async def test_erasing_a_user_removes_their_entrances(
+    services: Services,
+    project: Project,
+    client: httpx.AsyncClient,
+    sends: TableSends,
+    clock: Clock,
+) -> None:
+    journey_id = await make_journey(client, project, _welcome(60))
+    assert (await _trigger(client, project, journey_id, "gdpr")).status_code == 200
+    r = await client.delete("/api/client/users/gdpr", headers=bearer(project.sk))
+    assert r.status_code == 204, r.text
+    clock.advance(61)
+    await tick(services)
+    assert sends.rows(services.db.reader) == []
+    r = await client.get(f"/api/client/journeys/{journey_id}", headers=bearer(project.sk))
+    assert r.json()["stats"]["a"]["waiting"] == 0

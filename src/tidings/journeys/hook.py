@@ -16,7 +16,12 @@ from tidings.domain.rules import EventFact
 from tidings.journeys.engine import JourneyEngine
 from tidings.journeys.state import ACTIVE, Profile, Tx, key_text, profile_of
 from tidings.journeys.store import Graph
-from tidings.store.tables_journeys import journey_entrances, journey_timers, journey_waits
+from tidings.store.tables_journeys import (
+    journey_entrances,
+    journey_path,
+    journey_timers,
+    journey_waits,
+)
 
 __all__ = ["JourneyHook"]
 
@@ -34,6 +39,8 @@ class JourneyHook:
         live = engine.graphs.live(conn)
         if facts.merges:
             self._merges(conn, facts.merges, now)
+        if facts.erased:
+            self._erase(conn, facts.erased)
         if not facts.events:
             return
         by_profile: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -249,3 +256,22 @@ class JourneyHook:
                 )
                 .values(profile_id=survivor)
             )
+
+    @staticmethod
+    def _erase(conn: Connection, erased: list[tuple[int, str]]) -> None:
+        """An erased user leaves no trace in journeys: entrances, paths, timers, waits."""
+        e = journey_entrances
+        for project_id, profile_id in erased:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(e.c.id).where(
+                        e.c.project_id == project_id, e.c.profile_id == profile_id
+                    )
+                )
+            ]
+            if not ids:
+                continue
+            for table in (journey_timers, journey_waits, journey_path):
+                conn.execute(sa.delete(table).where(table.c.entrance_id.in_(ids)))
+            conn.execute(sa.delete(e).where(e.c.id.in_(ids)))
