@@ -62,6 +62,7 @@ from tidings.journeys.state import (
     json_text,
     key_text,
     profile_of,
+    stats_shard,
 )
 from tidings.journeys.store import Graph
 from tidings.store.database import Writer
@@ -761,11 +762,12 @@ class JourneyEngine:
             add_counts(
                 conn,
                 journey_step_stats,
-                ("journey_id", "step_id"),
+                ("journey_id", "step_id", "shard"),
                 [
                     {
                         "journey_id": row.journey_id,
                         "step_id": row.step_id,
+                        "shard": stats_shard(),
                         "entered": 0,
                         "completed": 0,
                         "failed": 1,

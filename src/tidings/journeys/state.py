@@ -4,6 +4,7 @@ per-transaction accumulator of counters and emitted items, and the graph cache."
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
@@ -34,9 +35,16 @@ __all__ = [
     "json_text",
     "key_text",
     "profile_of",
+    "stats_shard",
 ]
 
 ACTIVE = ("running", "waiting")
+STATS_SHARDS = 16
+
+
+def stats_shard() -> int:
+    """The counter shard of this process and thread (see ``journey_step_stats``)."""
+    return hash((os.getpid(), threading.get_ident())) % STATS_SHARDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +171,16 @@ class Tx:
         add_counts(
             conn,
             journey_step_stats,
-            ("journey_id", "step_id"),
+            ("journey_id", "step_id", "shard"),
             [
-                {"journey_id": j, "step_id": s, "entered": e, "completed": c, "failed": f}
+                {
+                    "journey_id": j,
+                    "step_id": s,
+                    "shard": stats_shard(),
+                    "entered": e,
+                    "completed": c,
+                    "failed": f,
+                }
                 for (j, s), (e, c, f) in self.counts.items()
             ],
         )

@@ -486,12 +486,20 @@ class JourneyStore:
             out = {
                 u: {"entered": 0, "completed": 0, "waiting": 0, "failed": 0} for u in ids.values()
             }
+            st = journey_step_stats
             for r in conn.execute(
-                sa.select(journey_step_stats).where(journey_step_stats.c.journey_id == journey_id)
+                sa.select(
+                    st.c.step_id,
+                    sa.func.sum(st.c.entered).label("entered"),
+                    sa.func.sum(st.c.completed).label("completed"),
+                    sa.func.sum(st.c.failed).label("failed"),
+                )
+                .where(st.c.journey_id == journey_id)
+                .group_by(st.c.step_id)
             ):
                 if r.step_id in ids:
                     out[ids[r.step_id]].update(
-                        entered=r.entered, completed=r.completed, failed=r.failed
+                        entered=int(r.entered), completed=int(r.completed), failed=int(r.failed)
                     )
             for step_id, count in conn.execute(
                 sa.select(journey_entrances.c.step_id, sa.func.count())

@@ -11,7 +11,9 @@
 - ``journey_timers``: what must happen at ``due_at`` (a delay ends, a wait times out, a
   goal's window closes); claimed in the transaction that applies it.
 - ``journey_waits``: entrances waiting at a wait step for an event or a list change.
-- ``journey_step_stats``: per-step counters (entered, completed, failed).
+- ``journey_step_stats``: per-step counters (entered, completed, failed), in shards:
+  each transaction adds to the shard of its thread, so that workers side by side do not
+  wait on one another's counter rows; reads sum the shards.
 - ``journey_outbox``: events and trait updates a step emits, appended to the ingest log
   after the step's transaction commits (stable message ids make that at-least-once
   append exactly-once in effect).
@@ -157,6 +159,7 @@ journey_step_stats = sa.Table(
     metadata,
     sa.Column("journey_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("step_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("entered", sa.BigInteger, nullable=False),
     sa.Column("completed", sa.BigInteger, nullable=False),
     sa.Column("failed", sa.BigInteger, nullable=False),

@@ -128,6 +128,7 @@ def upgrade() -> None:
         "journey_step_stats",
         sa.Column("journey_id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("step_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("entered", sa.BigInteger, nullable=False),
         sa.Column("completed", sa.BigInteger, nullable=False),
         sa.Column("failed", sa.BigInteger, nullable=False),
