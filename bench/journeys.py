@@ -371,6 +371,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--postgres-url", default=os.environ.get("TIDINGS_TEST_POSTGRES_URL"))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--only", choices=("timers", "entrances"), default=None)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tidings-bench-journeys-"))
     results: dict[str, Any] = {
@@ -380,7 +381,7 @@ def main() -> None:
     try:
         for backend in args.backends.split(","):
             counts = [1] if backend == "sqlite" else [int(w) for w in args.workers.split(",")]
-            for workers in counts:
+            for workers in counts if args.only != "entrances" else []:
                 with database(backend, args.postgres_url, tmp) as url:
                     r = bench_timers(url, tmp, args.timers, workers)
                 results[f"{backend}_timers_{workers}w"] = r
@@ -393,6 +394,8 @@ def main() -> None:
                     f"x{rate / TARGET_STEPS:.2f})",
                     flush=True,
                 )
+            if args.only == "timers":
+                continue
             with database(backend, args.postgres_url, tmp) as url:
                 e = bench_entrances(url, tmp, args.rate, args.seconds)
             with database(backend, args.postgres_url, tmp) as url:
