@@ -15,9 +15,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from tidings.api import wire
+from tidings.api import lists_wire, wire
 from tidings.api.auth import AuthContext, KeyCache
-from tidings.api.lists_wire import json_object, read_body
+from tidings.api.lists_wire import json_object, problem, read_body
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role, authorize
@@ -32,6 +32,24 @@ __all__ = ["journeys_router"]
 _encode = msgspec.json.Encoder().encode
 _ID = re.compile(r"^[0-9]{1,18}$")
 _FIELDS = frozenset({"name", "description", "tags", "status", "settings", "archived"})
+
+
+# Every answer but success is the problem envelope; the statuses each route can give.
+_READ: lists_wire.Responses = {
+    400: problem("A malformed query parameter or cursor"),
+    401: problem("Missing, unknown or revoked key, or a public key"),
+    404: problem("No journey with this id in the key's project"),
+}
+_WRITE: lists_wire.Responses = {
+    **_READ,
+    400: problem("A malformed body (every problem listed in errors)"),
+    403: problem("The key's role is below editor (publisher to go live)"),
+    409: problem("A state the change does not fit (not live, archived, back to draft)"),
+    413: problem("A body over 1 MB"),
+    415: problem("Content-Type is not JSON"),
+    422: problem("A value is not acceptable; errors[].param names the field or step"),
+    503: problem("The user is not applied yet; retry"),
+}
 
 
 def _now() -> int:
@@ -157,7 +175,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
             raise NotFound(f"No journey with id {journey_id}.", param="id")
         return row
 
-    @router.get("/journeys", summary="Journeys, newest first")
+    @router.get("/journeys", summary="Journeys, newest first", responses=_READ)
     async def list_journeys(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
@@ -176,7 +194,9 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
             }
         )
 
-    @router.post("/journeys", status_code=201, summary="Create a journey (editor)")
+    @router.post(
+        "/journeys", status_code=201, summary="Create a journey (editor)", responses=_WRITE
+    )
     async def create_journey(request: Request) -> Response:
         auth = await _auth(request, Role.EDITOR)
         raw, _ = await read_body(request)
@@ -193,7 +213,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         )
         return _json(present_journey(row), 201)
 
-    @router.get("/journeys/{id}", summary="A journey, with per-step counts")
+    @router.get("/journeys/{id}", summary="A journey, with per-step counts", responses=_READ)
     async def get_journey(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.SUPPORT)
         row = await _found(auth.project.id, _journey_id(id))
@@ -204,7 +224,11 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
             body["goal"] = await run_in_threadpool(store.goals, row.id)
         return _json(body)
 
-    @router.patch("/journeys/{id}", summary="Change, publish (live), pause (off), archive")
+    @router.patch(
+        "/journeys/{id}",
+        summary="Change, publish (live), pause (off), archive",
+        responses=_WRITE,
+    )
     async def update_journey(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
@@ -230,7 +254,11 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         return _json(present_journey(row))
 
     @router.delete(
-        "/journeys/{id}", status_code=204, response_class=Response, summary="Delete (editor)"
+        "/journeys/{id}",
+        status_code=204,
+        response_class=Response,
+        summary="Delete (editor)",
+        responses=_WRITE,
     )
     async def delete_journey(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.EDITOR)
@@ -244,13 +272,15 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
     def _graph_json(steps: dict[str, Any]) -> dict[str, Any]:
         return {uuid: step_to_json(step) for uuid, step in steps.items()}
 
-    @router.get("/journeys/{id}/steps", summary="The step graph, keyed by step uuid")
+    @router.get(
+        "/journeys/{id}/steps", summary="The step graph, keyed by step uuid", responses=_READ
+    )
     async def get_steps(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.SUPPORT)
         row = await _found(auth.project.id, _journey_id(id))
         return _json(_graph_json(await run_in_threadpool(store.steps, row.id)))
 
-    @router.put("/journeys/{id}/steps", summary="Replace the step graph (editor)")
+    @router.put("/journeys/{id}/steps", summary="Replace the step graph (editor)", responses=_WRITE)
     async def put_steps(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
@@ -287,7 +317,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
             raise ServiceUnavailable("The user changed meanwhile; retry.", retry_after=1)
         return str(profile_id)
 
-    @router.post("/journeys/{id}/trigger", summary="Enter one user (editor)")
+    @router.post("/journeys/{id}/trigger", summary="Enter one user (editor)", responses=_WRITE)
     async def trigger(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
@@ -326,7 +356,11 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
             services.journey_worker.wake.set()
         return _json({"success": True})
 
-    @router.get("/journeys/{id}/users/{external_id}", summary="One user's entrances and paths")
+    @router.get(
+        "/journeys/{id}/users/{external_id}",
+        summary="One user's entrances and paths",
+        responses=_READ,
+    )
     async def user_path(request: Request, id: str, external_id: str) -> Response:
         auth = await _auth(request, Role.SUPPORT)
         row = await _found(auth.project.id, _journey_id(id))
@@ -344,7 +378,11 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
                 p["completed_at"] = iso(p["completed_at"])
         return _json({"external_id": external_id, "results": entrances})
 
-    @router.post("/journeys/{id}/simulate", summary="Dry run: the path one user would take")
+    @router.post(
+        "/journeys/{id}/simulate",
+        summary="Dry run: the path one user would take",
+        responses=_WRITE,
+    )
     async def simulate_route(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.SUPPORT)
         row = await _found(auth.project.id, _journey_id(id))

@@ -42,6 +42,7 @@ __all__ = ["simulate"]
 
 _MAX_EVENTS = 1000
 _DEFAULT_UNTIL = 90 * 86400 * 1_000_000
+_MAX_AT = 10 * 365 * 86400  # seconds after the start
 
 
 def iso(micros: int) -> str:
@@ -62,7 +63,7 @@ def _events(raw: object, start: int) -> list[EventFact]:
             errors.append(FieldError(f"{where}.name", "parameter_missing", "needs a name"))
             continue
         at = e.get("at", 0)
-        if isinstance(at, int | float) and not isinstance(at, bool) and at >= 0:
+        if isinstance(at, int | float) and not isinstance(at, bool) and 0 <= at <= _MAX_AT:
             when = start + int(at * 1_000_000)
         elif isinstance(at, str):
             try:
@@ -72,7 +73,11 @@ def _events(raw: object, start: int) -> list[EventFact]:
                 continue
         else:
             errors.append(
-                FieldError(f"{where}.at", "parameter_invalid_format", "seconds or RFC 3339")
+                FieldError(
+                    f"{where}.at",
+                    "parameter_invalid_format",
+                    "seconds (up to 10 years) or RFC 3339",
+                )
             )
             continue
         data = e.get("data") or {}

@@ -54,6 +54,7 @@ _MAX_STEPS = 500
 _MAX_UUID = 64
 _PATH = re.compile(r"^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+){0,7}$")
 _NO_CHILDREN = ("link", "exit", "sticky")
+_MAX_INT = 2**31 - 1  # ids (campaigns, lists, journeys) and rate limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +243,13 @@ def _check_step(step: Step, errors: list[FieldError]) -> None:
 
     def positive_int(name: str) -> None:
         v = need(name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        if v is not None and (
+            not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= _MAX_INT
+        ):
             errors.append(
-                FieldError(f"{u}.data.{name}", "parameter_invalid_format", "must be >= 1")
+                FieldError(
+                    f"{u}.data.{name}", "parameter_invalid_format", "an integer from 1 to 2^31-1"
+                )
             )
 
     def path(name: str) -> None:
@@ -424,7 +429,9 @@ def parse_settings(raw: object, param: str = "settings") -> JourneySettings:
                 quiet = (bounds[0], bounds[1], str(mode))
     max_entries = raw.get("max_entries_per_user")
     if max_entries is not None and (
-        not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1
+        not isinstance(max_entries, int)
+        or isinstance(max_entries, bool)
+        or not 1 <= max_entries <= _MAX_INT
     ):
         errors.append(
             FieldError(f"{param}.max_entries_per_user", "parameter_invalid_format", ">= 1")
@@ -433,13 +440,15 @@ def parse_settings(raw: object, param: str = "settings") -> JourneySettings:
     cap = None
     fc = raw.get("frequency_cap")
     if fc is not None:
-        if not isinstance(fc, Mapping) or not isinstance(fc.get("count"), int) or fc["count"] < 1:
+        count = fc.get("count") if isinstance(fc, Mapping) else None
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= _MAX_INT:
             errors.append(
                 FieldError(f"{param}.frequency_cap.count", "parameter_invalid_format", ">= 1")
             )
         else:
+            assert isinstance(fc, Mapping)
             period = duration_micros(fc.get("period"), f"{param}.frequency_cap.period", errors)
-            cap = (int(fc["count"]), period)
+            cap = (count, period)
     goal = None
     g = raw.get("goal")
     if g is not None:
