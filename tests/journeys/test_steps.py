@@ -339,3 +339,33 @@ async def test_simulate_answers_the_path_without_storing_or_sending(
         headers=h,
     )
     assert r.status_code == 422 and r.json()["errors"][0]["param"] == "events[0].name"
+
+
+async def test_throttle_lets_the_rate_through_and_holds_the_rest(
+    services: Services,
+    project: Project,
+    client: httpx.AsyncClient,
+    sends: TableSends,
+    clock: Clock,
+) -> None:
+    graph = {
+        "in": _entry(["t"]),
+        "t": {
+            "type": "throttle",
+            "data": {"rate_limit": 2, "rate_interval": "hour"},
+            "children": [{"external_id": "m"}],
+        },
+        "m": {"type": "action", "data": {"campaign_id": 60}},
+    }
+    await make_journey(client, project, graph)
+    await send_events(
+        client, project, [{"name": "Joined", "external_id": f"t{i}"} for i in range(5)]
+    )
+    await drain(services)
+    assert len(sends.rows(services.db.reader)) == 2  # this hour's two
+    clock.advance(3600)
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 4  # the next hour's two
+    clock.advance(3600)
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 5
