@@ -10,6 +10,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from tidings.domain.ingest import AppendRequest, LogEntry
+from tidings.domain.sending import Sends
+from tidings.journeys.engine import Clock, JourneyEngine
+from tidings.journeys.hook import JourneyHook
+from tidings.journeys.store import JourneyStore
+from tidings.journeys.unwired import UnwiredSends
+from tidings.journeys.worker import JourneyWorker
 from tidings.log.committer import GroupCommitter, storage_full
 from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
@@ -68,6 +75,9 @@ class Services:
     watch: ProcessedWatch
     consumer: Consumer | None = None
     segments: SegmentWorker | None = None  # timers and back-fills of dynamic lists
+    journeys: JourneyEngine | None = None  # entrances, steps, timers (docs/journeys.md)
+    journey_store: JourneyStore | None = None
+    journey_worker: JourneyWorker | None = None  # with the log consumer: timers, outbox
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Set when the consumer runs in a supervised child process (`serve` in process
@@ -111,11 +121,15 @@ class Services:
         self.committer.start()
         if self.consumer is not None:
             self.consumer.start()
+        if self.journey_worker is not None:
+            self.journey_worker.start()
         self.started = True
 
     def stop(self) -> None:
         if not self.started:
             return
+        if self.journey_worker is not None:
+            self.journey_worker.stop()
         self.committer.stop()
         if self.consumer is not None:
             self.consumer.stop()
@@ -194,8 +208,40 @@ def _open_log(settings: Settings, db: Database) -> tuple[DatabaseLog | NatsLog, 
     raise ValueError(f"TIDINGS_LOG_URL must be 'db' or nats://host:port, not {url!r}")
 
 
-def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
-    """Wire the services; ``standalone_worker`` is a worker polling a log others append to."""
+def _journeys(
+    services: Services, sends: Sends | None, clock: Clock | None
+) -> tuple[JourneyEngine, JourneyStore]:
+    """The journey engine; its emitted events go to the ingest log (and wake the consumer)."""
+    db, log = services.db, services.log
+
+    def append(entries: list[LogEntry]) -> None:
+        log.append([AppendRequest(entries)])
+        if services.consumer is not None:
+            services.consumer.wake.set()
+
+    engine = JourneyEngine(
+        db.writer,
+        db.reader,
+        sends if sends is not None else UnwiredSends(),
+        partitions=log.partitions,
+        append=append,
+        clock=clock or (lambda: time.time_ns() // 1000),
+    )
+    store = JourneyStore(db.writer, db.reader)
+    store.changed.append(engine.graphs.invalidate)
+    return engine, store
+
+
+def build(
+    settings: Settings,
+    *,
+    standalone_worker: bool = False,
+    sends: Sends | None = None,
+    clock: Clock | None = None,
+) -> Services:
+    """Wire the services; ``standalone_worker`` is a worker polling a log others append to.
+    ``sends`` is messaging's send interface (journeys' action steps); ``clock`` (µs) the
+    journeys' clock, which tests move by hand."""
     db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
     log, log_db = _open_log(settings, db)
     profiles = ProfileStore(db.writer, db.reader)
@@ -224,6 +270,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
     )
     if isinstance(log, NatsLog):
         services.on_stop.append(log.close)
+    services.journeys, services.journey_store = _journeys(services, sends, clock)
     if settings.run_worker:
         database_path = db.file
         segments = RealtimeSegments()  # dynamic lists: with each batch, timers, back-fills
@@ -237,6 +284,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
                 services.schema,
                 concurrent=not db.is_sqlite,
                 segments=segments,
+                hooks=[JourneyHook(services.journeys)],
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,
@@ -246,6 +294,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
             # and a short one keeps the appends behind it waiting milliseconds, not tens.
             trim_every=0.25 if log_db is not None else 2.0,
             timers=segment_worker.tick,
+            clock=clock or (lambda: time.time_ns() // 1000),
             idle_wait=settings.worker_poll_interval if standalone_worker else 0.5,
             # Not in the API's process: a thread of idle priority holding the GIL there
             # would hold up the event loop.
@@ -255,6 +304,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         )
         services.consumer = consumer
         services.segments = segment_worker
+        services.journey_worker = JourneyWorker(services.journeys)
         services.committer = GroupCommitter(
             log, max_items=settings.commit_max_items, on_commit=consumer.wake.set, direct=direct
         )

@@ -41,6 +41,16 @@ ACCESS: dict[tuple[str, str], str | Role] = {
     ("GET", "/api/client/lists/{id}/users"): Role.SUPPORT,
     ("POST", "/api/client/lists/{id}/users"): Role.EDITOR,
     ("DELETE", "/api/client/lists/{id}/users"): Role.EDITOR,
+    ("GET", "/api/client/journeys"): Role.SUPPORT,
+    ("POST", "/api/client/journeys"): Role.EDITOR,
+    ("GET", "/api/client/journeys/{id}"): Role.SUPPORT,
+    ("PATCH", "/api/client/journeys/{id}"): Role.EDITOR,  # status "live": publisher
+    ("DELETE", "/api/client/journeys/{id}"): Role.EDITOR,
+    ("GET", "/api/client/journeys/{id}/steps"): Role.SUPPORT,
+    ("PUT", "/api/client/journeys/{id}/steps"): Role.EDITOR,
+    ("POST", "/api/client/journeys/{id}/trigger"): Role.EDITOR,
+    ("GET", "/api/client/journeys/{id}/users/{external_id}"): Role.SUPPORT,
+    ("POST", "/api/client/journeys/{id}/simulate"): Role.SUPPORT,
 }
 
 QUERIES: dict[tuple[str, str], str] = {("DELETE", "/api/client/users"): "?user_id=matrix"}
@@ -64,6 +74,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/client/lists/{id}"): {"name": "matrix"},
     ("POST", "/api/client/lists/{id}/users"): {"external_ids": ["matrix"]},
     ("DELETE", "/api/client/lists/{id}/users"): {"external_ids": ["matrix"]},
+    ("POST", "/api/client/journeys"): {"name": "matrix"},
+    ("PATCH", "/api/client/journeys/{id}"): {"name": "matrix"},
+    ("PUT", "/api/client/journeys/{id}/steps"): {},
+    ("POST", "/api/client/journeys/{id}/trigger"): {"user": {"external_id": "matrix"}},
+    ("POST", "/api/client/journeys/{id}/simulate"): {"external_id": "matrix"},
 }
 
 
@@ -122,7 +137,7 @@ async def test_another_projects_keys_see_nothing(
 ) -> None:
     other = create_project(services)
     for method, path in ACCESS:
-        if method != "GET" or "{external_id}" not in path:
+        if method != "GET" or "{external_id}" not in path or "{id}" in path:
             continue
         await client.post(
             "/api/client/events",

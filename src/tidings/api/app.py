@@ -27,6 +27,7 @@ from tidings.api.errors import (
     request_id_of,
 )
 from tidings.api.ingest import IngestRoutes
+from tidings.api.journeys import journeys_router
 from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
@@ -147,6 +148,7 @@ def create_app(
     app.include_router(schema_router(services, keys))
     app.include_router(segment_settings_router(keys))  # GET /v1/projects/{key}/settings
     app.include_router(rudderstack_config_router(keys))  # GET /sourceConfig/
+    app.include_router(journeys_router(services, keys))
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
     async def health() -> Response:

@@ -1,0 +1,87 @@
+"""Dialect fast paths the engine shares: insert-or-ignore and counter upserts (``ON
+CONFLICT`` on both SQLite and PostgreSQL), and ``FOR UPDATE SKIP LOCKED`` claims."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+__all__ = ["add_counts", "insert_ignore", "insert_ignore_many", "skip_locked", "upsert_many"]
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+_STATEMENTS: dict[tuple[str, str, str], Any] = {}
+
+
+def insert_ignore(
+    conn: Connection, table: sa.Table, values: Mapping[str, Any], returning: Any = None
+) -> Any:
+    """Insert ``values`` unless a unique key already holds them; with ``returning``, the
+    returned column of the new row, or None when it was already there. The statement
+    is built once per table and takes the values as parameters (building one with the
+    values inside costs more than running it)."""
+    key = (conn.dialect.name, table.name, "" if returning is None else returning.name)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _insert(conn, table).on_conflict_do_nothing()
+        if returning is not None:
+            stmt = stmt.returning(returning)
+        _STATEMENTS[key] = stmt
+    result = conn.execute(stmt, dict(values))
+    if returning is None:
+        return result.rowcount
+    return result.scalar_one_or_none()
+
+
+def insert_ignore_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """``insert_ignore`` for many rows in one statement (executemany)."""
+    if rows:
+        conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)
+
+
+def upsert_many(
+    conn: Connection, table: sa.Table, keys: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    """Insert each row, or overwrite the non-key columns of the row with the same keys."""
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
+    )
+    conn.execute(stmt, rows)
+
+
+def add_counts(
+    conn: Connection, table: sa.Table, keys: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    """Add each row's non-key numbers to the stored row with the same keys (or insert it).
+    Rows go in key order, so that two transactions lock counters in the same order."""
+    if not rows:
+        return
+    counted = [c for c in rows[0] if c not in keys]
+    for row in sorted(rows, key=lambda r: tuple(r[k] for k in keys)):
+        stmt = _insert(conn, table).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: table.c[c] + stmt.excluded[c] for c in counted},
+        )
+        conn.execute(stmt)
+
+
+def skip_locked(conn: Connection, query: sa.Select[Any], *of: Any) -> sa.Select[Any]:
+    """PostgreSQL: lock the rows read, skipping those another worker holds. SQLite has one
+    writer at a time (the writer lock), so its claims need no row locks."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True, of=list(of) or None)
+    return query
