@@ -15,6 +15,7 @@ from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
+from tidings.messaging.service import Messaging, build_messaging
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
@@ -68,6 +69,7 @@ class Services:
     watch: ProcessedWatch
     consumer: Consumer | None = None
     segments: SegmentWorker | None = None  # timers and back-fills of dynamic lists
+    messaging: Messaging | None = None  # campaigns, subscriptions, the delivery worker
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Set when the consumer runs in a supervised child process (`serve` in process
@@ -111,11 +113,15 @@ class Services:
         self.committer.start()
         if self.consumer is not None:
             self.consumer.start()
+        if self.messaging is not None:
+            self.messaging.start()
         self.started = True
 
     def stop(self) -> None:
         if not self.started:
             return
+        if self.messaging is not None:
+            self.messaging.stop()  # before the log: its last round appends its events
         self.committer.stop()
         if self.consumer is not None:
             self.consumer.stop()
@@ -258,4 +264,11 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         services.committer = GroupCommitter(
             log, max_items=settings.commit_max_items, on_commit=consumer.wake.set, direct=direct
         )
+    services.messaging = build_messaging(
+        db,
+        log.append,
+        settings.log_partitions,
+        run_delivery=settings.run_worker,
+        on_append=services.consumer.wake.set if services.consumer is not None else None,
+    )
     return services
