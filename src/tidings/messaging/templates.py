@@ -33,7 +33,7 @@ from tidings.domain.channels import (
     TextMessage,
     WebhookMessage,
 )
-from tidings.domain.errors import FieldError, ValidationFailed
+from tidings.domain.errors import FieldError, InvalidRequest, ValidationFailed
 from tidings.domain.templates import HTML_FIELDS, LIQUID_FIELDS, check_data, html_to_text
 
 __all__ = ["CompiledTemplate", "RenderError", "compile_template", "prepare"]
@@ -87,8 +87,11 @@ def prepare(channel: str, data: Any) -> dict[str, Any]:
     HTML made from MJML, CSS inlined). Raises ``ValidationFailed`` (422) naming each
     field that is wrong, with the line and column of a Liquid syntax error."""
     errors = check_data(channel, data)
-    if errors:
-        raise ValidationFailed("The template is not valid.", errors=errors, param=errors[0].param)
+    if errors:  # a missing, unknown or mistyped field: 400 with its code, as elsewhere
+        first = errors[0]
+        raise InvalidRequest(
+            f"{first.param}: {first.message}", code=first.code, param=first.param, errors=errors
+        )
     compiled: dict[str, Any] = {}
     if channel == "email":
         html = data.get("html")
