@@ -15,6 +15,7 @@ from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
+from tidings.messaging.delivery import DeliveryConfig
 from tidings.messaging.service import Messaging, build_messaging
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
@@ -269,6 +270,9 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
         log.append,
         settings.log_partitions,
         run_delivery=settings.run_worker,
+        config=DeliveryConfig(
+            batch_size=settings.delivery_batch_size, lease=settings.delivery_lease
+        ),
         on_append=services.consumer.wake.set if services.consumer is not None else None,
     )
     return services
