@@ -8,6 +8,7 @@ message is also appended to that file as one JSON line (one ``write`` with
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -27,8 +28,16 @@ logger = logging.getLogger("tidings.messaging.logger")
 
 class LoggerProvider:
     def __init__(
-        self, *, keep: int = 10_000, fail: str | None = None, path: str | None = None
+        self,
+        *,
+        keep: int = 10_000,
+        fail: str | None = None,
+        path: str | None = None,
+        delay: float = 0.0,
     ) -> None:
+        # ``data.delay``: seconds it takes to answer after taking a message (a slow
+        # provider, for trials and crash tests).
+        self.delay = delay
         self.sent: deque[Message] = deque(maxlen=keep)
         self.path = path
         self._fd: int | None = None
@@ -50,6 +59,8 @@ class LoggerProvider:
             line = {"kind": type(message).__name__, "id": provider_id}
             line.update(dataclasses.asdict(message))
             os.write(self._fd, json.dumps(line, default=str).encode() + b"\n")
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
         return DeliveryResult(Outcome.ACCEPTED, provider_message_id=provider_id)
 
     async def aclose(self) -> None:
@@ -61,7 +72,9 @@ class LoggerProvider:
 def build(data: Mapping[str, Any]) -> LoggerProvider:
     fail = data.get("fail")
     path = data.get("path")
+    delay = data.get("delay")
     return LoggerProvider(
         fail=fail if fail in ("transient", "permanent") else None,
         path=path if isinstance(path, str) and path else None,
+        delay=float(delay) if isinstance(delay, int | float) and 0 < delay <= 60 else 0.0,
     )
