@@ -16,6 +16,7 @@ from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
 from tidings.messaging.delivery import DeliveryConfig
+from tidings.messaging.hooks import MessagingBatchHook
 from tidings.messaging.service import Messaging, build_messaging
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
@@ -244,6 +245,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
                 services.schema,
                 concurrent=not db.is_sqlite,
                 segments=segments,
+                hooks=[MessagingBatchHook()],
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,

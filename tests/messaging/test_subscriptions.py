@@ -212,3 +212,33 @@ async def test_preference_centre_tokens(
         time.time = real_time  # type: ignore[assignment]
     assert_problem(late, 401, "authentication_required")
     assert "expired" in late.json()["message"]
+
+
+async def test_an_unsubscribe_survives_an_identity_merge(
+    services: Services, client: httpx.AsyncClient, project: Project
+) -> None:
+    manual(services)
+    await _user(client, project, "u1")
+    response = await client.post(
+        f"{API}/identify", json={"anonymous_id": "phone-1"}, headers=bearer(project.pk)
+    )
+    assert response.status_code == 204
+    await drain(services)
+    types = (await client.get(f"{API}/subscriptions", headers=bearer(project.sk))).json()["results"]
+    email = next(t for t in types if t["channel"] == "email" and t["is_default"])
+    batch = await post(
+        client,
+        project,
+        "/subscriptions/batch",
+        [{"anonymous_id": "phone-1", "subscription_id": email["id"], "state": 0}],
+    )
+    assert batch["succeeded"] == 1
+    merged = await client.post(
+        f"{API}/alias",
+        json={"anonymous_id": "phone-1", "external_id": "u1"},
+        headers=bearer(project.pk),
+    )
+    assert merged.status_code == 204
+    await drain(services)
+    states = (await client.get(f"{API}/users/u1/subscriptions", headers=bearer(project.sk))).json()
+    assert next(s for s in states["results"] if s["subscription_id"] == email["id"])["state"] == 0
