@@ -523,22 +523,23 @@ class Delivery:
         accepted = [c for c in final if c.result and c.result.outcome is Outcome.ACCEPTED]
         failed = [c for c in final if c.result and c.result.outcome is not Outcome.ACCEPTED]
         if accepted:
-            ids = [c.id for c in accepted]
-            provider_ids = sa.case(
-                {c.id: (c.result.provider_message_id if c.result else None) for c in accepted},
-                value=sends.c.id,
-            )
+            # One statement, many parameter sets: compiled once (a CASE over the batch's
+            # ids was recompiled every round).
             conn.execute(
                 sa.update(sends)
-                .where(sends.c.id.in_(ids), sends.c.state == "sending")
+                .where(sends.c.id == sa.bindparam("b_id"), sends.c.state == "sending")
                 .values(
                     state="sent",
                     sent_at=now,
-                    provider_message_id=provider_ids,
+                    provider_message_id=sa.bindparam("b_message"),
                     reason=None,
                     claimed_until=None,
                     updated_at=now,
-                )
+                ),
+                [
+                    {"b_id": c.id, "b_message": c.result.provider_message_id if c.result else None}
+                    for c in accepted
+                ],
             )
         for c in failed:
             reason = (c.result.reason if c.result else None) or "failed"

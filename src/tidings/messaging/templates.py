@@ -122,14 +122,20 @@ def prepare(channel: str, data: Any) -> dict[str, Any]:
                     errors=[FieldError("data.html", "validation_failed", str(exc)[:500])],
                 ) from None
             compiled["html"] = html
+            if not data.get("text"):
+                # The text part, derived once from the HTML as written (Liquid included),
+                # then rendered per recipient like any field: not an HTML parse per send.
+                compiled["text"] = html_to_text(html)
     # Checked in the sources as written (so that line and column are the author's),
     # then the compiled HTML as it will be rendered.
     fields = _fields(channel, data)
     if channel == "email" and isinstance(data.get("mjml"), str):
         fields["mjml"] = data["mjml"]
     checks = [(f"data.{name}", name, source) for name, source in fields.items()]
-    if "html" in compiled:
-        checks.append(("data.mjml" if data.get("mjml") else "data.html", "html", compiled["html"]))
+    for name in ("html", "text"):
+        if name in compiled:
+            where = "data.mjml" if data.get("mjml") else "data.html"
+            checks.append((where, name, compiled[name]))
     problems: list[FieldError] = []
     seen: set[str] = set()
     for where, name, source in checks:
@@ -171,6 +177,9 @@ class CompiledTemplate:
     def render_fields(self, roots: Mapping[str, Any]) -> dict[str, str]:
         out: dict[str, str] = {}
         for name, template in self.parsed.items():
+            if isinstance(template, str):  # no Liquid in it
+                out[name] = template
+                continue
             try:
                 out[name] = template.render(**roots)
             except LiquidError as exc:
@@ -260,8 +269,11 @@ def compile_template(
 ) -> CompiledTemplate:
     """Parse a stored template (its ``data`` and ``compiled`` columns) for rendering."""
     merged = {**data, **(compiled or {})}
-    parsed = {}
+    parsed: dict[str, Any] = {}
     for name, source in _fields(channel, merged).items():
+        if "{{" not in source and "{%" not in source:
+            parsed[name] = source
+            continue
         env = _HTML if name in HTML_FIELDS else _PLAIN
         try:
             parsed[name] = env.from_string(source)
