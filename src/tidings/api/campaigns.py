@@ -24,7 +24,9 @@ from tidings.api.auth import KeyCache
 from tidings.api.errors import request_id_of
 from tidings.api.ingest import _idempotency_key, _replay
 from tidings.api.messaging_wire import (
+    ERRORS,
     Body,
+    document_bodies,
     json_body,
     json_response,
     page_answer,
@@ -109,7 +111,7 @@ def present_send(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["campaigns"])
+    router = APIRouter(prefix="/api/client", tags=["campaigns"], responses=ERRORS)
     assert services.messaging is not None
     messaging = services.messaging
     store = messaging.campaigns
@@ -336,4 +338,5 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
         return answer
 
     _ = InvalidRequest
+    document_bodies(router)
     return router

@@ -20,6 +20,7 @@ from tidings.domain.errors import InvalidRequest, NotFound
 __all__ = ["Body", "json_body", "json_response", "page_answer", "request_hash", "resource_id"]
 
 _encode = msgspec.json.Encoder().encode
+MAX_ID = 2**31 - 1  # resource ids are 32-bit integers in both databases
 _decode = msgspec.json.Decoder().decode
 
 
@@ -45,9 +46,42 @@ def request_hash(request: Request, raw: bytes) -> str:
 
 
 def resource_id(raw: str, what: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
         raise NotFound(f"No {what} with id '{raw[:40]}'.", param="id")
     return int(raw)
+
+
+def _problem(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {"description": description, "content": {"application/problem+json": {"schema": schema}}}
+
+
+# The errors every messaging route may answer (given to each router).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _problem("A malformed body or parameter (every problem listed in errors)"),
+    401: _problem("Missing, unknown or revoked key (or a missing user token)"),
+    403: _problem("The key's role is too low"),
+    404: _problem("No such resource in the key's project"),
+    409: _problem("A state conflict, a duplicate, or an Idempotency-Key conflict"),
+    413: _problem("A body over 1 MB"),
+    415: _problem("Content-Type is not JSON"),
+    422: _problem("A value is not acceptable (every problem listed in errors)"),
+    503: _problem("Earlier writes are not processed yet, or the database is unavailable"),
+}
+
+
+def document_bodies(router: Any) -> None:
+    """Describe the JSON body the POST and PATCH handlers read themselves (any JSON: the
+    handler checks it), so that the OpenAPI document and its fuzzing see it."""
+    for route in router.routes:
+        methods: set[str] = getattr(route, "methods", None) or set()
+        if methods & {"POST", "PATCH"}:
+            extra = dict(route.openapi_extra or {})
+            extra.setdefault(
+                "requestBody",
+                {"required": True, "content": {"application/json": {"schema": {}}}},
+            )
+            route.openapi_extra = extra
 
 
 def page_answer(page: Any, present: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
@@ -149,7 +183,7 @@ class Body:
         if value is _MISSING:
             return None
         if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_ID for v in value
         ):
             self.problems.add(
                 self._p(name), "parameter_invalid_format", "Must be a list of positive ids."

@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
 from tidings.api.messaging_wire import (
+    ERRORS,
     Body,
+    document_bodies,
     json_body,
     json_response,
     page_answer,
@@ -59,7 +61,7 @@ async def _check_adapter(provider_type: str, data: dict[str, Any]) -> None:
 
 
 def providers_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["providers"])
+    router = APIRouter(prefix="/api/client", tags=["providers"], responses=ERRORS)
     assert services.messaging is not None
     store = services.messaging.campaigns
 
@@ -149,4 +151,5 @@ def providers_router(services: Services, keys: KeyCache) -> APIRouter:
         await run_in_threadpool(store.delete_provider, project_id, resource_id(id, "provider"))
         return Response(status_code=204)
 
+    document_bodies(router)
     return router

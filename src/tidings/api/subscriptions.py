@@ -25,7 +25,9 @@ from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
 from tidings.api.messaging_wire import (
+    ERRORS,
     Body,
+    document_bodies,
     json_body,
     json_response,
     present_time,
@@ -92,7 +94,7 @@ def _changes(value: Any) -> list[tuple[int, int]]:
 
 
 def subscriptions_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["subscriptions"])
+    router = APIRouter(prefix="/api/client", tags=["subscriptions"], responses=ERRORS)
     assert services.messaging is not None
     store = services.messaging.subscriptions
     profiles = services.profiles
@@ -366,4 +368,5 @@ def subscriptions_router(services: Services, keys: KeyCache) -> APIRouter:
             {"token": token, "expires_at": present_time(_now() + SESSION_SECONDS * 1_000_000)},
         )
 
+    document_bodies(router)
     return router

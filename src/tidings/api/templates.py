@@ -16,7 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
 from tidings.api.messaging_wire import (
+    ERRORS,
     Body,
+    document_bodies,
     json_body,
     json_response,
     page_answer,
@@ -71,7 +73,7 @@ def _locale(body: Body, *, required: bool) -> str | None:
 
 
 def templates_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["templates"])
+    router = APIRouter(prefix="/api/client", tags=["templates"], responses=ERRORS)
     assert services.messaging is not None
     store = services.messaging.campaigns
 
@@ -113,7 +115,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
         cursor: Annotated[str | None, Query(max_length=32)] = None,
-        campaign_id: Annotated[int | None, Query(ge=1)] = None,
+        campaign_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> Response:
         project_id = await _auth(request, Role.SUPPORT)
         page = await run_in_threadpool(store.templates, project_id, limit, cursor, campaign_id)
@@ -243,4 +245,5 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
             answer["reason"] = result.reason
         return json_response(answer)
 
+    document_bodies(router)
     return router
