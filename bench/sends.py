@@ -16,7 +16,8 @@
    resident memory (sampled every 50 ms, with psutil), and whether every recipient was
    sent exactly once.
 3. Queries per send: the same blast, smaller (``--queries-sample``), delivered in this
-   process with a counter on every SQL statement the delivery issues.
+   process with a counter on every SQL statement the delivery issues (and its sends/s:
+   delivery alone, without the worker's event processing beside it).
 
 Targets (printed with the ratio; a miss never fails the script): >= 2,000 sends/s per
 worker, peak worker memory < 300 MB.
@@ -276,12 +277,15 @@ def count_queries(url: str, recipients: int) -> dict[str, Any]:
                     break
         await delivery.aclose()
 
+    started = time.monotonic()
     asyncio.run(run())
+    elapsed = time.monotonic() - started
     services.close()
     return {
         "recipients": recipients,
         "statements": statements[0],
         "queries_per_send": round(statements[0] / recipients, 4),
+        "delivery_only_sends_per_s": round(recipients / elapsed, 1),
     }
 
 
@@ -294,6 +298,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="tidings-bench-sends-") as tmp:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
         t0 = time.monotonic()
@@ -306,6 +311,8 @@ def main() -> None:
     result = {
         "machine": f"{platform.node()} {platform.machine()} {psutil.cpu_count()} cores",
         "python": platform.python_version(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "backend": "postgresql" if args.database_url else "sqlite",
         "blast": blast,
         "queries": queries,
