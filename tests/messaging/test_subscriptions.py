@@ -242,3 +242,58 @@ async def test_an_unsubscribe_survives_an_identity_merge(
     await drain(services)
     states = (await client.get(f"{API}/users/u1/subscriptions", headers=bearer(project.sk))).json()
     assert next(s for s in states["results"] if s["subscription_id"] == email["id"])["state"] == 0
+
+
+async def test_the_store_for_unsubscribe_pages_and_sms_stop(
+    services: Services, client: httpx.AsyncClient, project: Project
+) -> None:
+    """What tracking's unsubscribe page and the SMS STOP webhook call."""
+    manual(services)
+    assert services.messaging is not None
+    store = services.messaging.subscriptions
+    for external_id, phone in (
+        ("p1", "+61400000001"),
+        ("p2", "+61400000001"),
+        ("p3", "+61400000003"),
+    ):
+        response = await client.post(
+            f"{API}/users/batch",
+            json=[{"external_id": external_id, "phone": phone}],
+            headers=bearer(project.sk),
+        )
+        assert response.json()["failed"] == 0
+    campaign = await post(
+        client, project, "/campaigns", {"type": "trigger", "name": "T", "channel": "email"}
+    )
+    p1 = services.profiles.profile_id_for(project.id, "external", "p1")
+    assert p1 is not None
+    change = store.set_state(
+        None,
+        project.id,
+        p1,
+        campaign["subscription_id"],
+        0,
+        time.time_ns() // 1000,
+        source="unsubscribe_page",
+        campaign_id=campaign["id"],
+    )
+    assert change.changed
+    got = (await client.get(f"{API}/campaigns/{campaign['id']}", headers=bearer(project.sk))).json()
+    assert got["delivery"]["unsubscribed"] == 1
+    assert (
+        store.unsubscribe_channel_by_phone(project.id, "+61400000001", now=time.time_ns() // 1000)
+        == 2
+    )
+    await drain(services)
+    events = [(n, d) for n, d in event_names(services, project.id) if n == "unsubscribed"]
+    assert sorted(d["source"] for _, d in events) == ["sms_stop", "sms_stop", "unsubscribe_page"]
+    assert (
+        next(d for _, d in events if d["source"] == "unsubscribe_page")["campaign_id"]
+        == campaign["id"]
+    )
+    for external_id, expected in (("p1", 0), ("p2", 0), ("p3", 1)):
+        states = (
+            await client.get(f"{API}/users/{external_id}/subscriptions", headers=bearer(project.sk))
+        ).json()
+        text = next(s for s in states["results"] if s["channel"] == "text")
+        assert text["state"] == expected, external_id

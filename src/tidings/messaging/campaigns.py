@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import Conflict, NotFound, ValidationFailed
 from tidings.domain.messaging import check_transition
+from tidings.messaging.sql import insert_ignoring
 from tidings.messaging.templates import prepare
 from tidings.store.database import Writer
 from tidings.store.tables import lists, profiles
@@ -410,6 +411,26 @@ class CampaignStore:
                     },
                 )
         return self.campaign(project_id, new_id)
+
+    @staticmethod
+    def bump_stat(conn: Connection, campaign_id: int, name: str, by: int = 1) -> None:
+        """Add to one of a campaign's tracking counters (``opens``, ``clicks``,
+        ``bounced``, ``unsubscribed``) in the caller's transaction: what tracking calls
+        when it records an open, a click, a bounce."""
+        if name not in ("opens", "clicks", "bounced", "unsubscribed"):
+            raise ValueError(f"unknown campaign counter {name!r}")
+        insert_ignoring(
+            conn,
+            campaign_stats,
+            {"campaign_id": campaign_id, "opens": 0, "clicks": 0, "bounced": 0, "unsubscribed": 0},
+            ("campaign_id",),
+        )
+        column = campaign_stats.c[name]
+        conn.execute(
+            sa.update(campaign_stats)
+            .where(campaign_stats.c.campaign_id == campaign_id)
+            .values({name: column + by})
+        )
 
     def delivery(self, campaign_id: int) -> dict[str, int]:
         with self.reader.connect() as conn:

@@ -26,12 +26,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import NotFound, ValidationFailed
 from tidings.domain.messaging import CHANNELS, SubscriptionState
+from tidings.messaging.campaigns import CampaignStore
 from tidings.messaging.events import EventOutbox, event_payload, identities_of
 from tidings.messaging.sql import insert_ignoring, is_postgres, lock_profile
 from tidings.store.database import Writer
 from tidings.store.tables import profiles
 from tidings.store.tables_messaging import (
-    campaign_stats,
     sends,
     subscription_types,
     user_subscriptions,
@@ -357,7 +357,7 @@ class SubscriptionStore:
         if state == SubscriptionState.UNSUBSCRIBED:
             change.in_flight = self._stop_sends(conn, profile_id, subscription_id, now)
             if campaign_id is not None and change.changed:
-                self._count_unsubscribe(conn, campaign_id)
+                CampaignStore.bump_stat(conn, campaign_id, "unsubscribed")
         if change.changed:
             identity = identities_of(conn, project_id, [profile_id]).get(profile_id)
             if identity is not None:
@@ -396,20 +396,6 @@ class SubscriptionStore:
                 .values(state="skipped", reason="unsubscribed", updated_at=now)
             )
         return [r.id for r in rows if r.state == "sending"]
-
-    @staticmethod
-    def _count_unsubscribe(conn: Connection, campaign_id: int) -> None:
-        insert_ignoring(
-            conn,
-            campaign_stats,
-            {"campaign_id": campaign_id, "opens": 0, "clicks": 0, "bounced": 0, "unsubscribed": 0},
-            ("campaign_id",),
-        )
-        conn.execute(
-            sa.update(campaign_stats)
-            .where(campaign_stats.c.campaign_id == campaign_id)
-            .values(unsubscribed=campaign_stats.c.unsubscribed + 1)
-        )
 
     def settle(self, change: StateChange, *, flush: bool = True) -> None:
         """After the commit of a ``set_state``: append its event, and wait (bounded) until
