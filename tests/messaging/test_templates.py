@@ -220,3 +220,28 @@ async def test_proof_sends_for_real_and_duplicate_copies_templates(
     ).json()["results"]
     assert [t["data"] for t in copied] == [{"text": "Code {{ context.code }}"}]
     _ = TextMessage
+
+
+async def test_every_liquid_root_is_there(
+    services: Services, client: httpx.AsyncClient, project: Project
+) -> None:
+    campaign = await post(
+        client, project, "/campaigns", {"type": "trigger", "name": "T", "channel": "text"}
+    )
+    text = (
+        "{{ user.first_name }}/{{ user.data.plan }}/{{ event.sku }}/{{ journey.name }}/"
+        "{{ project.name }}/{{ project.locale }}/{{ context.campaign_id }}/{{ context.extra }}"
+    )
+    created = await _template(client, project, campaign["id"], {"text": text})
+    preview = await post(
+        client,
+        project,
+        f"/templates/{created.json()['id']}/preview",
+        {
+            "user": {"first_name": "Ann", "data": {"plan": "pro"}},
+            "event": {"sku": "s1"},
+            "journey": {"name": "Onboarding"},
+            "context": {"extra": "x"},
+        },
+    )
+    assert preview["message"]["body"] == f"Ann/pro/s1/Onboarding/Test/en-AU/{campaign['id']}/x"
