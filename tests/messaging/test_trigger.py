@@ -124,3 +124,26 @@ async def test_failures_are_recorded_once_with_the_reason(
     failed = [d for n, d in event_names(services, project.id) if n == "email_failed"]
     assert len(failed) == 1 and failed[0]["campaign_id"] == campaign["id"]
     assert "configured to fail" in failed[0]["reason"]
+
+
+async def test_the_services_own_delivery_worker_sends(
+    services: Services, client: httpx.AsyncClient, project: Project
+) -> None:
+    """Without manual rounds: the worker thread that Services.start() runs delivers."""
+    import asyncio
+
+    assert services.messaging is not None and services.messaging.worker is not None
+    await logger_provider(client, project)
+    campaign = await trigger_campaign(client, project)
+    await post(
+        client,
+        project,
+        f"/campaigns/{campaign['id']}/trigger",
+        {"user": {"external_id": "u1", "email": "a@example.com"}},
+    )
+    for _ in range(500):
+        rows = send_rows(services, campaign["id"])
+        if rows and rows[0]["state"] == "sent":
+            break
+        await asyncio.sleep(0.02)
+    assert [r["state"] for r in send_rows(services, campaign["id"])] == ["sent"]
