@@ -147,3 +147,45 @@ async def test_the_services_own_delivery_worker_sends(
             break
         await asyncio.sleep(0.02)
     assert [r["state"] for r in send_rows(services, campaign["id"])] == ["sent"]
+
+
+async def test_a_tracker_decorates_each_email_with_its_send(
+    services: Services, client: httpx.AsyncClient, project: Project
+) -> None:
+    """The seam tracking plugs into: decorate_email(message, TrackingRef)."""
+    import dataclasses
+
+    from tidings.domain.tracking import TrackingRef
+
+    manual(services)
+    assert services.messaging is not None
+    seen: list[TrackingRef] = []
+
+    class Tracker:
+        def decorate_email(self, message: EmailMessage, ref: TrackingRef) -> EmailMessage:
+            seen.append(ref)
+            return dataclasses.replace(message, headers={"List-Unsubscribe": f"<u/{ref.send_id}>"})
+
+    services.messaging.delivery.tracker = Tracker()
+    provider = await logger_provider(client, project)
+    campaign = await trigger_campaign(client, project)
+    await post(
+        client,
+        project,
+        f"/campaigns/{campaign['id']}/trigger",
+        {"user": {"external_id": "u1", "email": "a@example.com"}},
+    )
+    await deliver(services)
+    [row] = send_rows(services, campaign["id"])
+    [ref] = seen
+    assert ref == TrackingRef(
+        project_id=project.id,
+        profile_id=row["profile_id"],
+        campaign_id=campaign["id"],
+        send_id=row["id"],
+        subscription_id=campaign["subscription_id"],
+        channel="email",
+    )
+    [message] = sent_by(services, provider["id"])
+    assert isinstance(message, EmailMessage)
+    assert message.headers == {"List-Unsubscribe": f"<u/{row['id']}>"}
