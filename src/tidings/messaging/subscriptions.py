@@ -5,13 +5,16 @@ Who calls it: the subscription routes and the preference centre (api/subscriptio
 the unsubscribe pages and the SMS STOP webhook (tracking), and the delivery worker,
 which reads the states of the users it claims.
 
-Why an unsubscribe cannot lose a race with a send: ``set_state`` to 0, in its
-transaction, locks the user's queued sends of that type (``FOR UPDATE`` on PostgreSQL;
-SQLite has one writer at a time) and marks the pending ones ``skipped``. A claim holds
-its rows locked while it reads the states, so either the claim comes first (its sends are
-then ``sending``, and the unsubscribe waits for them to finish before it answers: see
-``settle``) or the unsubscribe does (the claim then skips the rows it locked, or finds
-them skipped). When ``set_state`` returns, nothing more will be sent for that type.
+Why an unsubscribe cannot lose a race with a send: ``set_state`` first takes a lock on
+the user (``pg_advisory_xact_lock`` on PostgreSQL, held until it commits; SQLite has one
+writer at a time), writes the state, then locks the user's queued sends of that type
+(``FOR UPDATE``) and marks the pending ones ``skipped``. A claim (messaging/delivery.py)
+only keeps users whose lock it gets at once (``pg_try_advisory_xact_lock``) and reads
+their states after that. So either the claim comes first (its sends are ``sending``;
+the unsubscribe waits on their row locks, then for them to finish before it answers:
+``settle``), or the unsubscribe does (the claim leaves the user alone this round, and
+the next one reads state 0). When ``set_state`` returns, nothing more will be sent for
+that type.
 """
 
 from __future__ import annotations
