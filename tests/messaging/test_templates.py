@@ -245,3 +245,34 @@ async def test_every_liquid_root_is_there(
         },
     )
     assert preview["message"]["body"] == f"Ann/pro/s1/Onboarding/Test/en-AU/{campaign['id']}/x"
+
+
+async def test_creates_with_an_idempotency_key_happen_once(
+    services: Services, client: httpx.AsyncClient, project: Project
+) -> None:
+    headers = bearer(project.sk, **{"Idempotency-Key": "c-1"})
+    body = {"type": "trigger", "name": "Once", "channel": "email"}
+    first = await client.post(f"{API}/campaigns", json=body, headers=headers)
+    again = await client.post(f"{API}/campaigns", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() and again.headers["idempotent-replayed"] == "true"
+    other = await client.post(f"{API}/campaigns", json={**body, "name": "Other"}, headers=headers)
+    assert_problem(other, 409, "idempotency_key_mismatch")
+    listed = (await client.get(f"{API}/campaigns", headers=bearer(project.sk))).json()["results"]
+    assert len(listed) == 1
+
+    template = {"campaign_id": first.json()["id"], "locale": "en", "data": EMAIL_TEMPLATE}
+    keyed = bearer(project.sk, **{"Idempotency-Key": "t-1"})
+    made = await client.post(f"{API}/templates", json=template, headers=keyed)
+    replayed = await client.post(f"{API}/templates", json=template, headers=keyed)
+    assert made.status_code == replayed.status_code == 201
+    assert made.json()["id"] == replayed.json()["id"]
+    provider = {"type": "logger", "name": "L", "group": "email"}
+    keyed = bearer(project.sk, **{"Idempotency-Key": "p-1"})
+    one = await client.post(f"{API}/providers", json=provider, headers=keyed)
+    two = await client.post(f"{API}/providers", json=provider, headers=keyed)
+    assert one.json()["id"] == two.json()["id"]
+    assert (
+        len((await client.get(f"{API}/providers", headers=bearer(project.sk))).json()["results"])
+        == 1
+    )

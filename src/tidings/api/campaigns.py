@@ -23,6 +23,7 @@ from tidings.api import wire
 from tidings.api.auth import KeyCache
 from tidings.api.errors import request_id_of
 from tidings.api.ingest import _idempotency_key, _replay
+from tidings.api.lists import _Idempotent
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -67,6 +68,19 @@ _TRIGGER = frozenset({"user", "event"})
 _USER_KNOWN = frozenset(
     {"external_id", "anonymous_id", "email", "phone", "timezone", "locale", "data"}
 )
+
+
+_NO_DELIVERY = {
+    "total": 0,
+    "pending": 0,
+    "sent": 0,
+    "failed": 0,
+    "skipped": 0,
+    "opens": 0,
+    "clicks": 0,
+    "bounced": 0,
+    "unsubscribed": 0,
+}
 
 
 def _now() -> int:
@@ -179,7 +193,10 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
     @router.post("/campaigns", status_code=201, summary="Create a campaign (editor)")
     async def create_campaign(request: Request) -> Response:
         project_id = await _auth(request, Role.EDITOR)
-        _, value = await json_body(request)
+        raw, value = await json_body(request)
+        once = _Idempotent(services, request, project_id, raw)
+        if (replay := await once.replay()) is not None:
+            return replay
         values = _fields(value, creating=True)
 
         def work() -> dict[str, Any]:
@@ -188,9 +205,11 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
                 values["subscription_id"] = default.id
             else:
                 messaging.subscriptions.types(project_id)  # the defaults exist
-            return _present(store.create_campaign(project_id, values))
+            hook = once.hook(201, lambda row: present_campaign(row, _NO_DELIVERY))
+            return _present(store.create_campaign(project_id, values, then=hook))
 
-        return json_response(await run_in_threadpool(work), 201)
+        result = await once.run(work)
+        return result if isinstance(result, Response) else json_response(result, 201)
 
     @router.get("/campaigns/{id}", summary="A campaign, with its delivery counters")
     async def get_campaign(request: Request, id: str) -> Response:

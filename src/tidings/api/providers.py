@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
+from tidings.api.lists import _Idempotent
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -118,11 +119,16 @@ def providers_router(services: Services, keys: KeyCache) -> APIRouter:
     @router.post("/providers", status_code=201, summary="Add a provider (admin)")
     async def create_provider(request: Request) -> Response:
         project_id = await _admin(request)
-        _, value = await json_body(request)
+        raw, value = await json_body(request)
+        once = _Idempotent(services, request, project_id, raw)
+        if (replay := await once.replay()) is not None:
+            return replay
         values = _fields(value, creating=True, current=None)
         await _check_adapter(values["type"], values["data"])
-        row = await run_in_threadpool(store.create_provider, project_id, values)
-        return json_response(present_provider(row), 201)
+        row = await once.run(
+            lambda: store.create_provider(project_id, values, then=once.hook(201, present_provider))
+        )
+        return row if isinstance(row, Response) else json_response(present_provider(row), 201)
 
     @router.get("/providers/{id}", summary="A provider (admin)")
     async def get_provider(request: Request, id: str) -> Response:

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
+from tidings.api.lists import _Idempotent
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -124,7 +125,10 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
     @router.post("/templates", status_code=201, summary="Add a campaign's template (editor)")
     async def create_template(request: Request) -> Response:
         project_id = await _auth(request, Role.EDITOR)
-        _, value = await json_body(request)
+        raw, value = await json_body(request)
+        once = _Idempotent(services, request, project_id, raw)
+        if (replay := await once.replay()) is not None:
+            return replay
         body = Body(value, _FIELDS)
         campaign_id = body.integer("campaign_id", required=True, minimum=1)
         kind = body.string("type")
@@ -138,7 +142,16 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
                 f"The campaign sends {campaign['channel']}: its templates are of that type.",
                 param="type",
             )
-        row = await run_in_threadpool(store.create_template, project_id, campaign_id, locale, data)
+        hook = once.hook(201, present_template)
+        try:
+            row = await run_in_threadpool(
+                lambda: store.create_template(project_id, campaign_id, locale, data, then=hook)
+            )
+        except Conflict:
+            # With a key: a concurrent twin stored the answer first; replay it.
+            if once.key is not None and (replay := await once.replay()) is not None:
+                return replay
+            raise
         return json_response(present_template(row), 201)
 
     @router.get("/templates/{id}", summary="A template")

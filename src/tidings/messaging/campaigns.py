@@ -77,6 +77,15 @@ def merge_provider_data(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[
     return out
 
 
+# Called inside a create's transaction with the new row (an Idempotency-Key's stored
+# answer is written there, so that a retry replays it and a race has one winner).
+Then = Callable[[Connection, dict[str, Any]], None]
+
+
+def _row(conn: Connection, table: sa.Table, row_id: int) -> dict[str, Any]:
+    return dict(conn.execute(sa.select(table).where(table.c.id == row_id)).one()._mapping)
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     results: list[dict[str, Any]]
@@ -146,7 +155,9 @@ class CampaignStore:
             .values(is_default=False)
         )
 
-    def create_provider(self, project_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    def create_provider(
+        self, project_id: int, values: Mapping[str, Any], *, then: Then | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         with self.writer.begin() as conn:
             new_id = conn.execute(
@@ -155,6 +166,8 @@ class CampaignStore:
             ).scalar_one()
             if values.get("is_default"):
                 self._clear_default(conn, project_id, values["channel"], new_id)
+            if then is not None:
+                then(conn, _row(conn, providers, new_id))
         return self.provider(project_id, new_id)
 
     def update_provider(
@@ -290,7 +303,9 @@ class CampaignStore:
             raise NotFound(f"No campaign {campaign_id}.", param="id")
         return dict(row._mapping)
 
-    def create_campaign(self, project_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    def create_campaign(
+        self, project_id: int, values: Mapping[str, Any], *, then: Then | None = None
+    ) -> dict[str, Any]:
         now = self.clock()
         row = {
             "list_ids": [],
@@ -307,6 +322,8 @@ class CampaignStore:
         with self.writer.begin() as conn:
             self._check_refs(conn, project_id, row)
             new_id = conn.execute(sa.insert(campaigns).returning(campaigns.c.id), row).scalar_one()
+            if then is not None:
+                then(conn, _row(conn, campaigns, new_id))
         return self.campaign(project_id, new_id)
 
     def update_campaign(
@@ -510,7 +527,13 @@ class CampaignStore:
         return dict(row._mapping)
 
     def create_template(
-        self, project_id: int, campaign_id: int, locale: str, data: Mapping[str, Any]
+        self,
+        project_id: int,
+        campaign_id: int,
+        locale: str,
+        data: Mapping[str, Any],
+        *,
+        then: Then | None = None,
     ) -> dict[str, Any]:
         campaign = self.campaign(project_id, campaign_id)
         compiled = prepare(campaign["channel"], data)
@@ -530,7 +553,11 @@ class CampaignStore:
                         "updated_at": now,
                     },
                 ).scalar_one()
+                if then is not None:
+                    then(conn, _row(conn, templates, new_id))
         except sa.exc.IntegrityError:
+            # The (campaign, locale) is taken, or, with an Idempotency-Key, the key was
+            # stored meanwhile: the API replays the stored answer if there is one.
             raise Conflict(
                 f"Campaign {campaign_id} has a template for locale '{locale}' already.",
                 code="resource_already_exists",
