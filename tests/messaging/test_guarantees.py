@@ -31,7 +31,8 @@ from tests.messaging.helpers import (
 from tidings.bootstrap import Services
 from tidings.domain.channels import DeliveryResult, EmailMessage, Message, Outcome
 from tidings.domain.sending import Enqueued, SendRequest
-from tidings.messaging.delivery import Delivery, DeliveryConfig, DeliveryWorker
+from tidings.messaging.delivery import Delivery, DeliveryConfig
+from tidings.messaging.worker import DeliveryWorker
 from tidings.store.tables_messaging import sends
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,19 +61,20 @@ from tidings.messaging.blasts import BlastRunner
 from tidings.messaging.campaigns import CampaignStore
 from tidings.messaging.events import EventOutbox, event_payload, identities_of
 from tidings.messaging.providers import build_adapter
-from tidings.messaging.sql import insert_ignoring, is_postgres, try_lock_profiles
+from tidings.messaging.ratewindows import take
+from tidings.messaging.recipients import push_tokens, states, template_users
+from tidings.messaging.sql import is_postgres, try_lock_profiles
 from tidings.messaging.templates import CompiledTemplate, RenderError, compile_template
 from tidings.store.database import Writer
-from tidings.store.tables import devices, profiles, projects
+from tidings.store.tables import projects
 from tidings.store.tables_messaging import (
     campaigns,
-    provider_windows,
     sends,
     subscription_types,
     templates,
 )
 
-__all__ = ["Delivery", "DeliveryConfig", "DeliveryWorker"]
+__all__ = ["AdapterFactory", "Delivery", "DeliveryConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class Delivery:
                     )
                 ).all()
             )
-            states = _states(conn, [r.profile_id for r in rows])
+            recorded = states(conn, [r.profile_id for r in rows])
             skipped: dict[int, str] = {}
             failed: dict[int, str] = {}
             claimable: list[_Claimed] = []
@@ -215,7 +215,7 @@ class Delivery:
                     skipped[r.id] = "campaign_not_running"
                     continue
                 if not receives(
-                    states.get((r.profile_id, r.subscription_id)),
+                    recorded.get((r.profile_id, r.subscription_id)),
                     requires_opt_in=bool(opt_in.get(r.subscription_id)),
                 ):
                     skipped[r.id] = "unsubscribed"
@@ -303,7 +303,7 @@ class Delivery:
             assert provider is not None
             interval = provider["rate_interval"]
             start = window_start(now, interval)
-            granted = _take(conn, provider_id, start, provider["rate_limit"], len(items))
+            granted = take(conn, provider_id, start, provider["rate_limit"], len(items))
             if granted < len(items):
                 later = [c.id for c in items[granted:]]
                 held.update(later)
@@ -350,8 +350,8 @@ class Delivery:
         todo = [c for c in items if c.result is None]
         if not todo:
             return
-        people = _profiles(conn, {c.profile_id for c in todo})
-        tokens = _push_tokens(conn, {c.profile_id for c in todo if c.channel == "push"})
+        people = template_users(conn, {c.profile_id for c in todo})
+        tokens = push_tokens(conn, {c.profile_id for c in todo if c.channel == "push"})
         project_rows = {
             row.id: row
             for row in conn.execute(
@@ -678,151 +678,3 @@ class Delivery:
             except Exception:
                 logger.warning("closing a provider adapter failed", exc_info=True)
         self._adapters.clear()
-
-
-def _take(conn: Connection, provider_id: int, start: int, limit: int, wanted: int) -> int:
-    """Take up to ``wanted`` of the provider's window starting at ``start``; how many."""
-    insert_ignoring(
-        conn,
-        provider_windows,
-        {"provider_id": provider_id, "window_start": start, "used": 0},
-        ("provider_id", "window_start"),
-    )
-    query = sa.select(provider_windows.c.used).where(
-        provider_windows.c.provider_id == provider_id, provider_windows.c.window_start == start
-    )
-    if is_postgres(conn):
-        query = query.with_for_update()
-    used = int(conn.execute(query).scalar_one())
-    granted = max(0, min(wanted, limit - used))
-    if granted:
-        conn.execute(
-            sa.update(provider_windows)
-            .where(
-                provider_windows.c.provider_id == provider_id,
-                provider_windows.c.window_start == start,
-            )
-            .values(used=provider_windows.c.used + granted)
-        )
-    conn.execute(
-        sa.delete(provider_windows).where(
-            provider_windows.c.provider_id == provider_id,
-            provider_windows.c.window_start < start,
-        )
-    )
-    return granted
-
-
-def _states(conn: Connection, profile_ids: list[str]) -> dict[tuple[str, int], int]:
-    from tidings.store.tables_messaging import user_subscriptions
-
-    found: dict[tuple[str, int], int] = {}
-    ids = sorted(set(profile_ids))
-    for start in range(0, len(ids), 500):
-        for p, s, st in conn.execute(
-            sa.select(
-                user_subscriptions.c.profile_id,
-                user_subscriptions.c.subscription_id,
-                user_subscriptions.c.state,
-            ).where(user_subscriptions.c.profile_id.in_(ids[start : start + 500]))
-        ):
-            found[(p, s)] = st
-    return found
-
-
-def _profiles(conn: Connection, ids: set[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), 500):
-        for row in conn.execute(
-            sa.select(
-                profiles.c.id,
-                profiles.c.external_id,
-                profiles.c.email,
-                profiles.c.phone,
-                profiles.c.timezone,
-                profiles.c.locale,
-                profiles.c.data,
-                profiles.c.created_at,
-            ).where(profiles.c.id.in_(ordered[start : start + 500]))
-        ):
-            data = row.data or {}
-            out[row.id] = {
-                **data,
-                "id": row.external_id,
-                "external_id": row.external_id,
-                "email": row.email,
-                "phone": row.phone,
-                "timezone": row.timezone,
-                "locale": row.locale,
-                "data": data,
-            }
-    return out
-
-
-def _push_tokens(conn: Connection, ids: set[str]) -> dict[str, dict[str, str]]:
-    """The newest device with a push token of each profile."""
-    out: dict[str, dict[str, str]] = {}
-    if not ids:
-        return out
-    for row in conn.execute(
-        sa.select(devices.c.profile_id, devices.c.token, devices.c.os)
-        .where(devices.c.profile_id.in_(sorted(ids)), devices.c.token.is_not(None))
-        .order_by(devices.c.updated_at)
-    ):
-        out[row.profile_id] = {"push_token": row.token, "push_os": row.os or ""}
-    return out
-
-
-class DeliveryWorker:
-    """Runs a ``Delivery`` in a thread with its own event loop (``tidings serve`` and
-    ``tidings worker``). ``wake()`` cuts an idle wait short."""
-
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.rounds = 0
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="tidings-delivery")
-        self._thread.start()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        idle = self.delivery.config.idle_wait
-        last_tick = 0.0
-        try:
-            while not self._stop.is_set():
-                busy = False
-                try:
-                    if time.monotonic() - last_tick >= 0.25:
-                        busy = self.delivery.tick()
-                        last_tick = time.monotonic()
-                    done = await self.delivery.run_once()
-                    busy = busy or done > 0
-                    self.rounds += 1
-                except Exception:
-                    logger.exception("delivery round failed; retrying")
-                    await asyncio.sleep(1.0)
-                if not busy:
-                    self._wake.clear()
-                    await asyncio.to_thread(self._wake.wait, idle)
-        finally:
-            await self.delivery.aclose()

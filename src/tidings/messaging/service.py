@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from tidings.domain.tracking import InAppSink, Tracker
 from tidings.messaging.campaigns import CampaignStore
-from tidings.messaging.delivery import AdapterFactory, Delivery, DeliveryConfig, DeliveryWorker
+from tidings.messaging.delivery import AdapterFactory, Delivery, DeliveryConfig
 from tidings.messaging.events import Append, EventOutbox
 from tidings.messaging.providers import build_adapter
 from tidings.messaging.secrets import InstallationSecrets
 from tidings.messaging.sends import OutboxSends
 from tidings.messaging.subscriptions import SubscriptionStore
+from tidings.messaging.worker import DeliveryWorker
 from tidings.store.database import Database
 
 __all__ = ["Messaging", "build_messaging"]
