@@ -22,6 +22,9 @@ from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
+from tidings.messaging.delivery import DeliveryConfig
+from tidings.messaging.hooks import MessagingBatchHook
+from tidings.messaging.service import Messaging, build_messaging
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
@@ -78,6 +81,7 @@ class Services:
     journeys: JourneyEngine | None = None  # entrances, steps, timers (docs/journeys.md)
     journey_store: JourneyStore | None = None
     journey_worker: JourneyWorker | None = None  # with the log consumer: timers, outbox
+    messaging: Messaging | None = None  # campaigns, subscriptions, the delivery worker
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Set when the consumer runs in a supervised child process (`serve` in process
@@ -123,6 +127,8 @@ class Services:
             self.consumer.start()
         if self.journey_worker is not None:
             self.journey_worker.start()
+        if self.messaging is not None:
+            self.messaging.start()
         self.started = True
 
     def stop(self) -> None:
@@ -130,6 +136,8 @@ class Services:
             return
         if self.journey_worker is not None:
             self.journey_worker.stop()
+        if self.messaging is not None:
+            self.messaging.stop()  # before the log: its last round appends its events
         self.committer.stop()
         if self.consumer is not None:
             self.consumer.stop()
@@ -284,7 +292,7 @@ def build(
                 services.schema,
                 concurrent=not db.is_sqlite,
                 segments=segments,
-                hooks=[JourneyHook(services.journeys)],
+                hooks=[JourneyHook(services.journeys), MessagingBatchHook()],
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,
@@ -308,4 +316,16 @@ def build(
         services.committer = GroupCommitter(
             log, max_items=settings.commit_max_items, on_commit=consumer.wake.set, direct=direct
         )
+    services.messaging = build_messaging(
+        db,
+        log.append,
+        settings.log_partitions,
+        run_delivery=settings.run_worker,
+        config=DeliveryConfig(
+            batch_size=settings.delivery_batch_size, lease=settings.delivery_lease
+        ),
+        on_append=services.consumer.wake.set if services.consumer is not None else None,
+    )
+    if sends is None:  # journeys' action steps queue into messaging's outbox
+        services.journeys.sends = services.messaging.sends
     return services

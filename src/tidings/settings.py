@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     worker_poll_interval: float = Field(
         default=0.005, gt=0, le=5, description="Seconds an idle worker process waits."
     )
+    delivery_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Sends one delivery round claims."
+    )
+    delivery_lease: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a claimed send stays claimed; a send still unrecorded after "
+        "that (its worker died) is failed as interrupted, never sent again.",
+    )
     demo_project: bool = Field(default=True, description="Create a demo project on first start.")
     auto_migrate: bool = Field(
         default=True, description="`serve` on SQLite brings the schema up to date by itself."

@@ -19,6 +19,9 @@ from tidings.bootstrap import Services
 from tidings.domain.auth import Role, Scope
 
 PUBLIC = "public"  # pk_ or sk_ keys of any role
+# The preference centre: a key of the project and a user token from /users/{id}/sessions;
+# any key without the token is refused (tests/messaging/test_subscriptions.py has the rest).
+USER_TOKEN = "user token"
 # (method, path) → PUBLIC, or the least role a secret key needs.
 ACCESS: dict[tuple[str, str], str | Role] = {
     ("POST", "/api/client/events"): PUBLIC,
@@ -51,6 +54,37 @@ ACCESS: dict[tuple[str, str], str | Role] = {
     ("POST", "/api/client/journeys/{id}/trigger"): Role.EDITOR,
     ("GET", "/api/client/journeys/{id}/users/{external_id}"): Role.SUPPORT,
     ("POST", "/api/client/journeys/{id}/simulate"): Role.SUPPORT,
+    # Messaging (docs/messaging.md).
+    ("GET", "/api/client/providers"): Role.ADMIN,
+    ("POST", "/api/client/providers"): Role.ADMIN,
+    ("GET", "/api/client/providers/{id}"): Role.ADMIN,
+    ("PATCH", "/api/client/providers/{id}"): Role.ADMIN,
+    ("DELETE", "/api/client/providers/{id}"): Role.ADMIN,
+    ("GET", "/api/client/subscriptions"): Role.SUPPORT,
+    ("POST", "/api/client/subscriptions"): Role.ADMIN,
+    ("GET", "/api/client/subscriptions/{id}"): Role.SUPPORT,
+    ("PATCH", "/api/client/subscriptions/{id}"): Role.ADMIN,
+    ("POST", "/api/client/subscriptions/batch"): Role.EDITOR,
+    ("GET", "/api/client/users/{external_id}/subscriptions"): Role.SUPPORT,
+    ("PATCH", "/api/client/users/{external_id}/subscriptions"): Role.EDITOR,
+    ("POST", "/api/client/users/{external_id}/sessions"): Role.EDITOR,
+    ("GET", "/api/client/users/me"): USER_TOKEN,
+    ("PATCH", "/api/client/subscriptions/me"): USER_TOKEN,
+    ("GET", "/api/client/campaigns"): Role.SUPPORT,
+    ("POST", "/api/client/campaigns"): Role.EDITOR,
+    ("GET", "/api/client/campaigns/{id}"): Role.SUPPORT,
+    ("PATCH", "/api/client/campaigns/{id}"): Role.EDITOR,
+    ("DELETE", "/api/client/campaigns/{id}"): Role.EDITOR,
+    ("POST", "/api/client/campaigns/{id}/duplicate"): Role.EDITOR,
+    ("POST", "/api/client/campaigns/{id}/trigger"): Role.EDITOR,
+    ("GET", "/api/client/campaigns/{id}/sends"): Role.SUPPORT,
+    ("GET", "/api/client/templates"): Role.SUPPORT,
+    ("POST", "/api/client/templates"): Role.EDITOR,
+    ("GET", "/api/client/templates/{id}"): Role.SUPPORT,
+    ("PATCH", "/api/client/templates/{id}"): Role.EDITOR,
+    ("DELETE", "/api/client/templates/{id}"): Role.EDITOR,
+    ("POST", "/api/client/templates/{id}/preview"): Role.SUPPORT,
+    ("POST", "/api/client/templates/{id}/proof"): Role.EDITOR,
 }
 
 QUERIES: dict[tuple[str, str], str] = {("DELETE", "/api/client/users"): "?user_id=matrix"}
@@ -120,6 +154,13 @@ async def test_access_matrix(
             response = await _request(client, method, path, key)
             assert_problem(response, 401, "authentication_required")
         public = await _request(client, method, path, project.pk)
+        if rule == USER_TOKEN:
+            assert_problem(public, 401, "authentication_required")
+            for key in by_role.values():
+                assert_problem(
+                    await _request(client, method, path, key), 401, "authentication_required"
+                )
+            continue
         if rule == PUBLIC:
             assert public.status_code < 300, (where, public.text)
         else:

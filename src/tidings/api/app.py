@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from tidings import __version__
 from tidings.api.auth import KeyCache
+from tidings.api.campaigns import campaigns_router
 from tidings.api.cors import CorsMiddleware, PreflightOrigins
 from tidings.api.errors import (
     DATABASE_UNAVAILABLE,
@@ -31,11 +32,14 @@ from tidings.api.journeys import journeys_router
 from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
+from tidings.api.providers import providers_router
 from tidings.api.ratelimit import with_rate_limits
 from tidings.api.rudderstack_config import rudderstack_config_router
 from tidings.api.schema import schema_router
 from tidings.api.segment import SegmentRoutes
 from tidings.api.segment_settings import segment_settings_router
+from tidings.api.subscriptions import subscriptions_router
+from tidings.api.templates import templates_router
 from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
@@ -143,6 +147,12 @@ def create_app(
         ("POST", "/api/client/users/batch"): ingest.users_batch,
         **SegmentRoutes(services, keys).endpoints(),  # /v1: the Segment tracking API
     }
+    if services.messaging is not None:
+        # Before the users router: its GET /users/{external_id} would take /users/me.
+        app.include_router(subscriptions_router(services, keys))
+        app.include_router(providers_router(services, keys))
+        app.include_router(campaigns_router(services, keys))
+        app.include_router(templates_router(services, keys))
     app.include_router(users_router(services, keys))
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))

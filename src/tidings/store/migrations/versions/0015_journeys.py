@@ -3,7 +3,7 @@ entrance key and occurrence), paths, timers, waits, step counters, the outbox of
 step emits, rate windows, schedule runs and the list changes handled.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,76 @@
+"""Messaging's services, wired together: what ``bootstrap`` builds and the API uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tidings.domain.tracking import InAppSink, Tracker
+from tidings.messaging.campaigns import CampaignStore
+from tidings.messaging.delivery import AdapterFactory, Delivery, DeliveryConfig
+from tidings.messaging.events import Append, EventOutbox
+from tidings.messaging.providers import build_adapter
+from tidings.messaging.secrets import InstallationSecrets
+from tidings.messaging.sends import OutboxSends
+from tidings.messaging.subscriptions import SubscriptionStore
+from tidings.messaging.worker import DeliveryWorker
+from tidings.store.database import Database
+
+__all__ = ["Messaging", "build_messaging"]
+
+
+@dataclass
+class Messaging:
+    outbox: EventOutbox
+    subscriptions: SubscriptionStore
+    campaigns: CampaignStore
+    sends: OutboxSends
+    secrets: InstallationSecrets
+    delivery: Delivery
+    worker: DeliveryWorker | None = None  # runs ``delivery`` in this process
+
+    def start(self) -> None:
+        if self.worker is not None:
+            self.worker.start()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+def build_messaging(
+    db: Database,
+    append: Append | None,
+    partitions: int,
+    *,
+    run_delivery: bool,
+    on_append: Callable[[], None] | None = None,
+    tracker: Tracker | None = None,
+    in_app: InAppSink | None = None,
+    adapter_factory: AdapterFactory = build_adapter,
+    config: DeliveryConfig | None = None,
+    clock: Callable[[], int] | None = None,
+) -> Messaging:
+    """``append``: the ingest log's ``append`` (events of sends and subscription changes);
+    ``run_delivery``: run the delivery worker in this process (``serve``, ``worker``)."""
+    outbox = EventOutbox(db.writer, db.reader, append, partitions, on_append=on_append)
+    delivery = Delivery(
+        db.writer,
+        db.reader,
+        outbox,
+        tracker=tracker,
+        in_app=in_app,
+        adapter_factory=adapter_factory,
+        config=config,
+        clock=clock,
+    )
+    worker = DeliveryWorker(delivery) if run_delivery else None
+    return Messaging(
+        outbox=outbox,
+        subscriptions=SubscriptionStore(db.writer, db.reader, outbox, clock=clock),
+        campaigns=CampaignStore(db.writer, db.reader, clock=clock),
+        sends=OutboxSends(wake=worker.wake if worker is not None else None),
+        secrets=InstallationSecrets(db.writer, db.reader),
+        delivery=delivery,
+        worker=worker,
+    )
