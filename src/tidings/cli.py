@@ -140,6 +140,8 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
         child = _WorkerChild(settings.database_url_value)
         settings = settings.model_copy(update={"run_worker": False})
     services = build(settings)
+    if child is not None:  # wakes the child once it dozes (pipeline/doorbell.py)
+        services.committer.on_commit = child.doorbell.ring
     app_ = create_app(services)
     _tune_runtime()
     console.print(f"Tidings listening on http://{host}:{port} (API docs at /docs)")
@@ -186,6 +188,9 @@ def worker(
     parent: Annotated[
         int | None, typer.Option(hidden=True, help="Exit when this process is gone.")
     ] = None,
+    doorbell: Annotated[
+        str | None, typer.Option(hidden=True, help="PIPE,FLAG descriptors from serve.")
+    ] = None,
 ) -> None:
     """Apply the ingest log: beside `tidings api` nodes, or `tidings serve`.
 
@@ -206,6 +211,14 @@ def worker(
         # with `serve`'s child worker, single-event ingest +9-16% (docs/benchmarks.md).
         os.nice(settings.worker_nice)
     services.start()
+    if doorbell is not None and services.consumer is not None:
+        from tidings.pipeline.doorbell import Doorbell
+
+        pipe_fd, flag_fd = (int(fd) for fd in doorbell.split(","))
+        bell = Doorbell.attach(pipe_fd, flag_fd)
+        bell.listen(services.consumer.wake)
+        services.consumer.idle_after = settings.worker_idle_after
+        services.consumer.dozing = bell.dozing
     console.print("Tidings worker consuming the ingest log")
     try:
         while not stop.wait(0.5):
@@ -219,7 +232,10 @@ class _WorkerChild:
     """`tidings worker` as a child of `tidings serve`, restarted if it dies."""
 
     def __init__(self, database_url: str) -> None:
+        from tidings.pipeline.doorbell import Doorbell
+
         self.env = {**os.environ, "TIDINGS_DATABASE_URL": database_url}
+        self.doorbell = Doorbell.create()
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._supervise, daemon=True, name="worker-child")
@@ -229,9 +245,14 @@ class _WorkerChild:
 
     def _supervise(self) -> None:
         while not self.stopping.is_set():
+            fds = self.doorbell.child_fds
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())],
+                [
+                    *(sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())),
+                    *("--doorbell", ",".join(map(str, fds))),
+                ],
                 env=self.env,
+                pass_fds=fds,
             )
             code = self.process.wait()
             # A clean exit first waits to see whether serve is stopping too: a Ctrl-C (or
