@@ -223,9 +223,8 @@ def api(
     applying the ingest log (see docs/operations.md)."""
     _logging()
     settings = _settings(database_url).model_copy(update={"run_worker": False})
-    listener = _listen(host, port)
     _open(settings, migrate_if_needed=False).dispose()
-    _run_http(settings, listener)
+    _run_http(settings, _listen(host, port))
 
 
 def _logging() -> None:
