@@ -13,17 +13,41 @@ with the same wrk script as ``bench/ingest.py``, and divides each server's req/s
 echo's of that round: on a shared machine whose speed drifts, ratios taken minutes apart
 compare badly, and pairs taken seconds apart compare well. Prints each round and, per
 config, the median and mean ratio, and how many rounds it beat the first config in.
+
+``--pause-others``: while one target is driven, the other servers (every process of
+theirs) are stopped with SIGSTOP, so that what an idle server costs (its worker polling,
+say) does not slow down the one measured: needed when the configs differ in exactly that.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import statistics
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import ingest
 from _load import LoadSpec
+from idle import _tree
+
+
+@contextlib.contextmanager
+def _paused(targets: list[ingest.Target]) -> Iterator[None]:
+    """SIGSTOP every process of these targets for the block, then SIGCONT them."""
+    pids = [pid for target in targets for pid in _tree(target.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def main() -> None:
@@ -32,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--pause-others", action="store_true", help="SIGSTOP the idle servers")
     args = parser.parse_args()
 
     runs: list[ingest.Processes] = []
@@ -55,13 +80,20 @@ def main() -> None:
             bench.drain(server, "the warm-up")
         bench0.wrk(echo, echo_spec, args.connections, 2)
 
+        def others(target: ingest.Target | None) -> contextlib.AbstractContextManager[None]:
+            if not args.pause_others:
+                return contextlib.nullcontext()
+            return _paused([s for _, _, s, _ in servers if s is not target])
+
         ratios: dict[str, list[float]] = {name: [] for name, *_ in servers}
         for round_ in range(args.rounds):
-            base = bench0.wrk(echo, echo_spec, args.connections, args.duration)
+            with others(None):
+                base = bench0.wrk(echo, echo_spec, args.connections, args.duration)
             line = f"round {round_ + 1}: echo {base.rps:,.0f} req/s"
             order = servers if round_ % 2 == 0 else servers[::-1]
             for name, bench, server, spec in order:
-                r = bench.wrk(server, spec, args.connections, args.duration)
+                with others(server):
+                    r = bench.wrk(server, spec, args.connections, args.duration)
                 ratios[name].append(r.rps / base.rps)
                 line += f" | {name} {r.rps:,.0f} ({r.rps / base.rps:.1%})"
                 bench.drain(server, "the run")

@@ -29,7 +29,9 @@ from tidings.settings import Settings
 from tidings.store import migrate
 from tidings.store.database import open_database
 
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "spotzee-sdk-requests.json"
+# The requests Spotzee's SDKs send (a copy kept with the tests: nothing reads outside the
+# repository, so that a fresh clone passes its own tests).
+CONTRACT = Path(__file__).resolve().parent / "fixtures" / "spotzee-sdk-requests.json"
 
 
 @dataclass

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import itertools
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +20,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tidings.domain import fields
 from tidings.domain.auth import Role, Scope
@@ -25,9 +29,18 @@ from tidings.settings import Settings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="Tidings: a self-hosted customer engagement platform.", no_args_is_help=True)
-project_app = typer.Typer(help="Create and change projects.", no_args_is_help=True)
-key_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+# Plain help: the rich panels print `<bool>` after every flag (--json, --help).
+app = typer.Typer(
+    help="Tidings: a self-hosted customer engagement platform.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+project_app = typer.Typer(
+    help="Create and change projects.", no_args_is_help=True, rich_markup_mode=None
+)
+key_app = typer.Typer(
+    help="Create and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(project_app, name="project")
 app.add_typer(key_app, name="key")
 
@@ -44,21 +57,109 @@ def _settings(database_url: str | None = None) -> Settings:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    # One line, however narrow the terminal: rich would wrap it at its width.
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(code=1)
 
 
-def _open(settings: Settings, *, migrate_if_needed: bool):  # type: ignore[no-untyped-def]
+def _open(settings: Settings, *, migrate_if_needed: bool, create: bool = False):  # type: ignore[no-untyped-def]
+    """The database, its schema checked (and brought up to date if asked). Whatever a user
+    can get wrong (a missing folder or file, no permission, a server that is down, a
+    schema newer than this code) ends the command with one line naming cause and fix.
+    ``create``: a SQLite file that does not exist yet may be made (serve, migrate)."""
     from tidings.bootstrap import SchemaError, ensure_schema
     from tidings.store.database import open_database
 
+    _check_sqlite(settings, create=create)
     db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         ensure_schema(db, auto_migrate=migrate_if_needed)
     except SchemaError as exc:
         db.dispose()
         raise _fail(str(exc)) from None
+    except Exception as exc:
+        db.dispose()
+        problem = _database_problem(settings, exc)
+        if problem is None:
+            raise
+        raise _fail(problem) from None
     return db
+
+
+def _sqlite_path(settings: Settings) -> str | None:
+    from tidings.store.database import sqlite_file
+
+    return sqlite_file(settings.database_url_value)
+
+
+def _check_sqlite(settings: Settings, *, create: bool) -> None:
+    """Refuse, before SQLite touches anything, a database file this command cannot use.
+    Only ``serve`` and ``migrate`` make a new file: a typo in TIDINGS_DATABASE_URL (or a
+    command run in another folder) must not leave an empty database behind."""
+    path = _sqlite_path(settings)
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.stat(folder)
+        found = os.path.isdir(folder)
+    except FileNotFoundError:
+        found = False
+    except PermissionError:
+        raise _fail(
+            f"cannot open the database folder {folder}: permission denied; run as a user "
+            "who may enter it, or set TIDINGS_DATABASE_URL elsewhere"
+        ) from None
+    if not found:
+        raise _fail(
+            f"the database folder {folder} does not exist: create it (mkdir -p {folder}) "
+            "or set TIDINGS_DATABASE_URL to a file in an existing folder"
+        )
+    if not os.path.exists(path):
+        if not create:
+            raise _fail(
+                f"there is no database at {os.path.abspath(path)}: start `tidings serve` "
+                "(or run `tidings migrate`) there first, or set TIDINGS_DATABASE_URL to "
+                "your database"
+            )
+        if not os.access(folder, os.W_OK):
+            raise _fail(
+                f"cannot create the database in {folder}: permission denied; run as a user "
+                "who may write there, or set TIDINGS_DATABASE_URL to a writable folder"
+            )
+        return
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(folder, os.W_OK):
+        raise _fail(
+            f"cannot write the database {os.path.abspath(path)} (or its folder, which holds "
+            "its journal and lock files): permission denied; run as the user who owns it, "
+            "or fix the permissions"
+        )
+
+
+def _database_problem(settings: Settings, exc: BaseException) -> str | None:
+    """One line for a database that cannot be used, or None for anything else."""
+    import sqlalchemy as sa
+
+    if isinstance(exc, PermissionError):
+        return (
+            f"cannot write {exc.filename or 'the database'}: permission denied; run as the "
+            "user who owns the database, or fix the permissions"
+        )
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    if "readonly database" in reason:
+        return (
+            f"cannot write the database {_sqlite_path(settings)}: {reason}; run as the "
+            "user who owns it, or fix the permissions"
+        )
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        url = sa.engine.make_url(settings.database_url_value).render_as_string(hide_password=True)
+        return (
+            f"cannot reach the database {url}: {reason}; check that it is running and that "
+            "TIDINGS_DATABASE_URL names it"
+        )
+    return None
 
 
 def _tune_runtime() -> None:
@@ -90,7 +191,10 @@ def serve(
 
     _logging()
     settings = _settings(database_url)
-    db = _open(settings, migrate_if_needed=settings.auto_migrate and settings.is_sqlite)
+    listener = _listen(host, port)  # a busy port fails here, before anything is printed
+    db = _open(
+        settings, migrate_if_needed=settings.auto_migrate and settings.is_sqlite, create=True
+    )
     store = ProjectStore(db.writer, db.reader)
     if settings.demo_project and store.count_projects() == 0:
         project = store.create_project("Demo", locale="en-US", timezone="UTC")
@@ -99,8 +203,14 @@ def serve(
         console.print(f"[bold]Created the demo project[/bold] (id {project.id}). Keys, shown once:")
         console.print(f"  public key: [green]{public.key}[/green]")
         console.print(f"  secret key: [green]{secret.key}[/green]")
+    elif settings.demo_project and (demo := store.demo_project_id()) is not None:
+        console.print(
+            "The demo project's keys were shown on the first start. Lost them? Make new "
+            f"ones: scripts/tidings key create --project {demo} --scope public (and "
+            "--scope secret --role admin)"
+        )
     db.dispose()
-    _run_http(settings, host, port)
+    _run_http(settings, listener)
 
 
 @app.command()
@@ -116,7 +226,7 @@ def api(
     _logging()
     settings = _settings(database_url).model_copy(update={"run_worker": False})
     _open(settings, migrate_if_needed=False).dispose()
-    _run_http(settings, host, port)
+    _run_http(settings, _listen(host, port))
 
 
 def _logging() -> None:
@@ -126,11 +236,43 @@ def _logging() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
 
 
-def _run_http(settings: Settings, host: str, port: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port in use ends the
+    command at once, with one line, instead of after "listening on"."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _fail(
+            f"cannot listen on {host}: {exc.strerror}; pass --host with a local address"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"port {port} on {host} is in use (another Tidings, or another program): "
+                "stop it, or pass --port with a free port"
+            ) from None
+        raise _fail(
+            f"cannot listen on {host}:{port}: {exc.strerror}; pass --host/--port that this "
+            "machine can listen on"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _run_http(settings: Settings, listener: socket.socket) -> None:
     import uvicorn
 
     from tidings.api.app import create_app
     from tidings.bootstrap import build
+
+    host, port = listener.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
 
     if settings.log_writer == "auto":
         writer = "process" if _cores() >= 2 else "thread"
@@ -140,6 +282,8 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
         child = _WorkerChild(settings.database_url_value)
         settings = settings.model_copy(update={"run_worker": False})
     services = build(settings)
+    if child is not None:  # wakes the child once it dozes (pipeline/doorbell.py)
+        services.committer.on_commit = child.doorbell.ring
     app_ = create_app(services)
     _tune_runtime()
     console.print(f"Tidings listening on http://{host}:{port} (API docs at /docs)")
@@ -148,10 +292,8 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
         services.on_stop.append(child.stop)  # uvicorn re-raises SIGTERM after the lifespan
         services.worker_child = child.running
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             app_,
-            host=host,
-            port=port,
             loop="uvloop",
             http="httptools",
             access_log=False,
@@ -161,6 +303,10 @@ def _run_http(settings: Settings, host: str, port: int) -> None:
             log_level="warning",
             timeout_graceful_shutdown=10,
         )
+        # uvicorn re-raises a SIGINT it captured once it has shut down (as uvicorn.run,
+        # which would bind the port itself, swallows it): a Ctrl-C is a clean stop.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run(sockets=[listener])
     finally:
         if child is not None:
             child.stop()
@@ -186,6 +332,9 @@ def worker(
     parent: Annotated[
         int | None, typer.Option(hidden=True, help="Exit when this process is gone.")
     ] = None,
+    doorbell: Annotated[
+        str | None, typer.Option(hidden=True, help="PIPE,FLAG descriptors from serve.")
+    ] = None,
 ) -> None:
     """Apply the ingest log: beside `tidings api` nodes, or `tidings serve`.
 
@@ -206,6 +355,14 @@ def worker(
         # with `serve`'s child worker, single-event ingest +9-16% (docs/benchmarks.md).
         os.nice(settings.worker_nice)
     services.start()
+    if doorbell is not None and services.consumer is not None:
+        from tidings.pipeline.doorbell import Doorbell
+
+        pipe_fd, flag_fd = (int(fd) for fd in doorbell.split(","))
+        bell = Doorbell.attach(pipe_fd, flag_fd)
+        bell.listen(services.consumer.wake)
+        services.consumer.idle_after = settings.worker_idle_after
+        services.consumer.dozing = bell.dozing
     console.print("Tidings worker consuming the ingest log")
     try:
         while not stop.wait(0.5):
@@ -219,7 +376,10 @@ class _WorkerChild:
     """`tidings worker` as a child of `tidings serve`, restarted if it dies."""
 
     def __init__(self, database_url: str) -> None:
+        from tidings.pipeline.doorbell import Doorbell
+
         self.env = {**os.environ, "TIDINGS_DATABASE_URL": database_url}
+        self.doorbell = Doorbell.create()
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._supervise, daemon=True, name="worker-child")
@@ -229,9 +389,17 @@ class _WorkerChild:
 
     def _supervise(self) -> None:
         while not self.stopping.is_set():
+            fds = self.doorbell.child_fds
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())],
+                [
+                    *(sys.executable, "-m", "tidings", "worker", "--parent", str(os.getpid())),
+                    *("--doorbell", ",".join(map(str, fds))),
+                ],
                 env=self.env,
+                pass_fds=fds,
+                # A group of its own: a Ctrl-C reaches serve, which stops the child; the
+                # child itself would be interrupted mid-import in its first half second.
+                process_group=0,
             )
             code = self.process.wait()
             # A clean exit first waits to see whether serve is stopping too: a Ctrl-C (or
@@ -267,13 +435,26 @@ def migrate(
     from tidings.store.database import open_database
 
     settings = _settings(database_url)
+    _check_sqlite(settings, create=True)
     db = open_database(settings.database_url_value, sqlite_synchronous=settings.sqlite_synchronous)
     try:
+        if migrations.check(db.writer) == migrations.SchemaState.AHEAD:
+            raise _fail(
+                "the database schema is newer than this version of Tidings: upgrade Tidings "
+                "(a newer version's migrations brought it there)"
+            )
         if down:
             migrations.downgrade(db.writer, "base" if revision == "head" else revision)
         else:
             migrations.upgrade(db.writer, revision)
         current = migrations.current_revision(db.writer)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        problem = _database_problem(settings, exc)
+        if problem is None:
+            raise
+        raise _fail(problem) from None
     finally:
         db.dispose()
     console.print(f"schema at revision {current or 'base (empty)'}")

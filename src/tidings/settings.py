@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         description="Seconds a claimed send stays claimed; a send still unrecorded after "
         "that (its worker died) is failed as interrupted, never sent again.",
     )
+    worker_idle_after: float = Field(
+        default=0.25,
+        ge=0,
+        le=3600,
+        description="`serve`'s worker child polls the log every TIDINGS_WORKER_POLL_INTERVAL "
+        "until it has found nothing new for this many seconds; then it sleeps until `serve` "
+        "commits to the log (or 0.5 s pass), so that an idle server costs next to no CPU.",
+    )
     demo_project: bool = Field(default=True, description="Create a demo project on first start.")
     auto_migrate: bool = Field(
         default=True, description="`serve` on SQLite brings the schema up to date by itself."

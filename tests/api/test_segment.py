@@ -199,6 +199,60 @@ async def test_group_sets_one_trait_per_group_so_several_groups_survive(
     }
 
 
+async def test_identify_reads_rudderstacks_context_traits_and_top_level_traits_win(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """RudderStack's SDKs send identify's traits in ``context.traits``."""
+    rudder = {
+        "type": "identify",
+        "userId": "u_rs",
+        "context": {"traits": {"email": "Rudder@Example.com", "plan": "pro", "seats": 3}},
+    }
+    both = {
+        "userId": "u_both",
+        "traits": {"plan": "team", "email": "top@example.com"},
+        "context": {"traits": {"plan": "free", "email": "ctx@example.com", "seats": 5}},
+    }
+    assert_success(await post(client, "identify", project.pk, rudder))
+    assert_success(await post(client, "identify", project.pk, both))
+    await drain(services)
+    user = await profile(client, project, "u_rs")
+    assert user["email"] == "Rudder@example.com"
+    assert user["data"] == {"plan": "pro", "seats": 3}
+    other = await profile(client, project, "u_both")
+    assert other["email"] == "top@example.com"
+    assert other["data"] == {"plan": "team", "seats": 5}
+
+
+async def test_a_bad_email_in_context_traits_is_named_where_it_was(
+    client: httpx.AsyncClient, project: Project
+) -> None:
+    body = {"userId": "u_bad", "context": {"traits": {"email": "not an email"}}}
+    response = await post(client, "identify", project.pk, body)
+    assert response.status_code == 422, response.text
+    assert [e["param"] for e in response.json()["errors"]] == ["context.traits.email"]
+
+
+async def test_group_traits_are_the_top_level_ones_and_context_traits_stay_the_users(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """In a group call (RudderStack's SDKs too) ``traits`` are the group's; the user's
+    cached traits that RudderStack adds as ``context.traits`` to every call are not applied,
+    as on track: a late call must not undo a newer identify."""
+    identify = {"userId": "u_grs", "context": {"traits": {"plan": "team"}}}
+    group = {
+        "userId": "u_grs",
+        "groupId": "acme",
+        "traits": {"name": "Acme"},
+        "context": {"traits": {"plan": "free"}},
+    }
+    assert_success(await post(client, "identify", project.pk, identify))
+    assert_success(await post(client, "group", project.pk, group))
+    await drain(services)
+    user = await profile(client, project, "u_grs")
+    assert user["data"] == {"plan": "team", "group_acme": {"name": "Acme"}}
+
+
 async def test_alias_merges_the_anonymous_profile_into_the_known_one(
     client: httpx.AsyncClient, services: Services, project: Project
 ) -> None:
@@ -836,8 +890,8 @@ async def test_identify_traits_sent_only_in_context_as_rudderstack_sends_them(
     await drain(services)
     rs = await profile(client, project, "rs-u")
     assert rs["email"] == "Sam@example.com" and rs["data"] == {"plan": "pro"}
-    seg = await profile(client, project, "seg-u")  # traits given: context.traits ignored
-    assert seg["email"] is None and seg["data"] == {"plan": "team"}
+    seg = await profile(client, project, "seg-u")  # both: a top-level trait wins its key
+    assert seg["email"] == "old@example.com" and seg["data"] == {"plan": "team"}
 
 
 async def test_request_level_problems_stay_errors_with_outcomes(

@@ -149,6 +149,33 @@ async def test_each_listed_user_has_the_profile_shape(
     assert listed[None]["anonymous_id"] == "anon-only"
 
 
+async def test_a_user_shows_its_project_and_whether_it_has_a_push_device(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """Spotzee's generated client types expect ``project_id`` and ``has_push_device``."""
+    pk = bearer(project.pk)
+    for external_id in ("pushable", "tokenless", "deviceless"):
+        await client.post("/api/client/identify", json={"external_id": external_id}, headers=pk)
+    device = {"os": "iOS", "model": "iPhone", "app_build": "1", "app_version": "1.0"}
+    for body in (
+        {**device, "external_id": "pushable", "device_id": "d-1", "token": "tok-1"},
+        {**device, "external_id": "tokenless", "device_id": "d-2"},
+    ):
+        response = await client.post("/api/client/devices", json=body, headers=pk)
+        assert response.status_code == 204, response.text
+    await drain(services)
+    _, page = await _list(client, project.sk)
+    listed = {u["external_id"]: u for u in page["results"]}
+    expected = {"pushable": True, "tokenless": False, "deviceless": False}
+    for external_id, has_push in expected.items():
+        single = (await client.get(f"{USERS}/{external_id}", headers=bearer(project.sk))).json()
+        assert single["project_id"] == project.id
+        assert single["has_push_device"] is has_push, single
+        assert listed[external_id] == single
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["User"]
+    assert {"project_id", "has_push_device"} <= set(schema["properties"])
+
+
 async def test_listed_users_show_refused_merges_like_a_single_read(
     client: httpx.AsyncClient, services: Services, project: Project
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -76,10 +77,13 @@ class TidingsApp:
         *,
         clock: Callable[[], float] = time.monotonic,
         origins: PreflightOrigins | None = None,
+        allowed: Callable[[str], set[str]] | None = None,
     ) -> None:
         self.fastapi = fastapi
+        self._allowed = allowed
         self.state = fastapi.state
         self._fast = fast_routes
+        self._fast_paths = {path for _, path in fast_routes}
         app = RequestIdMiddleware(with_rate_limits(self._dispatch, settings, clock))
         # Outermost, so that every answer of a public route carries CORS headers, the 429
         # and 500 answers included (api/cors.py).
@@ -88,6 +92,14 @@ class TidingsApp:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self._fast.get((scope.get("method", ""), scope.get("path", "")))
         if endpoint is None or scope["type"] != "http":
+            path = scope.get("path")
+            if scope["type"] == "http" and path in self._fast_paths:
+                allowed = {m for m, p in self._fast if p == path}
+                allowed |= self._allowed(path) if self._allowed else set()
+                if scope.get("method") not in allowed:  # no route of FastAPI's either
+                    request = Request(scope, receive)
+                    await method_not_allowed(request, allowed)(scope, receive, send)
+                    return
             await self.fastapi(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -102,6 +114,44 @@ class TidingsApp:
             await self.fastapi(scope, receive, send)
             return
         await self._app(scope, receive, send)
+
+
+_OPERATIONS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+class AllowedMethods:
+    """Every method some route answers at a path, from the OpenAPI document (which lists
+    the ingest routes too); Starlette's own 405 names only the first route that matched."""
+
+    def __init__(self, schema: Callable[[], dict[str, Any]]) -> None:
+        self._schema = schema
+        self._paths: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    def __call__(self, path: str) -> set[str]:
+        if self._paths is None:
+            self._paths = [
+                (
+                    re.compile("^" + re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)) + "$"),
+                    {m.upper() for m in operations if m in _OPERATIONS},
+                )
+                for template, operations in self._schema().get("paths", {}).items()
+            ]
+        found: set[str] = set()
+        for pattern, methods in self._paths:
+            if pattern.match(path):
+                found |= methods
+        return found
+
+
+def method_not_allowed(request: Request, allowed: set[str]) -> Response:
+    listed = ", ".join(sorted(allowed))
+    return problem_response(
+        request_id_of(request),
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.url.path}; use {listed}.",
+        headers={"Allow": listed},
+    )
 
 
 def create_app(
@@ -210,6 +260,11 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.url.path)
+            if not allowed:  # a route the OpenAPI document leaves out (/docs)
+                allowed = {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",")}
+            return method_not_allowed(request, allowed - {""})
         code = _HTTP_CODES.get(exc.status_code, "internal_error")
         message = str(exc.detail)
         if exc.status_code == 404:
@@ -237,4 +292,7 @@ def create_app(
     origins = PreflightOrigins(
         services.projects.all_allowed_origins, services.settings.key_cache_ttl
     )
-    return TidingsApp(app, fast_routes, services.settings, clock=clock, origins=origins)
+    allowed_methods = AllowedMethods(openapi)
+    return TidingsApp(
+        app, fast_routes, services.settings, clock=clock, origins=origins, allowed=allowed_methods
+    )

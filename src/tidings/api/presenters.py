@@ -27,6 +27,8 @@ def present_profile(profile: dict[str, Any]) -> dict[str, Any]:
         {**d, "created_at": iso(d["created_at"]), "updated_at": iso(d["updated_at"])}
         for d in profile["devices"]
     ]
+    # Spotzee's generated client types expect both: a device with a push token.
+    shown["has_push_device"] = any(d.get("token") for d in profile["devices"])
     return shown
 
 

@@ -320,14 +320,13 @@ def _identify(
     context: dict[str, Any] | None,
     shared: Shared,
 ) -> Mapped | None:
-    traits = wire.object_field(message, "traits", path, problems) or {}
-    traits_path = wire.join_path(path, "traits")
-    context_traits = context.get("traits") if context is not None else None
-    if message.get("traits") is None and isinstance(context_traits, dict):
-        # RudderStack's JavaScript SDK sends an identify's traits only as context.traits.
-        traits = context_traits
-        traits_path = wire.join_path(path, "context.traits")
+    """Traits come from ``traits`` and ``context.traits`` (RudderStack's SDKs send
+    identify's traits only there); a top-level trait wins over a context trait of the
+    same name."""
+    top = wire.object_field(message, "traits", path, problems) or {}
     _client_time(message, path, problems)  # validated, not used: traits apply in log order
+    nested = (context or {}).get("traits")
+    traits = {**(nested if isinstance(nested, dict) else {}), **top}
     payload: dict[str, Any] = dict(ids)
     locale = _context_value(context, "locale", fields.normalise_locale)
     if locale is not None:
@@ -335,20 +334,24 @@ def _identify(
     timezone = _context_value(context, "timezone", fields.normalise_timezone)
     if timezone is not None:
         payload["timezone"] = timezone
-    email = _text(traits, "email", traits_path, problems, max_length=320)
+
+    def where(name: str) -> str:  # the path of a trait, wherever it came from
+        return wire.join_path(path, "traits" if name in top else "context.traits")
+
+    email = _text(traits, "email", where("email"), problems, max_length=320)
     if email is not None:
         try:
             payload["email"] = fields.normalise_email(email)
         except ValueError as exc:
-            problems.invalid(wire.join_path(traits_path, "email"), str(exc))
-    phone = _text(traits, "phone", traits_path, problems, max_length=255)
+            problems.invalid(wire.join_path(where("email"), "email"), str(exc))
+    phone = _text(traits, "phone", where("phone"), problems, max_length=255)
     if phone is not None:
         try:
             payload["phone"] = fields.normalise_phone(
                 phone, locales=(locale, shared.default_locale)
             )
         except ValueError as exc:
-            problems.invalid(wire.join_path(traits_path, "phone"), str(exc))
+            problems.invalid(wire.join_path(where("phone"), "phone"), str(exc))
     data = {key: value for key, value in traits.items() if key not in ("email", "phone")}
     if data:
         payload["data"] = data
@@ -372,6 +375,9 @@ def _context_value(
 def _group(
     message: dict[str, Any], path: str, problems: wire.Problems, ids: dict[str, str]
 ) -> Mapped | None:
+    """The group's traits are the top-level ``traits`` (where every RudderStack SDK sends
+    them too); ``context.traits`` there are the user's cached traits, which a group call
+    does not apply, as a track does not (docs/segment-compat.md)."""
     group_id = _id(message, "groupId", path, problems, required=True)
     traits = wire.object_field(message, "traits", path, problems)
     _client_time(message, path, problems)

@@ -61,6 +61,7 @@ class MergeRejection(BaseModel):
 
 class User(BaseModel):
     id: str
+    project_id: int = Field(description="The project the user belongs to.")
     external_id: str | None = None
     anonymous_id: str | None = Field(default=None, description="The first anonymous id linked.")
     anonymous_ids: list[str] = []
@@ -72,6 +73,9 @@ class User(BaseModel):
     created_at: str | None = None
     updated_at: str | None = None
     devices: list[Device] = []
+    has_push_device: bool = Field(
+        default=False, description="Whether one of the user's devices has a push token."
+    )
     merge_rejections: list[MergeRejection] = Field(
         default=[], description="Merges refused because two identified users were involved."
     )

@@ -102,7 +102,8 @@ class GroupCommitter:
         self.direct = direct
         self._max_items = max_items
         self._max_queued = max_queued_items
-        self._on_commit = on_commit
+        # Called after each commit (wakes a consumer); may be set until start().
+        self.on_commit = on_commit
         self._queue: deque[_Waiter] = deque()
         self._queued_items = 0
         self._cond = threading.Condition()
@@ -125,7 +126,7 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="tidings-committer", daemon=True)
         self._thread.start()
         if self.direct is not None:
-            self.direct.on_commit = self._on_commit
+            self.direct.on_commit = self.on_commit
             self.direct.full_disk = self.full_disk  # one line every 10 s for both
             self.direct.start()
 
@@ -191,8 +192,8 @@ class GroupCommitter:
             self._commits += 1
             self._committed_items += sum(len(r.entries) for r, _, _ in batch)
             self._settle(batch, outcomes, None)
-            if self._on_commit is not None:
-                self._on_commit()
+            if self.on_commit is not None:
+                self.on_commit()
 
     @staticmethod
     def _settle(

@@ -210,7 +210,11 @@ class NatsLog:
         self._subjects = [f"{options.prefix}.{p}" for p in range(partitions)]
         self._prefix_len = len(options.prefix) + 1
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._insert_claim = insert(idempotency_keys).on_conflict_do_nothing()
+        # RETURNING tells whether the claim went in: psycopg under SQLAlchemy 2.1 reports
+        # no rowcount for an INSERT (-1), which read as "lost" refused every fresh key.
+        self._insert_claim = (
+            insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+        )
         self._cursors: dict[str | None, _Cursor] = {}
         self._highest = 0  # the highest last_seq seen: it must never go down
         self._last_error = ""
@@ -457,7 +461,7 @@ class NatsLog:
                         "created_at": record.created_at,
                     },
                 )
-                if int(result.rowcount) == 1:
+                if result.first() is not None:
                     won.append(record)
                 else:
                     outcomes[index].appended = False

@@ -16,9 +16,9 @@ in the same transaction.
 
 Frames both ways are a 4-byte little-endian length and MessagePack: to the child, a list
 of ``ingest_log`` rows; to the parent, ``[frames, error kind or None, message]``. The
-child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group, and the
-server still answers its last requests) and exits when its input closes: when the
-server stops, or dies.
+child runs in a process group of its own (a Ctrl-C at the terminal reaches the server
+only), ignores SIGINT and SIGTERM (the server still answers its last requests), and exits
+when its input closes: when the server stops, or dies.
 """
 
 from __future__ import annotations
@@ -194,6 +194,10 @@ class LogWriterProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
+            # A group of its own: a Ctrl-C at the terminal reaches the server, which stops
+            # the child, and not the child itself (in its first half second, still
+            # importing, it would print a traceback).
+            process_group=0,
         )
         assert proc.stdin is not None and proc.stdout is not None
         for pipe in (proc.stdin, proc.stdout):

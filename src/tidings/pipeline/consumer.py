@@ -95,6 +95,9 @@ class Consumer:
         timers: Callable[[int], int] | None = None,
         timers_every: float = 0.1,
         priority: IdlePriority | None = None,
+        idle_after: float | None = None,
+        sleep_wait: float = 0.5,
+        dozing: Callable[[bool], None] | None = None,
     ) -> None:
         self.log = log
         self.processor = processor
@@ -127,6 +130,13 @@ class Consumer:
         self.coalesce = coalesce
         # A worker process's CPU priority, set from this thread by what each read finds.
         self.priority = priority
+        # Dozing (``tidings serve``'s worker child, see pipeline/doorbell.py): after
+        # ``idle_after`` seconds without entries, ``dozing(True)`` asks to be woken (by
+        # ``wake``) and the loop waits ``sleep_wait`` instead of ``idle_wait``;
+        # ``dozing(False)`` once entries come. None: poll every ``idle_wait`` throughout.
+        self.idle_after = idle_after
+        self.sleep_wait = sleep_wait
+        self.dozing = dozing
         self.processed = 0
         self.stale = 0  # batches computed again because another worker got there first
 
@@ -279,6 +289,9 @@ class Consumer:
         timers_at = float("-inf")
         busy = 0
         failures = 0
+        idle_since: float | None = None
+        raised = False  # dozing(True) was said last
+        armed = False  # ... and the log was looked at since
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_rebalance > self.rebalance_every:
@@ -307,9 +320,27 @@ class Consumer:
                 self._stop.wait(delay)
                 continue
             if not applied and not busy:
-                self.wake.wait(self.idle_wait)
+                now = time.monotonic()
+                idle_since = now if idle_since is None else idle_since
+                dozing = self.dozing
+                if dozing is None or self.idle_after is None or now - idle_since < self.idle_after:
+                    self.wake.wait(self.idle_wait)
+                elif not armed:
+                    # Ask to be woken, then look at the log once more before waiting:
+                    # an entry committed before the flag was up rang no bell.
+                    dozing(True)
+                    raised = armed = True
+                    continue
+                else:
+                    self.wake.wait(self.sleep_wait)
+                    armed = False  # a ring lowered the flag: raise it again next round
                 self.wake.clear()
-            elif applied < self.batch_size // 4:
+                continue
+            idle_since = None
+            if raised and self.dozing is not None:
+                self.dozing(False)  # busy: no bells wanted
+                raised = armed = False
+            if applied < self.batch_size // 4:
                 # A small batch: let a few milliseconds of entries gather first. Each batch
                 # has a fixed cost (reads, a transaction), paid under the API's GIL.
                 self._stop.wait(self.coalesce)

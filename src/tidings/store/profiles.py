@@ -551,6 +551,7 @@ class ProfileStore:
             ).all()
         return {
             "id": row.id,
+            "project_id": project_id,
             "external_id": row.external_id,
             "anonymous_ids": anonymous_ids,
             "email": row.email,

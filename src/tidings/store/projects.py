@@ -95,6 +95,14 @@ class ProjectStore:
         with self.reader.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(projects)).scalar_one())
 
+    def demo_project_id(self, name: str = "Demo") -> int | None:
+        """The first project of that name (`serve` creates the demo project as "Demo")."""
+        with self.reader.connect() as conn:
+            found = conn.execute(
+                sa.select(sa.func.min(projects.c.id)).where(projects.c.name == name)
+            ).scalar()
+        return None if found is None else int(found)
+
     def create_key(
         self, project_id: int, scope: Scope, *, role: Role | None = None, name: str | None = None
     ) -> CreatedKey:

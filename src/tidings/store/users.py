@@ -247,6 +247,7 @@ class UserQueries:
         return [
             {
                 "id": row.id,
+                "project_id": project_id,
                 "external_id": row.external_id,
                 "anonymous_ids": anonymous[row.id],
                 "email": row.email,
