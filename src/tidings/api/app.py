@@ -49,6 +49,7 @@ _HTTP_CODES = {
     403: "permission_denied",
     404: "resource_missing",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -71,7 +72,10 @@ class TidingsApp:
         self.fastapi = fastapi
         self.state = fastapi.state
         self._fast = fast_routes
-        self._app = RequestIdMiddleware(with_rate_limits(self._dispatch, settings, clock))
+        self._app = RequestIdMiddleware(
+            with_rate_limits(self._dispatch, settings, clock),
+            body_timeout=settings.body_timeout or None,
+        )
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self._fast.get((scope.get("method", ""), scope.get("path", "")))
@@ -166,6 +170,17 @@ def create_app(
 
     for cls in DATABASE_UNAVAILABLE:  # the database is down or does not answer: 503
         app.add_exception_handler(cls, _database_unavailable)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette's last-resort handler: the same envelope as every error (the request
+        # id middleware logs the exception once, when Starlette re-raises it).
+        return problem_response(
+            request_id_of(request),
+            500,
+            "internal_error",
+            "An internal error occurred; it was logged.",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -23,6 +23,7 @@ from tidings.api.auth import AuthContext
 from tidings.api.errors import error_response
 from tidings.api.presenters import present_profile
 from tidings.bootstrap import Services
+from tidings.domain import limits
 from tidings.domain.auth import Role
 from tidings.domain.errors import (
     Conflict,
@@ -231,7 +232,15 @@ class IngestRoutes:
                 body_size=body_size,
             )
         else:
-            items = [validate(body, "", problems, default_locale=project.locale)]
+            items = [
+                validate(
+                    body,
+                    "",
+                    problems,
+                    default_locale=project.locale,
+                    check_size=body_size > wire.MAX_EVENT_BYTES,
+                )
+            ]
         problems.raise_if_any()
         now = _now()
         base = new_ulid()  # items without a message_id get "<base>_<index>": one id per request
@@ -425,12 +434,19 @@ def _validate_batch(body: list[Any], default_locale: str | None) -> list[dict[st
     results: list[dict[str, Any]] = []
     for index, item in enumerate(body):
         problems = wire.Problems()
-        payload = wire.validate_profile(item, f"[{index}]", problems, default_locale=default_locale)
         result: dict[str, Any] = {"index": index}
         if isinstance(item, dict):
             for name in ("external_id", "anonymous_id"):
                 if isinstance(item.get(name), str):
                     result[name] = item[name]
+        try:
+            payload = wire.validate_profile(
+                item, f"[{index}]", problems, default_locale=default_locale
+            )
+        except PayloadTooLarge as error:
+            result["error"] = {"code": error.code, "message": error.message, "param": error.param}
+            results.append(result)
+            continue
         if problems:
             result["error"] = problems.as_item_error()
         else:
@@ -528,10 +544,15 @@ def _parse_json(raw: bytes) -> Any:
             "The body is empty; send JSON.", code="parameter_missing", param="body"
         )
     try:
-        return _decode(raw)
+        body = _decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(
             f"The body is not valid JSON: {exc}.",
             param="body",
             errors=[FieldError("body", "parameter_invalid_format", str(exc))],
         ) from None
+    except RecursionError:  # the parser's own stack limit, far past ours
+        raise wire.too_deep() from None
+    if wire.may_be_too_deep(raw) and limits.deeper_than(body, limits.MAX_BODY_DEPTH):
+        raise wire.too_deep()
+    return body

@@ -2,26 +2,78 @@
 
 A pure ASGI middleware (no per-request task or body buffering) so that the hot ingest
 path pays a few microseconds for it. Anything unhandled below becomes a 500 in the
-problem envelope with the same request id.
+problem envelope with the same request id, logged once; a client that disconnects
+mid-body is logged quietly.
+
+``body_timeout``: the seconds a request may take to send its whole body, counted from
+the first read of it (``TIDINGS_BODY_TIMEOUT``). A slower body is answered 408 and the
+connection closed, so a client trickling bytes cannot hold a request open for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.api.errors import problem_response
 from tidings.domain.ids import new_request_id
 
-__all__ = ["RequestIdMiddleware"]
+__all__ = ["BodyTimeout", "RequestIdMiddleware"]
 
 logger = logging.getLogger(__name__)
 
 
+class BodyTimeout(HTTPException):
+    """The request body did not arrive within ``body_timeout`` seconds: 408 (an HTTP
+    exception, so that FastAPI's body parsing passes it on rather than answering 400)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(408, f"The request body did not arrive within {timeout:g} seconds.")
+
+
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        body_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
+        self.body_timeout = body_timeout
+        self.clock = clock
+
+    def _timed(self, receive: Receive) -> Receive:
+        """``receive`` that raises :class:`BodyTimeout` once the body has taken longer
+        than ``body_timeout`` (messages after the body's last part are not timed: the
+        server sends ``http.disconnect`` only when the client leaves)."""
+        timeout = self.body_timeout
+        assert timeout is not None
+        deadline: float | None = None
+        done = False
+
+        async def timed_receive() -> Message:
+            nonlocal deadline, done
+            if done:
+                return await receive()
+            if deadline is None:
+                deadline = self.clock() + timeout
+            try:
+                async with asyncio.timeout(max(deadline - self.clock(), 0)):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(timeout) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        return timed_receive
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -30,6 +82,8 @@ class RequestIdMiddleware:
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
+        if self.body_timeout:
+            receive = self._timed(receive)
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -41,13 +95,33 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away mid-body: nobody to answer, nothing wrong here. One
+            # quiet line (anyone can do this, so no traceback at ERROR to flood the log).
+            logger.info(
+                "client disconnected before sending its whole body: %s %s (%s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
+        except BodyTimeout as exc:
+            logger.info(
+                "%s %s %s (%s)", exc.detail, scope.get("method"), scope.get("path"), request_id
+            )
+            if not started:
+                await problem_response(
+                    request_id,
+                    408,
+                    "request_timeout",
+                    exc.detail,
+                    headers={"Connection": "close"},
+                )(scope, receive, send_with_id)
         except Exception:
             logger.exception(
                 "unhandled error in %s %s (%s)", scope.get("method"), scope.get("path"), request_id
             )
-            if started:
-                raise
-            response = problem_response(
-                request_id, 500, "internal_error", "An internal error occurred; it was logged."
-            )
-            await response(scope, receive, send_with_id)
+            if not started:  # FastAPI's routes have answered already (api/app.py)
+                response = problem_response(
+                    request_id, 500, "internal_error", "An internal error occurred; it was logged."
+                )
+                await response(scope, receive, send_with_id)
