@@ -21,9 +21,9 @@ from typing import Any, Literal, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain import cursors
 from tidings.domain.errors import Conflict, NotFound
 from tidings.domain.membership import IdKind, MemberRow, Tally
+from tidings.store import cursors
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import (

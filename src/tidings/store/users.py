@@ -1,7 +1,7 @@
 """Reads behind the users API: the profile list and search, and filtered timelines.
 
 Both lists use keyset pagination over an index, newest first. A cursor is the position of
-the row at a page's edge, made and checked by ``domain/cursors.py``:
+the row at a page's edge, made and checked by ``store/cursors.py``:
 
 - profiles: ``["n"|"p", created_at, id]`` — ``n`` continues with older rows (next page),
   ``p`` with newer rows (previous page);
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain import cursors
+from tidings.store import cursors
 from tidings.store.tables import (
     devices,
     events,

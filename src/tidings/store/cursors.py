@@ -4,12 +4,12 @@ A cursor is the position of the row at a page's edge (a tuple of ints and string
 ``("n", created_at, id)``), sent as URL-safe base64 of its compact JSON. It comes back as
 user input, so :func:`decode` checks everything before a query sees it: its length, its
 alphabet, its JSON, its shape (``msgspec`` types), every integer within 64 bits (what the
-columns hold) and every string within 255 characters and free of NUL. Anything else is
+columns hold) and every string within 512 characters and free of NUL. Anything else is
 400 ``parameter_invalid_format`` on ``cursor``: never a database error.
 
 Usage, in a store module::
 
-    from tidings.domain import cursors
+    from tidings.store import cursors
 
     next_cursor = cursors.encode("n", row.created_at, row.id)
     direction, created_at, row_id = cursors.decode(cursor, tuple[Literal["n", "p"], int, str])
@@ -28,8 +28,8 @@ from tidings.domain.errors import InvalidRequest
 
 __all__ = ["MAX_CURSOR_LENGTH", "decode", "encode", "invalid_cursor"]
 
-MAX_CURSOR_LENGTH = 512
-_MAX_STRING = 255
+MAX_CURSOR_LENGTH = 4096
+_MAX_STRING = 512  # a schema path; ids are at most 255
 _INT64 = (-(2**63), 2**63 - 1)
 _ALPHABET = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
