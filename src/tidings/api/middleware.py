@@ -93,6 +93,15 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            # No database stores NUL in text: refused here for every parameter and route.
+            await problem_response(
+                request_id,
+                400,
+                "parameter_invalid_format",
+                "The URL holds a NUL character (%00); no parameter may.",
+            )(scope, receive, send_with_id)
+            return
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
