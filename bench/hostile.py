@@ -45,6 +45,7 @@ import _load
 
 CEILING = 2.0
 COST_CEILING = 2.0
+NO_ANSWER = 599
 
 
 def _hostile_requests(pk: str, sk: str) -> list[tuple[str, str, dict[str, str], bytes]]:
@@ -115,8 +116,7 @@ async def _hostile(
     """Hostile requests at ``rate`` per second (open loop: one task each, on schedule)."""
 
     async def one(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        r = await client.request(method, path, headers=headers, content=body)
-        codes[(path.split("?")[0], r.status_code)] += 1
+        codes[(path.split("?")[0], await _status(client, method, path, headers, body))] += 1
 
     tasks = []
     start = time.monotonic()
@@ -126,6 +126,16 @@ async def _hostile(
         i += 1
         await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
     await asyncio.gather(*tasks)
+
+
+async def _status(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body: bytes
+) -> int:
+    """The answer's status; 599 when the server closed the connection without one."""
+    try:
+        return (await client.request(method, path, headers=headers, content=body)).status_code
+    except httpx.HTTPError:
+        return NO_ANSWER
 
 
 async def _costs(base: str, pk: str, sk: str, samples: int) -> list[tuple[str, int, float]]:
@@ -142,11 +152,11 @@ async def _costs(base: str, pk: str, sk: str, samples: int) -> list[tuple[str, i
             times = []
             for _ in range(samples):
                 t = time.perf_counter()
-                r = await client.request(method, path, headers=headers, content=body)
+                status = await _status(client, method, path, headers, body)
                 times.append(time.perf_counter() - t)
             what = f"{method} {path.split('?')[0]} ({len(body) // 1024} KB"
             what += f", {headers['Content-Encoding']})" if "Content-Encoding" in headers else ")"
-            out.append((what, r.status_code, statistics.median(times)))
+            out.append((what, status, statistics.median(times)))
     return out
 
 
