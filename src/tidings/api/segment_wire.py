@@ -368,6 +368,15 @@ def _group(
 ) -> Mapped | None:
     group_id = _id(message, "groupId", path, problems, required=True)
     traits = wire.object_field(message, "traits", path, problems)
+    # Stored one level down (under "group_<id>"): the profile's data stays within the limit.
+    if traits is not None and limits.deeper_than(traits, limits.MAX_DEPTH - 1):
+        problems.add(
+            wire.join_path(path, "traits"),
+            "parameter_invalid_format",
+            f"'traits' is nested deeper than {limits.MAX_DEPTH - 1} levels (a group's traits "
+            "are stored one level down in the profile's data).",
+        )
+        return None
     _client_time(message, path, problems)
     if group_id is None or not ids:
         return None
