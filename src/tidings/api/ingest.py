@@ -23,7 +23,6 @@ from tidings.api.auth import AuthContext
 from tidings.api.errors import error_response
 from tidings.api.presenters import present_profile
 from tidings.bootstrap import Services
-from tidings.domain import limits
 from tidings.domain.auth import Role
 from tidings.domain.errors import (
     Conflict,
@@ -161,6 +160,7 @@ class IngestRoutes:
                 # answer, on JetStream): its entries may be in the log or not. Append them
                 # again (duplicates are dropped) and store the answer.
                 resume=isinstance(replay, IdempotencyRecord),
+                nul_possible=wire.nul_possible(raw),
             )
         except TidingsError as error:
             return error_response(request, error)
@@ -217,9 +217,10 @@ class IngestRoutes:
         per_item: bool,
         *,
         resume: bool = False,
+        nul_possible: bool = True,
     ) -> Response:
         project = auth.project
-        problems = wire.Problems()
+        problems = wire.Problems(nul_possible=nul_possible)
         if per_item:
             return await self._append_per_item(auth, body, key, request_hash, what)
         if many:
@@ -553,6 +554,4 @@ def _parse_json(raw: bytes) -> Any:
         ) from None
     except RecursionError:  # the parser's own stack limit, far past ours
         raise wire.too_deep() from None
-    if wire.may_be_too_deep(raw) and limits.deeper_than(body, limits.MAX_BODY_DEPTH):
-        raise wire.too_deep()
     return body

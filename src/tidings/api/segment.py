@@ -133,7 +133,8 @@ class SegmentRoutes:
         if auth is None:
             auth = await self._authenticate(_body_key(body))
         project = auth.project
-        top = wire.Problems()
+        nul = wire.nul_possible(raw)
+        top = wire.Problems(nul_possible=nul)
         shared = Shared(
             default_locale=project.locale,
             received_at=_now(),
@@ -150,8 +151,8 @@ class SegmentRoutes:
         top.raise_if_any()
         check_size = len(raw) > MAX_MESSAGE_BYTES  # else no message can be over the limit
         if per_item:
-            return await self._per_item(auth, messages, kind, prefix, shared, check_size)
-        problems = wire.Problems()
+            return await self._per_item(auth, messages, kind, prefix, shared, check_size, nul)
+        problems = wire.Problems(nul_possible=nul)
         mapped: list[Mapped] = []
         for index, message in enumerate(messages):
             path = f"{prefix}[{index}]" if prefix else ""
@@ -172,6 +173,7 @@ class SegmentRoutes:
         prefix: str,
         shared: Shared,
         check_size: bool,
+        nul_possible: bool,
     ) -> Response:
         results: list[dict[str, Any]] = []
         mapped: list[Mapped] = []
@@ -186,7 +188,7 @@ class SegmentRoutes:
                     "param": path or "body",
                 }
                 continue
-            problems = wire.Problems()
+            problems = wire.Problems(nul_possible=nul_possible)
             item = map_message(message, kind, path, index, problems, shared)
             if problems or item is None:
                 result["error"] = problems.as_item_error()
@@ -399,6 +401,4 @@ def _parse_json(raw: bytes) -> Any:
         raise InvalidRequest(f"The body is not valid JSON: {exc}.", param="body") from None
     except RecursionError:  # the parser's own stack limit, far past ours
         raise wire.too_deep() from None
-    if wire.may_be_too_deep(raw) and limits.deeper_than(body, limits.MAX_BODY_DEPTH):
-        raise wire.too_deep()
     return body

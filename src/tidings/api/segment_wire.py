@@ -73,7 +73,10 @@ def batch_of(body: dict[str, Any], problems: wire.Problems, shared: Shared) -> l
 
 
 def too_large(message: Any) -> bool:
-    return len(_encode(message)) > MAX_MESSAGE_BYTES
+    try:
+        return len(_encode(message)) > MAX_MESSAGE_BYTES
+    except RecursionError:  # an ignored field nested past what the encoder's stack allows
+        raise wire.too_deep() from None
 
 
 def too_large_message(path: str) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "check_item_size",
     "join_path",
     "may_be_too_deep",
+    "nul_possible",
     "object_field",
     "too_deep",
     "validate_alias",
@@ -69,9 +70,12 @@ DEVICE_SHORT = 64  # os, os_version, app_build, app_version, sdk_version
 class Problems:
     """Collects field errors; ``raise_if_any`` turns them into the right error."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, nul_possible: bool = True) -> None:
         self.structural: list[FieldError] = []
         self.content: list[FieldError] = []
+        # False when the raw body holds no "\u0000" escape (the only way JSON can carry
+        # NUL): then no string of it needs the NUL check (see nul_possible()).
+        self.nul_possible = nul_possible
 
     def add(self, param: str, code: str, message: str) -> None:
         self.structural.append(FieldError(param=param, code=code, message=message))
@@ -155,13 +159,14 @@ def _string(
             problems.add(join_path(path, name), "parameter_missing", f"'{name}' is required.")
         return None
     if isinstance(value, str) and len(value) <= max_length and value.strip():
-        problem = (
-            limits.external_id_problem(value)
-            if name == "external_id"
-            else limits.text_problem(value)
-        )
-        if problem is None:
+        if name == "external_id":
+            problem = limits.external_id_problem(value)
+        elif problems.nul_possible:
+            problem = limits.text_problem(value)
+        else:
             return value  # the common case, without building the field's path
+        if problem is None:
+            return value
         problems.add(join_path(path, name), "parameter_invalid_format", f"'{name}' {problem}.")
         return None
     param = join_path(path, name)
@@ -206,11 +211,17 @@ def object_field(
             join_path(path, name), "parameter_invalid_format", f"'{name}' must be an object."
         )
         return None
-    problem = limits.json_problem(value)
+    problem = limits.json_problem(value, nul_possible=problems.nul_possible)
     if problem is not None:
         problems.add(join_path(path, name), "parameter_invalid_format", f"'{name}' {problem}.")
         return None
     return value
+
+
+def nul_possible(raw: bytes) -> bool:
+    """Whether a string of this JSON body may hold NUL: only a ``\\u0000`` escape can
+    (a raw control character is invalid JSON); one scan in C."""
+    return b"\\u0000" in raw
 
 
 def may_be_too_deep(raw: bytes) -> bool:
@@ -229,7 +240,11 @@ def too_deep() -> InvalidRequest:
 
 def check_item_size(item: Any, path: str, what: str) -> None:
     """413 when one write item is over :data:`MAX_EVENT_BYTES` as compact JSON."""
-    if len(_encode(item)) > MAX_EVENT_BYTES:
+    try:
+        size = len(_encode(item))
+    except RecursionError:  # an ignored field nested past what the encoder's stack allows
+        raise too_deep() from None
+    if size > MAX_EVENT_BYTES:
         raise PayloadTooLarge(
             f"{what} {path or 'body'} is larger than {MAX_EVENT_BYTES // 1024} KB "
             f"(the limit of one item).",

@@ -58,49 +58,61 @@ MIN_TIMESTAMP = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 MAX_TIMESTAMP = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
-def json_problem(value: Mapping[str, Any], *, max_depth: int = MAX_DEPTH) -> str | None:
+_CONTAINERS = (dict, list)
+
+
+def json_problem(
+    value: Mapping[str, Any], *, max_depth: int = MAX_DEPTH, nul_possible: bool = True
+) -> str | None:
     """Why this free-form object cannot be stored and read back, or None.
 
-    Walks iteratively (a value nested thousands of levels deep must not exhaust the
-    stack): deeper than ``max_depth`` levels, a NUL character in a key or a string (no
-    database stores it in text or JSON), or a key longer than :data:`MAX_KEY_LENGTH`.
+    Walks level by level, without recursion (a value nested thousands of levels deep must
+    not exhaust the stack): deeper than ``max_depth`` levels, or a NUL character in a key
+    or a string (no database stores it in text or JSON). ``nul_possible=False`` (the
+    request body held no ``\\u0000`` escape) checks the depth alone.
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
+    level: list[Any] = [value]
+    depth = 1
+    while level:
         if depth > max_depth:
             return f"is nested deeper than {max_depth} levels"
-        if isinstance(current, dict):
-            for key, item in current.items():
-                if "\x00" in key:
-                    return "has a key with a NUL character"
-                if isinstance(item, str):
-                    if "\x00" in item:
-                        return "has a string with a NUL character"
-                elif isinstance(item, dict | list):
-                    stack.append((item, depth + 1))
-        else:  # a list
-            for item in current:
-                if isinstance(item, str):
-                    if "\x00" in item:
-                        return "has a string with a NUL character"
-                elif isinstance(item, dict | list):
-                    stack.append((item, depth + 1))
+        below: list[Any] = []
+        for current in level:
+            if type(current) is dict:
+                if nul_possible:
+                    for key in current:
+                        if "\x00" in key:
+                            return "has a key with a NUL character"
+                items = current.values()
+            else:
+                items = current
+            for item in items:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    below.append(item)
+                elif nul_possible and kind is str and "\x00" in item:
+                    return "has a string with a NUL character"
+        level = below
+        depth += 1
     return None
 
 
 def deeper_than(value: Any, max_depth: int) -> bool:
     """Whether ``value`` (any decoded JSON) nests more than ``max_depth`` levels of arrays
-    and objects; iterative, so any depth is safe to ask about."""
-    if not isinstance(value, dict | list):
-        return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
+    and objects; level by level, so any depth is safe to ask about."""
+    level: list[Any] = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 1
+    while level:
         if depth > max_depth:
             return True
-        items = current.values() if isinstance(current, dict) else current
-        stack.extend((item, depth + 1) for item in items if isinstance(item, dict | list))
+        below: list[Any] = []
+        for current in level:
+            for item in current.values() if type(current) is dict else current:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    below.append(item)
+        level = below
+        depth += 1
     return False
 
 
