@@ -269,6 +269,7 @@ def _run_http(settings: Settings, listener: socket.socket) -> None:
     import uvicorn
 
     from tidings.api.app import create_app
+    from tidings.api.protocol import with_header_timeout
     from tidings.bootstrap import build
 
     host, port = listener.getsockname()[:2]
@@ -291,11 +292,13 @@ def _run_http(settings: Settings, listener: socket.socket) -> None:
         child.start()
         services.on_stop.append(child.stop)  # uvicorn re-raises SIGTERM after the lifespan
         services.worker_child = child.running
+    # Closes connections whose request headers are too slow (TIDINGS_HEADER_TIMEOUT).
+    http = with_header_timeout(settings.header_timeout) if settings.header_timeout else "httptools"
     try:
         config = uvicorn.Config(
             app_,
             loop="uvloop",
-            http="httptools",
+            http=http,
             access_log=False,
             # The client address is the peer unless TIDINGS_TRUST_FORWARDED_FOR says
             # otherwise (rate limits); uvicorn would otherwise rewrite it for local peers.

@@ -117,6 +117,19 @@ class Settings(BaseSettings):
         "behind a proxy that sets that header itself).",
     )
 
+    body_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a request may take to send its whole body (408 after that); "
+        "0 turns it off.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a connection may take to send a request's headers before it "
+        "is closed (`serve` and `api`); 0 turns it off.",
+    )
+
     @property
     def database_url_value(self) -> str:
         return self.database_url.get_secret_value()

@@ -23,6 +23,11 @@ describe (FastAPI leaves them out of it); ``test_the_fuzzed_operations_are_the_d
 fails when an operation is added to or removed from the document without updating
 ``OPERATIONS``.
 
+Besides what the document's schemas generate, paged operations get forged cursors
+(oversized numbers, NUL, wrong shapes, deep JSON), ``{external_id}`` gets ids with ``/``,
+``..``, 256 characters, and ``{id}`` gets ids past every integer type (issue 18); and
+``test_v1_hostile_bodies`` sends /v1 generated deep, wide and odd JSON.
+
 ``test_segment_outcomes_match_the_document`` pins a defect the fuzzing found (the /v1 ``200``
 schema once matched ``?outcomes=1`` answers twice, breaking its ``oneOf``).
 """
@@ -233,6 +238,62 @@ def _seed(app: TidingsApp, services: Services, project: Project) -> int:
     return list_id
 
 
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Values a client may put where the server expects a cursor it issued, an external id or a
+# resource id: forged, oversized, wrongly typed, out of every column's range (issue 18).
+HOSTILE_CURSORS = st.sampled_from(
+    [
+        _b64(b'["n", 99999999999999999999999, "a"]'),
+        _b64(b'[-99999999999999999999999, "a"]'),
+        _b64(b'["n", 1, "a\\u0000"]'),
+        _b64(b'["p", 1]'),
+        _b64(b'["n", "1", 1]'),
+        _b64(b'["trait", "", "p", "string"]'),
+        _b64(b"[" * 3000 + b"]" * 3000),
+        "A" * 511,
+        "!!",
+    ]
+) | st.text(max_size=40)
+HOSTILE_IDS = st.sampled_from(
+    ["a/b", "%2F", "..", ".", "x" * 256, "é" * 255, "u_fuzz", "\u202e", " "]
+) | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=20)
+HOSTILE_LIST_IDS = st.sampled_from(
+    ["0", "-1", "2147483648", "9223372036854775808", "1e3", "1.5", "0x10", "99999999999999999999"]
+)
+
+
+def _with_hostile_inputs(
+    operation: schemathesis.APIOperation, strategy: st.SearchStrategy, mode: GenerationMode
+) -> st.SearchStrategy:
+    """The operation's cases, plus cases with a hostile cursor, external id or list id."""
+    names = {p.name for p in operation.query}
+    extra = []
+    if "cursor" in names:
+        extra.append(
+            HOSTILE_CURSORS.flatmap(
+                lambda c: operation.as_strategy(generation_mode=mode, query={"cursor": c})
+            )
+        )
+    if "{external_id}" in operation.path:
+        extra.append(
+            HOSTILE_IDS.flatmap(
+                lambda x: operation.as_strategy(
+                    generation_mode=mode, path_parameters={"external_id": x}
+                )
+            )
+        )
+    if "{id}" in operation.path:
+        extra.append(
+            HOSTILE_LIST_IDS.flatmap(
+                lambda x: operation.as_strategy(generation_mode=mode, path_parameters={"id": x})
+            )
+        )
+    return st.one_of(strategy, *extra) if extra else strategy
+
+
 def _has_inputs(operation: schemathesis.APIOperation) -> bool:
     parameters = (operation.path_parameters, operation.query, operation.headers, operation.cookies)
     return any(len(list(p)) for p in parameters) or bool(list(operation.body))
@@ -276,6 +337,7 @@ def test_fuzz(
             strategy,
             operation.as_strategy(generation_mode=mode, path_parameters={"id": str(list_id)}),
         )
+    strategy = _with_hostile_inputs(operation, strategy, mode)
     key = project.sk if scope == "secret" else project.pk
     if "{write_key}" in path:  # half of the cases name the key (a secret one is refused)
         strategy = st.one_of(
@@ -318,3 +380,59 @@ def test_segment_outcomes_match_the_document(
     assert response.status_code == 200
     assert response.json()["accepted" if accepted else "rejected"] == 1
     case.validate_response(response, checks=[response_schema_conformance])
+
+
+def _nest(value: object, depth: int) -> object:
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+ODD_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=15,
+)
+HOSTILE_MESSAGES = st.fixed_dictionaries(
+    {
+        "userId": HOSTILE_IDS,
+        "event": st.text(max_size=5) | st.just("E"),
+        "properties": st.builds(_nest, ODD_JSON, st.sampled_from([0, 1, 31, 32, 33, 200])),
+        "traits": st.builds(_nest, ODD_JSON, st.sampled_from([0, 32, 33, 300])),
+        "context": ODD_JSON,
+        "timestamp": st.sampled_from(
+            ["9999-12-31T23:59:59.9999999Z", "0001-01-01T00:00:00+01:00", "2026-01-01", "x"]
+        ),
+        "sentAt": st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]),
+    }
+)
+
+
+@pytest.mark.parametrize("path", [p for m, p in OPERATIONS if p.startswith("/v1/")])
+def test_v1_hostile_bodies(
+    api_schema: schemathesis.BaseSchema, project: Project, path: str
+) -> None:
+    operation = api_schema[path]["POST"]
+    headers = {"Authorization": _authorization(project.pk, [{"writeKey": []}])}
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(message=HOSTILE_MESSAGES)
+    def fuzz(message: dict) -> None:
+        body = {"batch": [message]} if path in ("/v1/batch", "/v1/import") else message
+        case = operation.Case(body=body, media_type="application/json")
+        response = case.call(headers=headers)
+        case.validate_response(response, checks=[not_a_server_error, problem_envelope])
+
+    fuzz()

@@ -115,6 +115,13 @@ def test_track_accepts_aware_datetimes_and_rich_values(client, transport):
         lambda c: c.trigger_campaign(1, external_id=""),
         lambda c: c.trigger_journey("", external_id="u"),
         lambda c: c.track("A", {"nan": float("nan")}, external_id="u"),
+        # An external id names the user in URLs: the server refuses these.
+        lambda c: c.track("A", external_id="team/u_1"),
+        lambda c: c.identify(external_id=".."),
+        lambda c: c.alias(anonymous_id="a", external_id="a/b"),
+        lambda c: c.register_device(device_id="d", external_id="/"),
+        lambda c: c.upsert_users([{"external_id": "x/y"}]),
+        lambda c: c.trigger_campaign(1, external_id="."),
     ],
 )
 def test_unsendable_arguments_raise_value_error_before_sending(client, transport, call):

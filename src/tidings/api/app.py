@@ -58,6 +58,7 @@ _HTTP_CODES = {
     403: "permission_denied",
     404: "resource_missing",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -84,7 +85,10 @@ class TidingsApp:
         self.state = fastapi.state
         self._fast = fast_routes
         self._fast_paths = {path for _, path in fast_routes}
-        app = RequestIdMiddleware(with_rate_limits(self._dispatch, settings, clock))
+        app = RequestIdMiddleware(
+            with_rate_limits(self._dispatch, settings, clock),
+            body_timeout=settings.body_timeout or None,
+        )
         # Outermost, so that every answer of a public route carries CORS headers, the 429
         # and 500 answers included (api/cors.py).
         self._app = CorsMiddleware(app, origins) if origins is not None else app
@@ -237,6 +241,17 @@ def create_app(
 
     for cls in DATABASE_UNAVAILABLE:  # the database is down or does not answer: 503
         app.add_exception_handler(cls, _database_unavailable)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette's last-resort handler: the same envelope as every error (the request
+        # id middleware logs the exception once, when Starlette re-raises it).
+        return problem_response(
+            request_id_of(request),
+            500,
+            "internal_error",
+            "An internal error occurred; it was logged.",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

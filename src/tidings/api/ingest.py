@@ -163,6 +163,7 @@ class IngestRoutes:
                 # answer, on JetStream): its entries may be in the log or not. Append them
                 # again (duplicates are dropped) and store the answer.
                 resume=isinstance(replay, IdempotencyRecord),
+                nul_possible=wire.nul_possible(raw),
             )
         except TidingsError as error:
             return error_response(request, error)
@@ -219,9 +220,10 @@ class IngestRoutes:
         per_item: bool,
         *,
         resume: bool = False,
+        nul_possible: bool = True,
     ) -> Response:
         project = auth.project
-        problems = wire.Problems()
+        problems = wire.Problems(nul_possible=nul_possible)
         if per_item:
             return await self._append_per_item(auth, body, key, request_hash, what)
         if many:
@@ -234,7 +236,15 @@ class IngestRoutes:
                 body_size=body_size,
             )
         else:
-            items = [validate(body, "", problems, default_locale=project.locale)]
+            items = [
+                validate(
+                    body,
+                    "",
+                    problems,
+                    default_locale=project.locale,
+                    check_size=body_size > wire.MAX_EVENT_BYTES,
+                )
+            ]
         problems.raise_if_any()
         now = _now()
         base = new_ulid()  # items without a message_id get "<base>_<index>": one id per request
@@ -428,12 +438,19 @@ def _validate_batch(body: list[Any], default_locale: str | None) -> list[dict[st
     results: list[dict[str, Any]] = []
     for index, item in enumerate(body):
         problems = wire.Problems()
-        payload = wire.validate_profile(item, f"[{index}]", problems, default_locale=default_locale)
         result: dict[str, Any] = {"index": index}
         if isinstance(item, dict):
             for name in ("external_id", "anonymous_id"):
                 if isinstance(item.get(name), str):
                     result[name] = item[name]
+        try:
+            payload = wire.validate_profile(
+                item, f"[{index}]", problems, default_locale=default_locale
+            )
+        except PayloadTooLarge as error:
+            result["error"] = {"code": error.code, "message": error.message, "param": error.param}
+            results.append(result)
+            continue
         if problems:
             result["error"] = problems.as_item_error()
         else:
@@ -531,10 +548,13 @@ def _parse_json(raw: bytes) -> Any:
             "The body is empty; send JSON.", code="parameter_missing", param="body"
         )
     try:
-        return _decode(raw)
+        body = _decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(
             f"The body is not valid JSON: {exc}.",
             param="body",
             errors=[FieldError("body", "parameter_invalid_format", str(exc))],
         ) from None
+    except RecursionError:  # the parser's own stack limit, far past ours
+        raise wire.too_deep() from None
+    return body

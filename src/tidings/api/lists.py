@@ -137,7 +137,8 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def _list_id(raw: str) -> int:
-    if not _LIST_ID.match(raw):
+    # Ids are 32-bit integers (the column): a larger number names no list either.
+    if not _LIST_ID.match(raw) or int(raw) > 2**31 - 1:
         raise NotFound(f"No list with id '{raw[:40]}'.", param="id")
     return int(raw)
 

@@ -14,6 +14,7 @@ import msgspec
 from starlette.requests import Request
 
 from tidings.api import wire
+from tidings.domain import limits
 from tidings.domain.errors import (
     FieldError,
     InvalidRequest,
@@ -174,6 +175,10 @@ def json_object(raw: bytes) -> dict[str, Any]:
     except msgspec.DecodeError as exc:
         message = f"The body is not valid JSON: {exc}."
         raise _body_error("parameter_invalid_format", message) from None
+    except RecursionError:  # the parser's own stack limit, far past ours
+        raise wire.too_deep() from None
+    if wire.may_be_too_deep(raw) and limits.deeper_than(body, limits.MAX_BODY_DEPTH):
+        raise wire.too_deep()
     if not isinstance(body, dict):
         raise _body_error("parameter_invalid_format", "The body must be a JSON object.")
     return body

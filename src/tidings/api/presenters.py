@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+
+from tidings.domain.fields import format_timestamp
 
 __all__ = ["iso", "present_event", "present_profile"]
 
 
 def iso(micros: int | None) -> str | None:
-    if micros is None:
-        return None
-    moment = datetime.fromtimestamp(micros / 1_000_000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if micros is None else format_timestamp(micros)
 
 
 def present_profile(profile: dict[str, Any]) -> dict[str, Any]:

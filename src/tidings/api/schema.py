@@ -1,4 +1,5 @@
-"""The data schema: every trait and event-property path seen, with its type."""
+"""The data schema: every trait and event-property path seen, with its type, paged
+(``limit`` up to 1000, ``cursor`` from the previous page's ``nextCursor``)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ from typing import Annotated, Literal
 import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role
+from tidings.store import cursors
 
 __all__ = ["schema_router"]
 
 _encode = msgspec.json.Encoder().encode
+MAX_LIMIT = 1000  # paths per page
 
 
 class SchemaPath(BaseModel):
@@ -31,6 +34,8 @@ class SchemaPath(BaseModel):
 
 class SchemaList(BaseModel):
     results: list[SchemaPath]
+    nextCursor: str | None = Field(description="The next page; null on the last page.")
+    limit: int
 
 
 def schema_router(services: Services, keys: KeyCache) -> APIRouter:
@@ -45,14 +50,19 @@ def schema_router(services: Services, keys: KeyCache) -> APIRouter:
         request: Request,
         source: Annotated[Literal["trait", "event"] | None, Query()] = None,
         event_name: Annotated[str | None, Query(max_length=255)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=cursors.MAX_CURSOR_LENGTH)] = None,
     ) -> Response:
         auth = await keys.authenticate(request, secret=True, role=Role.SUPPORT)
-        rows = await run_in_threadpool(
-            lambda: services.schema.list(auth.project.id, source=source, event_name=event_name)
+        rows, next_cursor = await run_in_threadpool(
+            lambda: services.schema.list(
+                auth.project.id, source=source, event_name=event_name, limit=limit, cursor=cursor
+            )
         )
         for row in rows:
             row["first_seen_at"] = iso(row["first_seen_at"])
             row["last_seen_at"] = iso(row["last_seen_at"])
-        return Response(_encode({"results": rows}), media_type="application/json")
+        body = {"results": rows, "nextCursor": next_cursor, "limit": limit}
+        return Response(_encode(body), media_type="application/json")
 
     return router

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -42,6 +43,7 @@ from tidings.api.segment_wire import (
     too_large_message,
 )
 from tidings.bootstrap import Services
+from tidings.domain import limits
 from tidings.domain.auth import authorize
 from tidings.domain.errors import (
     AuthenticationRequired,
@@ -134,7 +136,8 @@ class SegmentRoutes:
             auth = await self._authenticate(_body_key(body))
             check_origin(request.scope, auth, origin)
         project = auth.project
-        top = wire.Problems()
+        nul = wire.nul_possible(raw)
+        top = wire.Problems(nul_possible=nul)
         shared = Shared(
             default_locale=project.locale,
             received_at=_now(),
@@ -151,8 +154,8 @@ class SegmentRoutes:
         top.raise_if_any()
         check_size = len(raw) > MAX_MESSAGE_BYTES  # else no message can be over the limit
         if per_item:
-            return await self._per_item(auth, messages, kind, prefix, shared, check_size)
-        problems = wire.Problems()
+            return await self._per_item(auth, messages, kind, prefix, shared, check_size, nul)
+        problems = wire.Problems(nul_possible=nul)
         mapped: list[Mapped] = []
         for index, message in enumerate(messages):
             path = f"{prefix}[{index}]" if prefix else ""
@@ -173,6 +176,7 @@ class SegmentRoutes:
         prefix: str,
         shared: Shared,
         check_size: bool,
+        nul_possible: bool,
     ) -> Response:
         results: list[dict[str, Any]] = []
         mapped: list[Mapped] = []
@@ -187,7 +191,7 @@ class SegmentRoutes:
                     "param": path or "body",
                 }
                 continue
-            problems = wire.Problems()
+            problems = wire.Problems(nul_possible=nul_possible)
             item = map_message(message, kind, path, index, problems, shared)
             if problems or item is None:
                 result["error"] = problems.as_item_error()
@@ -307,12 +311,18 @@ async def _read_body(request: Request) -> bytes:
             raise PayloadTooLarge(_body_too_large())
         chunks.append(chunk)
     raw = b"".join(chunks)
+    formats: tuple[int, ...]
     if encoding in ("gzip", "x-gzip"):
-        return _inflate(raw, (16 + zlib.MAX_WBITS,), MAX_BATCH_BYTES, "gzip")
-    if encoding == "deflate":
+        formats, name = (16 + zlib.MAX_WBITS,), "gzip"
+    elif encoding == "deflate":
         # RFC 9110 deflate is a zlib stream; some clients send raw deflate instead.
-        return _inflate(raw, (zlib.MAX_WBITS, -zlib.MAX_WBITS), MAX_BATCH_BYTES, "deflate")
-    return raw
+        formats, name = (zlib.MAX_WBITS, -zlib.MAX_WBITS), "deflate"
+    else:
+        return raw
+    if len(raw) <= _INLINE_INFLATE:
+        return _inflate(raw, formats, MAX_BATCH_BYTES, name)
+    # Inflating up to 500 KB takes milliseconds: not on the event loop.
+    return await run_in_threadpool(_inflate, raw, formats, MAX_BATCH_BYTES, name)
 
 
 def _inflate(raw: bytes, formats: tuple[int, ...], limit: int, name: str) -> bytes:
@@ -324,27 +334,58 @@ def _inflate(raw: bytes, formats: tuple[int, ...], limit: int, name: str) -> byt
     raise InvalidRequest(f"The body is not valid {name} data.", param="Content-Encoding")
 
 
+_FEED = 64 * 1024  # compressed bytes given to zlib at a time
+_INLINE_INFLATE = 8 * 1024  # smaller compressed bodies inflate on the event loop
+
+
 def _inflate_as(raw: bytes, wbits: int, limit: int) -> bytes:
     """Inflate ``raw``, never producing more than ``limit`` + 1 bytes: a small body that
     inflates to gigabytes stops at the limit (413) instead of filling memory. Several
-    gzip members in a row are read one after another, as ``gzip -d`` does."""
+    gzip members in a row are read one after another, as ``gzip -d`` does, up to
+    ``limits.MAX_GZIP_MEMBERS`` of them.
+
+    Linear in ``raw``: zlib is fed slices of a memoryview, so what a member leaves
+    unused is at most one slice (``unused_data`` of the whole rest of the body, once per
+    member, made thousands of tiny members cost time quadratic in their number).
+    """
+    view = memoryview(raw)
     out: list[bytes] = []
     size = 0
-    data = raw
+    offset = 0
+    members = 0
     while True:
+        members += 1
+        if members > limits.MAX_GZIP_MEMBERS:
+            raise InvalidRequest(
+                f"The gzip body has more than {limits.MAX_GZIP_MEMBERS} members.",
+                param="Content-Encoding",
+            )
         inflater = zlib.decompressobj(wbits)
-        chunk = inflater.decompress(data, limit + 1 - size)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(_body_too_large(inflated=True))
-        out.append(chunk)
-        if not inflater.eof:
-            raise zlib.error("truncated stream")
-        data = inflater.unused_data
-        if not data.strip(b"\x00"):  # gzip writers may pad with zeros
+        while not inflater.eof:
+            if offset >= len(view):
+                raise zlib.error("truncated stream")
+            piece = view[offset : offset + _FEED]
+            offset += len(piece)
+            chunk = inflater.decompress(piece, limit + 1 - size)
+            while True:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(_body_too_large(inflated=True))
+                out.append(chunk)
+                if inflater.eof or not inflater.unconsumed_tail:
+                    break
+                chunk = inflater.decompress(inflater.unconsumed_tail, limit + 1 - size)
+        offset -= len(inflater.unused_data)  # the next member starts there
+        if _only_zeros(view[offset:]):  # gzip writers may pad with zeros
             return b"".join(out)
         if wbits <= zlib.MAX_WBITS:  # zlib and raw deflate have one stream
             raise zlib.error("data after the end of the stream")
+
+
+def _only_zeros(rest: memoryview) -> bool:
+    if bytes(rest[:_FEED]).strip(b"\x00"):  # the usual case: the next member's header
+        return False
+    return rest.tobytes().count(0) == len(rest)
 
 
 def _body_too_large(*, inflated: bool = False) -> str:
@@ -358,6 +399,9 @@ def _parse_json(raw: bytes) -> Any:
             "The body is empty; send JSON.", code="parameter_missing", param="body"
         )
     try:
-        return _decode(raw)
+        body = _decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}.", param="body") from None
+    except RecursionError:  # the parser's own stack limit, far past ours
+        raise wire.too_deep() from None
+    return body

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from tidings.api import wire
-from tidings.domain import fields
+from tidings.domain import fields, limits
 from tidings.domain.ingest import EntryKind
 
 __all__ = [
@@ -37,8 +37,6 @@ PAGE_EVENT = "Page viewed"
 SCREEN_EVENT = "Screen viewed"
 GROUP_TRAIT_PREFIX = "group_"
 TYPES = ("track", "identify", "alias", "page", "screen", "group")
-_EARLIEST = fields.parse_timestamp("0001-01-02T00:00:00Z")  # datetime's range, with a margin
-_LATEST = fields.parse_timestamp("9999-12-30T00:00:00Z")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -61,12 +59,7 @@ class Mapped:
 
 def batch_of(body: dict[str, Any], problems: wire.Problems, shared: Shared) -> list[Any]:
     shared.sent_at = _timestamp(body, "sentAt", "", problems)
-    context = body.get("context")
-    if context is not None:
-        if isinstance(context, dict):
-            shared.context = context
-        else:
-            problems.add("context", "parameter_invalid_format", "'context' must be an object.")
+    shared.context = wire.object_field(body, "context", "", problems)
     batch = body.get("batch")
     if batch is None:
         problems.add("batch", "parameter_missing", "'batch' (an array of messages) is required.")
@@ -80,7 +73,10 @@ def batch_of(body: dict[str, Any], problems: wire.Problems, shared: Shared) -> l
 
 
 def too_large(message: Any) -> bool:
-    return len(_encode(message)) > MAX_MESSAGE_BYTES
+    try:
+        return len(_encode(message)) > MAX_MESSAGE_BYTES
+    except RecursionError:  # an ignored field nested past what the encoder's stack allows
+        raise wire.too_deep() from None
 
 
 def too_large_message(path: str) -> str:
@@ -136,6 +132,10 @@ def _id(
             f"'{name}' is longer than {fields.MAX_ID_LENGTH} characters.",
         )
         return None
+    problem = limits.external_id_problem(value) if name == "userId" else limits.text_problem(value)
+    if problem is not None:
+        problems.add(param, "parameter_invalid_format", f"'{name}' {problem}.")
+        return None
     return value
 
 
@@ -164,6 +164,10 @@ def _text(
         problems.add(
             param, "parameter_invalid_format", f"'{name}' is longer than {max_length} characters."
         )
+        return None
+    problem = limits.text_problem(value)
+    if problem is not None:
+        problems.add(param, "parameter_invalid_format", f"'{name}' {problem}.")
         return None
     return value
 
@@ -300,7 +304,8 @@ def _event(
         created_at = client_time
         if sent_at is not None:  # clock-skew correction
             corrected = shared.received_at - (sent_at - client_time)
-            if _EARLIEST <= corrected <= _LATEST:  # absurd sentAt values: keep the client's
+            # Absurd sentAt values would leave the accepted range: keep the client's time.
+            if limits.MIN_TIMESTAMP <= corrected <= limits.MAX_TIMESTAMP:
                 created_at = corrected
     payload: dict[str, Any] = {"name": name, **ids}
     if data:
@@ -380,6 +385,15 @@ def _group(
     does not apply, as a track does not (docs/segment-compat.md)."""
     group_id = _id(message, "groupId", path, problems, required=True)
     traits = wire.object_field(message, "traits", path, problems)
+    # Stored one level down (under "group_<id>"): the profile's data stays within the limit.
+    if traits is not None and limits.deeper_than(traits, limits.MAX_DEPTH - 1):
+        problems.add(
+            wire.join_path(path, "traits"),
+            "parameter_invalid_format",
+            f"'traits' is nested deeper than {limits.MAX_DEPTH - 1} levels (a group's traits "
+            "are stored one level down in the profile's data).",
+        )
+        return None
     _client_time(message, path, problems)
     if group_id is None or not ids:
         return None

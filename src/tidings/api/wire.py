@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.domain import fields
+from tidings.domain import fields, limits
 from tidings.domain.errors import FieldError, InvalidRequest, PayloadTooLarge, ValidationFailed
 
 __all__ = [
@@ -21,8 +21,12 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MAX_ITEMS",
     "Problems",
+    "check_item_size",
     "join_path",
+    "may_be_too_deep",
+    "nul_possible",
     "object_field",
+    "too_deep",
     "validate_alias",
     "validate_device",
     "validate_event",
@@ -31,7 +35,7 @@ __all__ = [
 ]
 
 MAX_ITEMS = 100
-MAX_EVENT_BYTES = 32 * 1024
+MAX_EVENT_BYTES = limits.MAX_ITEM_BYTES  # any one write item, not only events
 MAX_BODY_BYTES = 1024 * 1024
 MAX_NAME_LENGTH = 255
 
@@ -58,14 +62,20 @@ DEVICE_FIELDS = frozenset(
     }
 )
 DEVICE_REQUIRED = ("device_id", "os", "model", "app_build", "app_version")
+# The longest value of each device field: the columns' sizes (store/tables.py).
+DEVICE_LENGTHS = {"token": 4096, "device_id": 255, "model": 255}
+DEVICE_SHORT = 64  # os, os_version, app_build, app_version, sdk_version
 
 
 class Problems:
     """Collects field errors; ``raise_if_any`` turns them into the right error."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, nul_possible: bool = True) -> None:
         self.structural: list[FieldError] = []
         self.content: list[FieldError] = []
+        # False when the raw body holds no "\u0000" escape (the only way JSON can carry
+        # NUL): then no string of it needs the NUL check (see nul_possible()).
+        self.nul_possible = nul_possible
 
     def add(self, param: str, code: str, message: str) -> None:
         self.structural.append(FieldError(param=param, code=code, message=message))
@@ -149,7 +159,16 @@ def _string(
             problems.add(join_path(path, name), "parameter_missing", f"'{name}' is required.")
         return None
     if isinstance(value, str) and len(value) <= max_length and value.strip():
-        return value  # the common case, without building the field's path
+        if name == "external_id":
+            problem = limits.external_id_problem(value)
+        elif problems.nul_possible:
+            problem = limits.text_problem(value)
+        else:
+            return value  # the common case, without building the field's path
+        if problem is None:
+            return value
+        problems.add(join_path(path, name), "parameter_invalid_format", f"'{name}' {problem}.")
+        return None
     param = join_path(path, name)
     if not isinstance(value, str):
         problems.add(param, "parameter_invalid_format", f"'{name}' must be a string.")
@@ -192,7 +211,45 @@ def object_field(
             join_path(path, name), "parameter_invalid_format", f"'{name}' must be an object."
         )
         return None
+    problem = limits.json_problem(value, nul_possible=problems.nul_possible)
+    if problem is not None:
+        problems.add(join_path(path, name), "parameter_invalid_format", f"'{name}' {problem}.")
+        return None
     return value
+
+
+def nul_possible(raw: bytes) -> bool:
+    """Whether a string of this JSON body may hold NUL: only a ``\\u0000`` escape can
+    (a raw control character is invalid JSON); one scan in C."""
+    return b"\\u0000" in raw
+
+
+def may_be_too_deep(raw: bytes) -> bool:
+    """False when ``raw`` holds too few brackets to nest past the body's depth limit (two
+    fast scans in C, so the usual small body skips the walk)."""
+    return raw.count(b"[") + raw.count(b"{") > limits.MAX_BODY_DEPTH
+
+
+def too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        f"The body is nested too deeply: at most {limits.MAX_DEPTH} levels in 'data', "
+        f"traits, 'properties' and 'context' ({limits.MAX_BODY_DEPTH} in the whole body).",
+        param="body",
+    )
+
+
+def check_item_size(item: Any, path: str, what: str) -> None:
+    """413 when one write item is over :data:`MAX_EVENT_BYTES` as compact JSON."""
+    try:
+        size = len(_encode(item))
+    except RecursionError:  # an ignored field nested past what the encoder's stack allows
+        raise too_deep() from None
+    if size > MAX_EVENT_BYTES:
+        raise PayloadTooLarge(
+            f"{what} {path or 'body'} is larger than {MAX_EVENT_BYTES // 1024} KB "
+            f"(the limit of one item).",
+            param=path or None,
+        )
 
 
 def _traits(
@@ -263,16 +320,19 @@ def validate_event(
     message_id = _string(item, "message_id", path, problems)
     if message_id is not None:
         out["message_id"] = message_id
-    if check_size and len(_encode(item)) > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(
-            f"Event {path or 'body'} is larger than {MAX_EVENT_BYTES // 1024} KB.",
-            param=path or None,
-        )
+    if check_size:
+        check_item_size(item, path, "Event")
     return out
 
 
 def validate_profile(
-    item: Any, path: str, problems: Problems, *, default_locale: str | None, **_: Any
+    item: Any,
+    path: str,
+    problems: Problems,
+    *,
+    default_locale: str | None,
+    check_size: bool = True,
+    **_: Any,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not _check_object(item, path, problems, "a user"):
@@ -280,13 +340,19 @@ def validate_profile(
     _unknown(item, PROFILE_FIELDS, path, problems)
     _ids(item, path, problems, out)
     _traits(item, path, problems, out, default_locale)
+    if check_size:
+        check_item_size(item, path, "User")
     return out
 
 
-def validate_alias(item: Any, path: str, problems: Problems, **_: Any) -> dict[str, Any]:
+def validate_alias(
+    item: Any, path: str, problems: Problems, *, check_size: bool = True, **_: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not _check_object(item, path, problems, "an alias"):
         return out
+    if check_size:
+        check_item_size(item, path, "Alias")
     _unknown(item, ALIAS_FIELDS, path, problems)
     for name in ("anonymous_id", "external_id"):
         value = _string(item, name, path, problems, required=True, max_length=fields.MAX_ID_LENGTH)
@@ -295,10 +361,14 @@ def validate_alias(item: Any, path: str, problems: Problems, **_: Any) -> dict[s
     return out
 
 
-def validate_device(item: Any, path: str, problems: Problems, **_: Any) -> dict[str, Any]:
+def validate_device(
+    item: Any, path: str, problems: Problems, *, check_size: bool = True, **_: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not _check_object(item, path, problems, "a device"):
         return out
+    if check_size:
+        check_item_size(item, path, "Device")
     _unknown(item, DEVICE_FIELDS, path, problems)
     _ids(item, path, problems, out)
     if item.get("token") == "":  # an app without push permission yet
@@ -310,7 +380,7 @@ def validate_device(item: Any, path: str, problems: Problems, **_: Any) -> dict[
             path,
             problems,
             required=name in DEVICE_REQUIRED,
-            max_length=4096 if name == "token" else 255,
+            max_length=DEVICE_LENGTHS.get(name, DEVICE_SHORT),
         )
         if value is not None:
             out[name] = value

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import langcodes
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from tidings.domain import limits
+
 __all__ = [
     "MAX_ID_LENGTH",
+    "format_timestamp",
     "normalise_email",
     "normalise_locale",
     "normalise_phone",
@@ -85,11 +88,39 @@ def normalise_locale(value: str) -> str:
 
 
 def parse_timestamp(value: str) -> int:
-    """Microseconds since the epoch of an ISO-8601 timestamp; naive means UTC."""
+    """Microseconds since the epoch of an ISO-8601 timestamp; naive means UTC.
+
+    Exact (integer arithmetic, no float rounding), and only in the range a calendar date
+    can show once converted to UTC: years 1 to 9999 (``limits.MIN_TIMESTAMP`` to
+    ``limits.MAX_TIMESTAMP``). ``0001-01-01T00:00:00+01:00`` is in year 0 in UTC: refused.
+    """
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"'{value[:60]}' is not an ISO-8601 timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1_000_000)
+    try:
+        offset = parsed.utcoffset() or timedelta(0)
+    except ValueError:  # a tzinfo that cannot say its offset
+        raise ValueError(f"'{value[:60]}' has an unusable UTC offset") from None
+    # datetime - datetime would convert to UTC first, which fails outside years 1-9999.
+    local = parsed.replace(tzinfo=None) - limits.EPOCH.replace(tzinfo=None)
+    micros = (local - offset) // timedelta(microseconds=1)
+    if not limits.MIN_TIMESTAMP <= micros <= limits.MAX_TIMESTAMP:
+        raise ValueError(
+            f"'{value[:60]}' is outside the accepted range: 0001-01-01T00:00:00Z to "
+            "9999-12-31T23:59:59.999999Z (in UTC)"
+        )
+    return micros
+
+
+def format_timestamp(micros: int) -> str:
+    """ISO-8601 in UTC with milliseconds (``2026-04-28T10:00:00.000Z``).
+
+    Exact, and total: a stored value outside the calendar's range (written before the
+    range was enforced) is shown clamped to its nearest end rather than failing the read.
+    """
+    clamped = min(max(micros, limits.MIN_TIMESTAMP), limits.MAX_TIMESTAMP)
+    moment = limits.EPOCH + timedelta(microseconds=clamped)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -21,7 +21,7 @@ from tidings.domain.schema import infer_paths
 from tidings.segments.realtime import BatchChanges, RealtimeSegments, profile_state
 from tidings.store.database import Writer
 from tidings.store.lists import ListStore
-from tidings.store.profiles import ProfileRow, ProfileStore
+from tidings.store.profiles import ProfileRow, ProfileStore, data_fits
 from tidings.store.schema import SchemaStore
 
 __all__ = ["BatchFacts", "BatchHook", "BatchProcessor", "StaleBatch"]
@@ -251,7 +251,7 @@ class _Batch:
         if patch:
             self.note_schema(profile.project_id, "trait", "", patch)
             merged = merge_traits(profile.data, patch)
-            if merged != profile.data:
+            if merged != profile.data and data_fits(profile.data, merged, profile.id):
                 profile.data = merged
                 changed = True
         if changed:

@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from tidings.domain import limits
+
 __all__ = ["Database", "SerialisedEngine", "WriterLock", "open_database", "sqlite_file"]
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,46 @@ _json_encode = msgspec.json.Encoder().encode
 
 def _json_serializer(value: Any) -> str:
     return _json_encode(value).decode()
+
+
+_json_decode = msgspec.json.decode
+# A JSON string (skipped whole, escapes included) or one bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+TOO_DEEP = "<nested too deeply>"
+
+
+def _json_deserializer(text: str | bytes) -> Any:
+    """JSON columns → Python values, for every stored value, however deep.
+
+    Input nested deeper than ``limits.MAX_DEPTH`` is refused at the API, but a value
+    stored before that limit existed can be deeper than the parser's stack allows; then
+    every part below that depth is read as the string ``"<nested too deeply>"`` instead
+    of failing the read (and the profile, timeline or page that holds it)."""
+    try:
+        return _json_decode(text)
+    except RecursionError:
+        return _json_decode(_pruned(text if isinstance(text, str) else text.decode()))
+
+
+def _pruned(text: str) -> str:
+    parts: list[str] = []
+    depth = 0
+    start = 0  # where the text not yet copied starts
+    cut: int | None = None  # where the part being dropped starts
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth == limits.MAX_DEPTH + 1 and cut is None:
+                parts.append(text[start : match.start()])
+                cut = match.start()
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth == limits.MAX_DEPTH and cut is not None:
+                parts.append(_json_serializer(TOO_DEEP))
+                start, cut = match.end(), None
+    parts.append(text[start:])
+    return "".join(parts)
 
 
 class WriterLock:
@@ -201,7 +244,7 @@ def _sqlite_engine(url: str, *, immediate: bool, synchronous: str) -> Engine:
     engine = sa.create_engine(
         url,
         json_serializer=_json_serializer,
-        json_deserializer=msgspec.json.decode,
+        json_deserializer=_json_deserializer,
         connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=8,
         max_overflow=16,
@@ -309,7 +352,7 @@ def _postgresql_engine(url: str, *, synchronous_commit: str | None = None) -> En
     engine = sa.create_engine(
         url,
         json_serializer=_json_serializer,
-        json_deserializer=msgspec.json.decode,
+        json_deserializer=_json_deserializer,
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,

@@ -14,17 +14,16 @@ Cursors are URL-safe base64 JSON: lists ``["n"|"p", id]``, members
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.errors import Conflict, InvalidRequest, NotFound
+from tidings.domain.errors import Conflict, NotFound
 from tidings.domain.membership import IdKind, MemberRow, Tally
+from tidings.store import cursors
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import (
@@ -111,18 +110,6 @@ class MemberPage:
     limit: int
 
 
-def _b64(value: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(value)).decode().rstrip("=")
-
-
-def _unb64(cursor: str, type_: Any) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=type_)
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidRequest("The cursor is not one this server issued.", param="cursor") from None
-
-
 def _row(row: Any) -> ListRow:
     return ListRow(
         id=row.id,
@@ -200,7 +187,7 @@ class ListStore:
 
     def page(self, project_id: int, *, limit: int, cursor: str | None = None) -> ListPage:
         """The project's lists, newest first."""
-        position = _unb64(cursor, tuple[Literal["n", "p"], int]) if cursor else None
+        position = cursors.decode(cursor, tuple[Literal["n", "p"], int]) if cursor else None
         scope = [lists.c.project_id == project_id, lists.c.deleted_at.is_(None)]
         query = sa.select(lists).where(*scope)
         backwards = position is not None and position[0] == "p"
@@ -231,8 +218,8 @@ class ListStore:
                 has_prev = position is not None and top is not None and exists(lists.c.id > top)
         return ListPage(
             results=[_row(r) for r in rows],
-            next_cursor=_b64(["n", bottom]) if has_next and bottom is not None else None,
-            prev_cursor=_b64(["p", top]) if has_prev and top is not None else None,
+            next_cursor=cursors.encode("n", bottom) if has_next and bottom is not None else None,
+            prev_cursor=cursors.encode("p", top) if has_prev and top is not None else None,
             limit=limit,
         )
 
@@ -527,9 +514,8 @@ class ListStore:
         self, project_id: int, list_id: int, *, limit: int, cursor: str | None = None
     ) -> MemberPage:
         """The list's members, most recently added first, as ``GET /users`` shows them."""
-        position = (
-            _unb64(cursor, tuple[Literal["n", "p"], int, str]) if cursor is not None else None
-        )
+        shape = tuple[Literal["n", "p"], int, str]
+        position = cursors.decode(cursor, shape) if cursor else None
         added, pid = list_members.c.added_at, list_members.c.profile_id
         scope = [list_members.c.list_id == list_id]
         query = (
@@ -576,8 +562,8 @@ class ListStore:
             results = UserQueries._present(conn, project_id, rows)
         return MemberPage(
             results=results,
-            next_cursor=_b64(["n", *bottom]) if has_next and bottom else None,
-            prev_cursor=_b64(["p", *top]) if has_prev and top else None,
+            next_cursor=cursors.encode("n", *bottom) if has_next and bottom else None,
+            prev_cursor=cursors.encode("p", *top) if has_prev and top else None,
             limit=limit,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from tidings.domain import limits
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
 from tidings.store.tables import (
@@ -26,6 +28,8 @@ from tidings.store.tables import (
 __all__ = ["ProfileRow", "ProfileStore"]
 
 _CHUNK = 300
+logger = logging.getLogger(__name__)
+
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -356,6 +360,21 @@ class ProfileStore:
                         sa.update(devices).where(devices.c.id == by_token.id).values(token=None)
                     )
             conn.execute(self._upsert_device, row)
+        for project_id, profile_id in {(r["project_id"], r["profile_id"]) for r in rows}:
+            self._trim_devices(conn, project_id, profile_id)
+
+    @staticmethod
+    def _trim_devices(conn: Connection, project_id: int, profile_id: str) -> None:
+        """A profile keeps its ``limits.MAX_DEVICES_PER_PROFILE`` most recently updated
+        devices (an app reinstalled again and again makes a new device id each time)."""
+        owned = (devices.c.project_id == project_id, devices.c.profile_id == profile_id)
+        kept = (
+            sa.select(devices.c.id)
+            .where(*owned)
+            .order_by(devices.c.updated_at.desc(), devices.c.id.desc())
+            .limit(limits.MAX_DEVICES_PER_PROFILE)
+        )
+        conn.execute(sa.delete(devices).where(*owned, devices.c.id.not_in(kept)))
 
     @staticmethod
     def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
@@ -394,7 +413,8 @@ class ProfileStore:
 
     @staticmethod
     def insert_rejections(conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if rows:
+        if rows:  # a reason quotes an id (up to 255 characters itself): fit the column
+            rows = [{**row, "reason": row["reason"][:255]} for row in rows]
             conn.execute(sa.insert(merge_rejections), rows)
 
     @staticmethod
@@ -586,6 +606,23 @@ class ProfileStore:
                 for r in rejection_rows
             ],
         }
+
+
+def data_fits(before: dict[str, Any], after: dict[str, Any], profile_id: str) -> bool:
+    """Whether a profile's ``data`` may become ``after``: at most
+    ``limits.MAX_PROFILE_DATA_BYTES`` as compact JSON, or no larger than it was (an update
+    that shrinks an oversized profile is always applied). Else the update's ``data`` is
+    dropped (its other fields still apply) and that is logged."""
+    size = len(_encode_json(after))
+    if size <= limits.MAX_PROFILE_DATA_BYTES or size <= len(_encode_json(before)):
+        return True
+    logger.warning(
+        "profile %s: a traits update was not applied: data would be %d bytes, over the limit of %d",
+        profile_id,
+        size,
+        limits.MAX_PROFILE_DATA_BYTES,
+    )
+    return False
 
 
 def _refusal(anonymous_id: str, reason: str) -> str:

@@ -1,7 +1,7 @@
 """Reads behind the users API: the profile list and search, and filtered timelines.
 
 Both lists use keyset pagination over an index, newest first. A cursor is the position of
-the row at a page's edge, in URL-safe base64 JSON:
+the row at a page's edge, made and checked by ``store/cursors.py``:
 
 - profiles: ``["n"|"p", created_at, id]`` — ``n`` continues with older rows (next page),
   ``p`` with newer rows (previous page);
@@ -10,17 +10,15 @@ the row at a page's edge, in URL-safe base64 JSON:
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.errors import InvalidRequest
+from tidings.store import cursors
 from tidings.store.tables import (
     devices,
     events,
@@ -48,33 +46,21 @@ class Page:
     limit: int
 
 
-def _b64(value: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(value)).decode().rstrip("=")
-
-
-def _unb64(cursor: str, type_: Any) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=type_)
-    except (ValueError, msgspec.DecodeError):
-        raise InvalidRequest("The cursor is not one this server issued.", param="cursor") from None
-
-
 def encode_profile_cursor(direction: Direction, created_at: int, profile_id: str) -> str:
-    return _b64([direction, created_at, profile_id])
+    return cursors.encode(direction, created_at, profile_id)
 
 
 def decode_profile_cursor(cursor: str) -> tuple[Direction, int, str]:
-    direction, created_at, profile_id = _unb64(cursor, tuple[Literal["n", "p"], int, str])
+    direction, created_at, profile_id = cursors.decode(cursor, tuple[Literal["n", "p"], int, str])
     return direction, created_at, profile_id
 
 
 def encode_event_cursor(created_at: int, event_id: str) -> str:
-    return _b64([created_at, event_id])
+    return cursors.encode(created_at, event_id)
 
 
 def decode_event_cursor(cursor: str) -> tuple[int, str]:
-    created_at, event_id = _unb64(cursor, tuple[int, str])
+    created_at, event_id = cursors.decode(cursor, tuple[int, str])
     return created_at, event_id
 
 

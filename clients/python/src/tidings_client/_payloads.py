@@ -47,7 +47,18 @@ def _id(name: str, value: object) -> str | None:
         return str(value)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if name.endswith("external_id"):
+        _check_external_id(name, value)
     return value or None
+
+
+def _check_external_id(name: str, value: str) -> None:
+    """The server's rule: an external id names the user in URLs (``/users/{id}``), so it
+    holds no ``/`` and is not ``.`` or ``..`` (it could be written but never read)."""
+    if "/" in value:
+        raise ValueError(f"{name} must not contain '/' (it names the user in URLs): {value!r}")
+    if value in (".", ".."):
+        raise ValueError(f"{name} must not be '.' or '..' (it names the user in URLs)")
 
 
 def _require_id(call: str, external_id: str | None, anonymous_id: str | None) -> None:
