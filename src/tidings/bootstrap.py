@@ -18,6 +18,7 @@ from tidings.log.writer import LogWriterProcess
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
+from tidings.reporting.rollups import RollupHook
 from tidings.segments.backfill import SegmentWorker
 from tidings.segments.realtime import RealtimeSegments
 from tidings.settings import Settings
@@ -237,6 +238,7 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
                 services.schema,
                 concurrent=not db.is_sqlite,
                 segments=segments,
+                hooks=[RollupHook()],  # reporting rollups, in each batch's transaction
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,

@@ -30,6 +30,7 @@ from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.ratelimit import with_rate_limits
+from tidings.api.reporting import reporting_router
 from tidings.api.schema import schema_router
 from tidings.api.segment import SegmentRoutes
 from tidings.api.users import users_router
@@ -135,6 +136,7 @@ def create_app(
         ("POST", "/api/client/users/batch"): ingest.users_batch,
         **SegmentRoutes(services, keys).endpoints(),  # /v1: the Segment tracking API
     }
+    app.include_router(reporting_router(services, keys))  # before /users/{external_id}
     app.include_router(users_router(services, keys))
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))
