@@ -480,3 +480,47 @@ async def test_list_history_is_the_size_per_day(
         f"{R}/lists/{list_id}/history", params={"from": RANGE["from"]}, headers=bearer(project.sk)
     )
     assert_problem(bad, 400, "parameter_missing")
+
+
+async def test_aggregations_follow_merges_erasures_and_retries(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    """Through the running pipeline: a retried message id counts once, an alias folds the
+    anonymous user into the known one, an erased user's events stop counting."""
+    await track(
+        client,
+        project,
+        services,
+        [
+            {"name": "Viewed", "anonymous_id": "anon", "created_at": "2026-01-01T01:00:00Z"},
+            ev("Viewed", "known", "2026-01-01T02:00:00Z", message_id="m1"),
+            ev("Viewed", "gone", "2026-01-01T03:00:00Z"),
+        ],
+    )
+    await track(
+        client, project, services, [ev("Viewed", "known", "2026-01-01T02:00:00Z", message_id="m1")]
+    )
+    url = f"{R}/events/aggregations"
+    params = {**RANGE, "group_by[]": ["event_name", "day"]}
+
+    async def counts() -> tuple[int, int, str]:
+        body = (await client.get(url, params=params, headers=bearer(project.sk))).json()
+        (row,) = body["results"]
+        return row["count"], row["unique_user_count"], row["first_seen_at"]
+
+    assert await counts() == (3, 3, "2026-01-01T01:00:00.000Z")
+    alias = await client.post(
+        f"{R}/alias",
+        json={"anonymous_id": "anon", "external_id": "known"},
+        headers=bearer(project.pk),
+    )
+    assert alias.status_code == 204
+    await drain(services)
+    assert await counts() == (3, 2, "2026-01-01T01:00:00.000Z")
+    erased = await client.delete(f"{R}/users/known", headers=bearer(project.sk))
+    assert erased.status_code == 204
+    assert await counts() == (1, 1, "2026-01-01T03:00:00.000Z")
+    by_user = (
+        await client.get(url, params={**RANGE, "group_by": "user"}, headers=bearer(project.sk))
+    ).json()
+    assert [r["user"]["external_id"] for r in by_user["results"]] == ["gone"]
