@@ -22,12 +22,13 @@ in the same order and never deadlock.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from tidings.store.bulk import BulkInsert
 from tidings.store.tables import events
 from tidings.store.tables_reporting import event_rollups, event_user_days
 
@@ -38,6 +39,7 @@ __all__ = [
     "day_sql",
     "erase_profile",
     "merge_profiles",
+    "rebuild_all",
     "rebuild_day",
     "trim_before",
 ]
@@ -60,18 +62,83 @@ def day_sql(column: Any) -> Any:
     return column - ((column % DAY) + DAY) % DAY
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def _least(column: Any, value: Any) -> Any:
     return sa.case((column > value, value), else_=column)
 
 
 def _greatest(column: Any, value: Any) -> Any:
     return sa.case((column < value, value), else_=column)
+
+
+_USER_DAY_COLUMNS = (
+    "project_id",
+    "name",
+    "day",
+    "profile_id",
+    "count",
+    "first_seen_at",
+    "last_seen_at",
+)
+_ROLLUP_COLUMNS = ("project_id", "day", "name", "count", "users", "first_seen_at", "last_seen_at")
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The multi-row statements of ``add_events`` for one dialect (store/bulk.py: one
+    driver-level INSERT per few hundred rows, not one per row, nor a statement that
+    SQLAlchemy compiles again for every batch)."""
+
+    claim: BulkInsert  # new user-days; RETURNING names those that were new
+    bump: BulkInsert  # user-days that exist: add the counts
+    rollup: BulkInsert
+
+    @classmethod
+    def build(cls, dialect: str, paramstyle: str) -> _Statements:
+        low, high = ("MIN", "MAX") if dialect == "sqlite" else ("LEAST", "GREATEST")
+
+        def edges(table: str) -> str:
+            return (
+                f"first_seen_at = {low}({table}.first_seen_at, excluded.first_seen_at), "
+                f"last_seen_at = {high}({table}.last_seen_at, excluded.last_seen_at)"
+            )
+
+        return cls(
+            claim=BulkInsert(
+                dialect,
+                paramstyle,
+                "event_user_days",
+                _USER_DAY_COLUMNS,
+                suffix="ON CONFLICT DO NOTHING RETURNING project_id, name, day, profile_id",
+            ),
+            bump=BulkInsert(
+                dialect,
+                paramstyle,
+                "event_user_days",
+                _USER_DAY_COLUMNS,
+                suffix="ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
+                "count = event_user_days.count + excluded.count, " + edges("event_user_days"),
+            ),
+            rollup=BulkInsert(
+                dialect,
+                paramstyle,
+                "event_rollups",
+                _ROLLUP_COLUMNS,
+                suffix="ON CONFLICT (project_id, day, name) DO UPDATE SET "
+                "count = event_rollups.count + excluded.count, "
+                "users = event_rollups.users + excluded.users, " + edges("event_rollups"),
+            ),
+        )
+
+
+_statements: dict[tuple[str, str], _Statements] = {}
+
+
+def _for(conn: Connection) -> _Statements:
+    key = (conn.dialect.name, conn.dialect.paramstyle)
+    found = _statements.get(key)
+    if found is None:
+        found = _statements[key] = _Statements.build(*key)
+    return found
 
 
 def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -81,62 +148,25 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     per_user: dict[UserDayKey, list[int]] = {}
     for row in rows:
         created = row["created_at"]
-        key = (row["project_id"], row["name"], day_of(created), row["profile_id"])
+        key = (row["project_id"], row["name"], created - created % DAY, row["profile_id"])
         found = per_user.get(key)
         if found is None:
             per_user[key] = [1, created, created]
         else:
             found[0] += 1
-            found[1] = min(found[1], created)
-            found[2] = max(found[2], created)
+            if created < found[1]:
+                found[1] = created
+            if created > found[2]:
+                found[2] = created
+    statements = _for(conn)
     keys = sorted(per_user)
-    u = event_user_days.c
-    insert = _insert(conn, event_user_days)
-    inserted: set[UserDayKey] = set()
-    statement = insert.on_conflict_do_nothing().returning(u.project_id, u.name, u.day, u.profile_id)
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        values = [
-            {
-                "project_id": k[0],
-                "name": k[1],
-                "day": k[2],
-                "profile_id": k[3],
-                "count": per_user[k][0],
-                "first_seen_at": per_user[k][1],
-                "last_seen_at": per_user[k][2],
-            }
-            for k in chunk
-        ]
-        inserted.update(tuple(r) for r in conn.execute(statement.values(values)))
-    existing = [k for k in keys if k not in inserted]
+    values = [(*k, *per_user[k]) for k in keys]
+    inserted: set[tuple[Any, ...]] = set()
+    for sql, params in statements.claim.statements(values):
+        inserted.update(tuple(r) for r in conn.exec_driver_sql(sql, params))
+    existing = [v for v in values if v[:4] not in inserted]
     if existing:
-        conn.execute(
-            sa.update(event_user_days)
-            .where(
-                u.project_id == sa.bindparam("k_project"),
-                u.name == sa.bindparam("k_name"),
-                u.day == sa.bindparam("k_day"),
-                u.profile_id == sa.bindparam("k_profile"),
-            )
-            .values(
-                count=u.count + sa.bindparam("n"),
-                first_seen_at=_least(u.first_seen_at, sa.bindparam("first")),
-                last_seen_at=_greatest(u.last_seen_at, sa.bindparam("last")),
-            ),
-            [
-                {
-                    "k_project": k[0],
-                    "k_name": k[1],
-                    "k_day": k[2],
-                    "k_profile": k[3],
-                    "n": per_user[k][0],
-                    "first": per_user[k][1],
-                    "last": per_user[k][2],
-                }
-                for k in existing
-            ],
-        )
+        statements.bump(conn, existing)
     per_key: dict[RollupKey, list[int]] = {}
     for key in keys:
         count, first, last = per_user[key]
@@ -150,35 +180,7 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             found[1] += new
             found[2] = min(found[2], first)
             found[3] = max(found[3], last)
-    r = event_rollups.c
-    upsert = _insert(conn, event_rollups)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[r.project_id, r.day, r.name],
-        set_={
-            "count": r.count + upsert.excluded.count,
-            "users": r.users + upsert.excluded.users,
-            "first_seen_at": _least(r.first_seen_at, upsert.excluded.first_seen_at),
-            "last_seen_at": _greatest(r.last_seen_at, upsert.excluded.last_seen_at),
-        },
-    )
-    ordered = sorted(per_key)
-    for start in range(0, len(ordered), _CHUNK):
-        conn.execute(
-            upsert.values(
-                [
-                    {
-                        "project_id": k[0],
-                        "day": k[1],
-                        "name": k[2],
-                        "count": per_key[k][0],
-                        "users": per_key[k][1],
-                        "first_seen_at": per_key[k][2],
-                        "last_seen_at": per_key[k][3],
-                    }
-                    for k in ordered[start : start + _CHUNK]
-                ]
-            )
-        )
+    statements.rollup(conn, [(*k, *per_key[k]) for k in sorted(per_key)])
 
 
 def _user_days_of(conn: Connection, project_id: int, profile_id: str) -> list[Any]:
@@ -333,3 +335,49 @@ def trim_before(conn: Connection, day: int) -> None:
             )
         )
     conn.execute(sa.delete(event_rollups).where(r.day < day))
+
+
+def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
+    """Compute every rollup again from the events (of one project, or all): what migration
+    0016 does once, for repairs and benches. One scan of the events."""
+    u = event_user_days.c
+    r = event_rollups.c
+    e = events.c
+    scope_u = [] if project_id is None else [u.project_id == project_id]
+    scope_r = [] if project_id is None else [r.project_id == project_id]
+    scope_e = [] if project_id is None else [e.project_id == project_id]
+    conn.execute(sa.delete(event_user_days).where(*scope_u))
+    conn.execute(sa.delete(event_rollups).where(*scope_r))
+    day = day_sql(e.created_at)
+    conn.execute(
+        sa.insert(event_user_days).from_select(
+            ["project_id", "name", "day", "profile_id", "count", "first_seen_at", "last_seen_at"],
+            sa.select(
+                e.project_id,
+                e.name,
+                day,
+                e.profile_id,
+                sa.func.count(),
+                sa.func.min(e.created_at),
+                sa.func.max(e.created_at),
+            )
+            .where(*scope_e)
+            .group_by(e.project_id, e.name, day, e.profile_id),
+        )
+    )
+    conn.execute(
+        sa.insert(event_rollups).from_select(
+            ["project_id", "day", "name", "count", "users", "first_seen_at", "last_seen_at"],
+            sa.select(
+                u.project_id,
+                u.day,
+                u.name,
+                sa.func.sum(u.count),
+                sa.func.count(),
+                sa.func.min(u.first_seen_at),
+                sa.func.max(u.last_seen_at),
+            )
+            .where(*scope_u)
+            .group_by(u.project_id, u.day, u.name),
+        )
+    )

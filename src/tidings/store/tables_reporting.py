@@ -32,6 +32,7 @@ event_rollups = sa.Table(
     sa.Column("users", sa.BigInteger, nullable=False),
     sa.Column("first_seen_at", Micros, nullable=False),
     sa.Column("last_seen_at", Micros, nullable=False),
+    sqlite_with_rowid=False,  # one B-tree, the key's, instead of a table and an index
 )
 
 event_user_days = sa.Table(
@@ -46,6 +47,7 @@ event_user_days = sa.Table(
     sa.Column("last_seen_at", Micros, nullable=False),
     # Merges and erasures move or remove one profile's rows.
     sa.Index("ix_event_user_days_profile", "project_id", "profile_id"),
+    sqlite_with_rowid=False,  # one B-tree, the key's, instead of a table and an index
 )
 
 # Project-wide reads of events in time order (GET /events, exports, aggregations that

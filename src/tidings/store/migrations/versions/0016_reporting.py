@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("users", sa.BigInteger, nullable=False),
         sa.Column("first_seen_at", sa.BigInteger, nullable=False),
         sa.Column("last_seen_at", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "event_user_days",
@@ -43,6 +44,7 @@ def upgrade() -> None:
         sa.Column("count", sa.BigInteger, nullable=False),
         sa.Column("first_seen_at", sa.BigInteger, nullable=False),
         sa.Column("last_seen_at", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_event_user_days_profile", "event_user_days", ["project_id", "profile_id"])
     op.create_index("ix_events_project_time", "events", ["project_id", "created_at", "id"])
