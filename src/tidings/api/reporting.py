@@ -15,9 +15,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
+from tidings.api.lists_wire import READ, Responses, problem
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role
@@ -33,6 +35,69 @@ MAX_AGGREGATION_DAYS = 400
 _ROWS_PER_CHUNK = 200
 
 Strings = list[str] | None
+
+
+class EventUser(BaseModel):
+    external_id: str | None
+    anonymous_id: str | None
+
+
+class EventRow(BaseModel):
+    id: str
+    name: str
+    created_at: str
+    user: EventUser
+    campaign_id: int | None
+    data: dict[str, Any] | None = Field(default=None, description="With include_payload=true.")
+
+
+class EventsPage(BaseModel):
+    results: list[EventRow]
+    nextCursor: str | None
+    prevCursor: str | None
+    limit: int
+
+
+class Group(BaseModel):
+    event_name: str | None = Field(default=None, description="When grouped by event_name.")
+    campaign_id: int | None = Field(default=None, description="When grouped by campaign.")
+    user: EventUser | None = Field(default=None, description="When grouped by user.")
+    day: str | None = Field(default=None, description="YYYY-MM-DD (UTC), when grouped by day.")
+    count: int
+    unique_user_count: int
+    first_seen_at: str | None
+    last_seen_at: str | None
+
+
+class Aggregations(BaseModel):
+    results: list[Group]
+    truncated: bool = Field(description="More groups than limit: only the first are here.")
+    source: Literal["rollups", "user_days", "events"]
+
+
+class Day(BaseModel):
+    day: str
+    size: int
+    entered: int
+    left: int
+
+
+class History(BaseModel):
+    results: list[Day]
+
+
+_BAD_RANGE = problem("from is after to, or the range is longer than allowed")
+_EVENTS: Responses = {**READ, 422: _BAD_RANGE}
+_STREAM: Responses = {
+    **_EVENTS,
+    200: {
+        "description": "The rows, streamed: NDJSON (format=ndjson) or CSV (format=csv)",
+        "content": {
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    },
+}
 
 
 def _json(body: Any) -> Response:
@@ -172,7 +237,12 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
             max_days=max_days,
         )
 
-    @router.get("/events", summary="Events of the project in a time range")
+    @router.get(
+        "/events",
+        summary="Events of the project in a time range",
+        response_model=EventsPage,
+        responses=_EVENTS,
+    )
     async def get_events(
         request: Request,
         since: From = None,
@@ -221,7 +291,12 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
             }
         )
 
-    @router.get("/events/aggregations", summary="Counts and unique users, grouped")
+    @router.get(
+        "/events/aggregations",
+        summary="Counts and unique users, grouped",
+        response_model=Aggregations,
+        responses=_EVENTS,
+    )
     async def get_aggregations(
         request: Request,
         since: From = None,
@@ -266,7 +341,12 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
             }
         )
 
-    @router.get("/events/export", summary="Every event of a filter, streamed (NDJSON or CSV)")
+    @router.get(
+        "/events/export",
+        summary="Every event of a filter, streamed (NDJSON or CSV)",
+        response_class=StreamingResponse,
+        responses=_STREAM,
+    )
     async def export_events(
         request: Request,
         since: From = None,
@@ -299,7 +379,12 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
         media, headers = _media(format, "events")
         return StreamingResponse(_stream(rows, columns, format), media_type=media, headers=headers)
 
-    @router.get("/users/export", summary="Every user (or a list's members), streamed")
+    @router.get(
+        "/users/export",
+        summary="Every user (or a list's members), streamed",
+        response_class=StreamingResponse,
+        responses={**_STREAM, 404: problem("No list with this id in the key's project")},
+    )
     async def export_users(
         request: Request,
         list_id: Annotated[int | None, Query(ge=1, description="Only this list's members.")] = None,
@@ -317,15 +402,23 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
             _stream(rows, USER_COLUMNS, format), media_type=media, headers=headers
         )
 
-    @router.get("/lists/{list_id}/history", summary="A list's size at the end of each day")
+    @router.get(
+        "/lists/{id}/history",
+        summary="A list's size at the end of each day",
+        response_model=History,
+        responses={**_EVENTS, 404: problem("No list with this id in the key's project")},
+    )
     async def list_history(
         request: Request,
-        list_id: int,
+        id: str,
         since: From = None,
         until: To = None,
     ) -> Response:
         auth = await keys.authenticate(request, secret=True, role=Role.SUPPORT)
         project_id = auth.project.id
+        if not id.isascii() or not id.isdigit() or len(id) > 12:
+            raise NotFound(f"No list with id '{id[:40]}'.", param="id")
+        list_id = int(id)
         start, end = parse_time(since, "from"), parse_time(until, "to")
         EventFilter.build(project_id, start, end, max_days=MAX_AGGREGATION_DAYS)
         found = await run_in_threadpool(lists.get, project_id, list_id)
