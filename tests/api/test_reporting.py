@@ -89,8 +89,9 @@ async def test_events_in_a_range_with_filters_and_paging(
     assert nobody == []
 
 
+@pytest.mark.parametrize("direction", ["asc", "desc"])
 async def test_prev_cursor_goes_back_exactly(
-    client: httpx.AsyncClient, services: Services, project: Project
+    client: httpx.AsyncClient, services: Services, project: Project, direction: str
 ) -> None:
     await track(
         client,
@@ -98,7 +99,7 @@ async def test_prev_cursor_goes_back_exactly(
         services,
         [ev(f"E{i}", "u", f"2026-01-01T00:00:{i // 2:02d}Z") for i in range(9)],  # ties
     )
-    params = {**RANGE, "limit": 4, "direction": "asc"}
+    params = {**RANGE, "limit": 4, "direction": direction}
     first = (await client.get(f"{R}/events", params=params, headers=bearer(project.sk))).json()
     assert first["prevCursor"] is None
     second = (
@@ -353,6 +354,12 @@ async def test_exports_stream_every_row_as_ndjson_and_csv(
     assert response.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in response.text.splitlines()]
     assert [line["data"]["i"] for line in lines] == list(range(450))
+    bare = await client.get(
+        f"{R}/events/export",
+        params={**RANGE, "include_payload": "false"},
+        headers=bearer(project.sk),
+    )
+    assert "data" not in json.loads(bare.text.splitlines()[0])
     assert set(lines[0]) == {
         "id",
         "name",

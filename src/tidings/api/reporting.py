@@ -137,15 +137,17 @@ USER_COLUMNS = [
 
 def _event_record(row: dict[str, Any]) -> dict[str, Any]:
     user = row["user"]
-    return {
+    record = {
         "id": row["id"],
         "name": row["name"],
         "created_at": iso(row["created_at"]),
         "external_id": user["external_id"],
         "anonymous_id": user["anonymous_id"],
         "campaign_id": row["campaign_id"],
-        "data": row.get("data"),
     }
+    if "data" in row:
+        record["data"] = row["data"]
+    return record
 
 
 def _user_record(row: dict[str, Any]) -> dict[str, Any]:

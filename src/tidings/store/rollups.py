@@ -6,9 +6,10 @@ retention (store/retention.py). Every change is expressed on ``event_user_days``
 ``event_rollups`` (one row per project, event name and day), whose ``users`` is the number
 of ``event_user_days`` rows of its key:
 
-- new events: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` tells which user-days are new
-  (with several workers on PostgreSQL the unique key decides, not a read before the
-  write), the others are incremented, and the rollups get the counts and new users;
+- new events: one upsert of the batch's user-days ``… ON CONFLICT DO UPDATE … RETURNING
+  count`` tells which are new (their count is the batch's own; with several workers on
+  PostgreSQL the unique key decides, not a read before the write), and the rollups get
+  the counts and new users;
 - a merge moves the absorbed profile's user-days to the survivor, folding them into the
   survivor's own where both have one (one user fewer for that key);
 - an erasure subtracts the profile's user-days and recomputes first/last seen of the keys
@@ -88,8 +89,10 @@ class _Statements:
     driver-level INSERT per few hundred rows, not one per row, nor a statement that
     SQLAlchemy compiles again for every batch)."""
 
-    claim: BulkInsert  # new user-days; RETURNING names those that were new
-    bump: BulkInsert  # user-days that exist: add the counts
+    # User-days: inserted, or added to. RETURNING gives each row's count after the write,
+    # which equals what this batch adds only for the rows it created (a stored row counts
+    # at least one event already): those are the new users of their day.
+    user_days: BulkInsert
     rollup: BulkInsert
 
     @classmethod
@@ -103,20 +106,15 @@ class _Statements:
             )
 
         return cls(
-            claim=BulkInsert(
-                dialect,
-                paramstyle,
-                "event_user_days",
-                _USER_DAY_COLUMNS,
-                suffix="ON CONFLICT DO NOTHING RETURNING project_id, name, day, profile_id",
-            ),
-            bump=BulkInsert(
+            user_days=BulkInsert(
                 dialect,
                 paramstyle,
                 "event_user_days",
                 _USER_DAY_COLUMNS,
                 suffix="ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
-                "count = event_user_days.count + excluded.count, " + edges("event_user_days"),
+                "count = event_user_days.count + excluded.count, "
+                + edges("event_user_days")
+                + " RETURNING project_id, name, day, profile_id, count",
             ),
             rollup=BulkInsert(
                 dialect,
@@ -162,11 +160,11 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     keys = sorted(per_user)
     values = [(*k, *per_user[k]) for k in keys]
     inserted: set[tuple[Any, ...]] = set()
-    for sql, params in statements.claim.statements(values):
-        inserted.update(tuple(r) for r in conn.exec_driver_sql(sql, params))
-    existing = [v for v in values if v[:4] not in inserted]
-    if existing:
-        statements.bump(conn, existing)
+    for sql, params in statements.user_days.statements(values):
+        for row in conn.exec_driver_sql(sql, params):
+            key = (row[0], row[1], row[2], row[3])
+            if row[4] == per_user[key][0]:
+                inserted.add(key)
     per_key: dict[RollupKey, list[int]] = {}
     for key in keys:
         count, first, last = per_user[key]
