@@ -161,9 +161,9 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     values = [(*k, *per_user[k]) for k in keys]
     inserted: set[tuple[Any, ...]] = set()
     for sql, params in statements.user_days.statements(values):
-        for row in conn.exec_driver_sql(sql, params):
-            key = (row[0], row[1], row[2], row[3])
-            if row[4] == per_user[key][0]:
+        for written in conn.exec_driver_sql(sql, params):
+            key = (written[0], written[1], written[2], written[3])
+            if written[4] == per_user[key][0]:
                 inserted.add(key)
     per_key: dict[RollupKey, list[int]] = {}
     for key in keys:
