@@ -383,6 +383,21 @@ async def test_exports_stream_every_row_as_ndjson_and_csv(
     assert sorted(r["external_id"] for r in exported) == [f"u{i}" for i in range(7)]
     ndjson = await client.get(f"{R}/users/export", headers=bearer(project.sk))
     assert len(ndjson.text.splitlines()) == 7
+    created = await client.post(
+        f"{R}/lists", json={"name": "L", "type": "static"}, headers=bearer(project.sk)
+    )
+    list_id = created.json()["id"]
+    added = await client.post(
+        f"{R}/lists/{list_id}/users",
+        json={"external_ids": ["u2", "u5"]},
+        headers=bearer(project.sk),
+    )
+    assert added.status_code == 200, added.text
+    members = await client.get(
+        f"{R}/users/export", params={"list_id": list_id}, headers=bearer(project.sk)
+    )
+    exported_ids = sorted(json.loads(line)["external_id"] for line in members.text.splitlines())
+    assert exported_ids == ["u2", "u5"]
     missing = await client.get(
         f"{R}/users/export", params={"list_id": 999}, headers=bearer(project.sk)
     )
