@@ -29,7 +29,7 @@ from tidings.reporting.rollups import RollupHook
 from tidings.settings import Settings
 from tidings.store.retention import EventRetention
 from tidings.store.tables import events, identities, profiles
-from tidings.store.tables_reporting import event_rollups, event_user_days
+from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
 
 HOUR = 3_600_000_000
 DAY = 24 * HOUR
@@ -240,6 +240,22 @@ def rollups_match_user_days(services: Services, project_id: int) -> None:
             )
         }
     assert stored == summed
+    with services.db.reader.connect() as conn:
+        last = set(
+            conn.execute(
+                sa.select(
+                    event_user_last.c.name, event_user_last.c.profile_id, event_user_last.c.last_day
+                ).where(event_user_last.c.project_id == project_id)
+            ).all()
+        )
+        latest = set(
+            conn.execute(
+                sa.select(u.name, u.profile_id, sa.func.max(u.day))
+                .where(u.project_id == project_id)
+                .group_by(u.name, u.profile_id)
+            ).all()
+        )
+    assert {tuple(r) for r in last} == {tuple(r) for r in latest}
 
 
 @settings(
@@ -296,13 +312,49 @@ def rollups_match_user_days(services: Services, project_id: int) -> None:
     ]
     + [("retention", {})]
 )
+# Retention of users whose events are all older than the cutoff: days before its day, and
+# its own day before the cutoff's time.
+@example(
+    ops=[
+        (
+            "event",
+            {
+                "name": "Opened",
+                "message_id": "m1",
+                "created_at": NOW - 4 * DAY,
+                "anonymous_id": "a1",
+            },
+        ),
+        (
+            "event",
+            {
+                "name": "Opened",
+                "message_id": "m2",
+                "created_at": NOW - 3 * DAY + HOUR,
+                "anonymous_id": "a2",
+            },
+        ),
+        (
+            "event",
+            {
+                "name": "Opened",
+                "message_id": "m3",
+                "created_at": NOW - 3 * DAY + 9 * HOUR,
+                "anonymous_id": "a3",
+            },
+        ),
+        ("flush", {}),
+        ("retention", {}),
+    ]
+)
 def test_aggregations_agree_with_a_naive_count(idle: Services, ops: list[Any]) -> None:
     project = create_project(idle)
     note(repr(ops))
     apply(idle, project.id, ops)
     rollups_match_user_days(idle, project.id)
     ranges = [
-        (NOW - 6 * DAY, NOW + DAY),  # whole days: the rollups answer
+        (NOW - 6 * DAY, NOW + DAY),  # whole days past every event: rollups and spans
+        (NOW - 4 * DAY, NOW - DAY),  # whole days, events after: rollups and user-days
         (NOW - 3 * DAY + 5 * HOUR, NOW - DAY),  # a partial day: the events answer
     ]
     with idle.db.reader.connect() as conn:
@@ -316,5 +368,9 @@ def test_aggregations_agree_with_a_naive_count(idle: Services, ops: list[Any]) -
                 assert shaped(scanned, groups) == expected, groups
         # A name filter, on each plan.
         f = EventFilter.build(project.id, NOW - 6 * DAY, NOW + DAY, names=["Opened", "Bought"])
-        for groups in (["day"], ["event_name", "day"], ["user"], []):
+        for groups in (["day"], ["event_name", "day"], ["user"], [], ["event_name"]):
             assert shaped(queries.aggregate(conn, f, groups), groups) == naive(idle, f, groups)
+        single = EventFilter.build(project.id, NOW - 2 * DAY, NOW + DAY, names=["Opened"])
+        picked = queries.aggregate(conn, single, [])
+        assert picked.source == "spans"
+        assert shaped(picked, []) == naive(idle, single, [])

@@ -72,7 +72,7 @@ class Group(BaseModel):
 class Aggregations(BaseModel):
     results: list[Group]
     truncated: bool = Field(description="More groups than limit: only the first are here.")
-    source: Literal["rollups", "user_days", "events"]
+    source: Literal["rollups", "spans", "user_days", "events"]
 
 
 class Day(BaseModel):

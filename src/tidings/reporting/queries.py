@@ -30,7 +30,7 @@ from tidings.domain.errors import InvalidRequest
 from tidings.reporting.filters import GROUPS, EventFilter
 from tidings.store.rollups import DAY, day_sql
 from tidings.store.tables import events, identities, list_changes, list_members, profiles
-from tidings.store.tables_reporting import event_rollups, event_user_days
+from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
 
 __all__ = [
     "Aggregation",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 Direction = Literal["asc", "desc"]
-Plan = Literal["rollups", "user_days", "events"]
+Plan = Literal["rollups", "spans", "user_days", "events"]
 MAX_GROUPS = 10_000
 _CHUNK = 300
 
@@ -288,7 +288,10 @@ def plan(f: EventFilter, group_by: Sequence[str]) -> Plan:
     """Where an aggregation is computed from:
 
     - ``rollups`` (``event_rollups``): grouped by exactly event name and day;
-    - ``user_days`` (``event_user_days``): any other grouping without campaign;
+    - ``user_days`` (``event_user_days``): any other grouping without campaign; but
+      ``aggregate`` answers no grouping or ``event_name`` alone from ``spans`` (counts from
+      ``event_rollups``, unique users from ``event_user_last``) when no event of the
+      names is dated at or after ``to`` (a range up to now, typically);
     - ``events``: a campaign in the filter or the grouping, a user filter, or ``from``/``to``
       not at a UTC midnight (the rollups are per whole day).
     """
@@ -325,6 +328,14 @@ def aggregate(
     chosen = source or plan(f, groups)
     if chosen != "events" and plan(f, groups) == "events":
         raise ValueError(f"this filter cannot be answered from {chosen}")
+    spans_fit = set(groups) <= {"event_name"} and plan(f, groups) != "events"
+    if source == "spans" and not (spans_fit and _nothing_after(conn, f)):
+        raise ValueError("the spans answer only ranges past the names' last events")
+    if source is None and chosen == "user_days" and spans_fit and _nothing_after(conn, f):
+        chosen = "spans"
+    if chosen == "spans":
+        spanned, cut = _from_spans(conn, f, groups, limit)
+        return Aggregation(results=spanned, source="spans", truncated=cut)
     if chosen == "rollups" and set(groups) != {"event_name", "day"}:
         raise ValueError("the rollups answer only event name and day groups")
     keys: dict[str, Any]
@@ -404,6 +415,73 @@ def aggregate(
         )
         results.append(item)
     return Aggregation(results=results, source=chosen, truncated=truncated)
+
+
+def _nothing_after(conn: Connection, f: EventFilter) -> bool:
+    """No event of the filter's names (any name if none) is dated at or after ``f.end``."""
+    r = event_rollups.c
+    where = [r.project_id == f.project_id, r.day >= f.end]
+    if f.names:
+        where.append(r.name.in_(f.names))
+    return conn.execute(sa.select(r.day).where(*where).limit(1)).first() is None
+
+
+def _from_spans(
+    conn: Connection, f: EventFilter, groups: list[str], limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Totals (or per name) from ``event_rollups``; unique users from ``event_user_last``:
+    with nothing after ``f.end``, a user had an event of a name in the range exactly when
+    their last day of it is at or after ``f.start``."""
+    r = event_rollups.c
+    x = event_user_last.c
+    counted = [r.project_id == f.project_id, r.day >= f.start, r.day < f.end]
+    seen = [x.project_id == f.project_id, x.last_day >= f.start]
+    if f.names:
+        counted.append(r.name.in_(f.names))
+        seen.append(x.name.in_(f.names))
+    measures = (
+        sa.func.sum(r.count).label("count"),
+        sa.func.min(r.first_seen_at).label("first_seen_at"),
+        sa.func.max(r.last_seen_at).label("last_seen_at"),
+    )
+    if groups:
+        totals = conn.execute(
+            sa.select(r.name, *measures)
+            .where(*counted)
+            .group_by(r.name)
+            .order_by(r.name)
+            .limit(limit + 1)
+        ).all()
+        names = [t.name for t in totals[:limit]]
+        users: dict[str, int] = {}
+        if names:
+            for name, seen_count in conn.execute(
+                sa.select(x.name, sa.func.count()).where(*seen, x.name.in_(names)).group_by(x.name)
+            ):
+                users[name] = int(seen_count)
+        rows = [
+            {
+                "event_name": t.name,
+                "count": int(t._mapping["count"]),
+                "unique_user_count": int(users.get(t.name, 0)),
+                "first_seen_at": t.first_seen_at,
+                "last_seen_at": t.last_seen_at,
+            }
+            for t in totals[:limit]
+        ]
+        return rows, len(totals) > limit
+    total = conn.execute(sa.select(*measures).where(*counted)).one()
+    distinct = sa.func.count() if len(f.names) == 1 else sa.func.count(sa.distinct(x.profile_id))
+    count = int(total._mapping["count"] or 0)
+    unique = conn.execute(sa.select(distinct).where(*seen)).scalar_one() if count else 0
+    return [
+        {
+            "count": count,
+            "unique_user_count": int(unique),
+            "first_seen_at": total.first_seen_at if count else None,
+            "last_seen_at": total.last_seen_at if count else None,
+        }
+    ], False
 
 
 def _users_of(conn: Connection, profile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 
 from tidings.store.bulk import BulkInsert
 from tidings.store.tables import events
-from tidings.store.tables_reporting import event_rollups, event_user_days
+from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
 
 __all__ = [
     "DAY",
@@ -94,6 +94,7 @@ class _Statements:
     # at least one event already): those are the new users of their day.
     user_days: BulkInsert
     rollup: BulkInsert
+    last: BulkInsert  # event_user_last: written only when the day moves on
 
     @classmethod
     def build(cls, dialect: str, paramstyle: str) -> _Statements:
@@ -124,6 +125,14 @@ class _Statements:
                 suffix="ON CONFLICT (project_id, day, name) DO UPDATE SET "
                 "count = event_rollups.count + excluded.count, "
                 "users = event_rollups.users + excluded.users, " + edges("event_rollups"),
+            ),
+            last=BulkInsert(
+                dialect,
+                paramstyle,
+                "event_user_last",
+                ("project_id", "name", "profile_id", "last_day"),
+                suffix="ON CONFLICT (project_id, name, profile_id) DO UPDATE SET "
+                "last_day = excluded.last_day WHERE excluded.last_day > event_user_last.last_day",
             ),
         )
 
@@ -179,6 +188,12 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             found[2] = min(found[2], first)
             found[3] = max(found[3], last)
     statements.rollup(conn, [(*k, *per_key[k]) for k in sorted(per_key)])
+    last_days: dict[tuple[int, str, str], int] = {}
+    for project_id, name, day, profile_id in keys:
+        spot = (project_id, name, profile_id)
+        if day > last_days.get(spot, day - 1):
+            last_days[spot] = day
+    statements.last(conn, [(*k, last_days[k]) for k in sorted(last_days)])
 
 
 def _user_days_of(conn: Connection, project_id: int, profile_id: str) -> list[Any]:
@@ -199,6 +214,7 @@ def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: s
     moved = _user_days_of(conn, project_id, absorbed)
     if not moved:
         return
+    _merge_last(conn, project_id, absorbed, survivor, sorted({row.name for row in moved}))
     theirs = {(row.name, row.day) for row in _user_days_of(conn, project_id, survivor)}
     for row in moved:
         mine = sa.and_(u.project_id == project_id, u.name == row.name, u.day == row.day)
@@ -226,6 +242,27 @@ def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: s
             )
 
 
+def _merge_last(
+    conn: Connection, project_id: int, absorbed: str, survivor: str, names: list[str]
+) -> None:
+    """The survivor's last day of each name is the later of the two profiles'."""
+    x = event_user_last.c
+    rows = conn.execute(
+        sa.select(x.name, x.last_day).where(
+            x.project_id == project_id, x.name.in_(names), x.profile_id == absorbed
+        )
+    ).all()
+    if not rows:
+        return
+    statements = _for(conn)
+    statements.last(conn, sorted((project_id, name, survivor, day) for name, day in rows))
+    conn.execute(
+        sa.delete(event_user_last).where(
+            x.project_id == project_id, x.name.in_(names), x.profile_id == absorbed
+        )
+    )
+
+
 def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
     """The profile and its events are gone: so are its user-days and their counts."""
     u = event_user_days.c
@@ -235,6 +272,14 @@ def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
         return
     conn.execute(
         sa.delete(event_user_days).where(u.project_id == project_id, u.profile_id == profile_id)
+    )
+    x = event_user_last.c
+    conn.execute(
+        sa.delete(event_user_last).where(
+            x.project_id == project_id,
+            x.name.in_(sorted({row.name for row in gone})),
+            x.profile_id == profile_id,
+        )
     )
     for row in sorted(gone, key=lambda g: (g.day, g.name)):
         key = sa.and_(r.project_id == project_id, r.day == row.day, r.name == row.name)
@@ -269,7 +314,7 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
     here) or writes after (its increments land on the rebuilt rows)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            "LOCK TABLE event_rollups, event_user_days IN SHARE ROW EXCLUSIVE MODE"
+            "LOCK TABLE event_rollups, event_user_days, event_user_last IN SHARE ROW EXCLUSIVE MODE"
         )
     u = event_user_days.c
     r = event_rollups.c
@@ -316,6 +361,16 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
             .group_by(u.project_id, u.name),
         )
     )
+    # A user whose last day of a name is this one, and who has no event of it left that
+    # day, has none at all any more (everything before the day went with retention).
+    x = event_user_last.c
+    still = sa.select(u.profile_id).where(
+        u.project_id == x.project_id, u.name == x.name, u.day == day, u.profile_id == x.profile_id
+    )
+    scope_x: list[Any] = [x.last_day <= day, ~sa.exists(still)]
+    if project_ids is not None:
+        scope_x.append(x.project_id.in_(sorted(set(project_ids))))
+    conn.execute(sa.delete(event_user_last).where(*scope_x))
 
 
 def trim_before(conn: Connection, day: int) -> None:
@@ -333,6 +388,7 @@ def trim_before(conn: Connection, day: int) -> None:
             )
         )
     conn.execute(sa.delete(event_rollups).where(r.day < day))
+    conn.execute(sa.delete(event_user_last).where(event_user_last.c.last_day < day))
 
 
 def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
@@ -344,8 +400,14 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
     scope_u = [] if project_id is None else [u.project_id == project_id]
     scope_r = [] if project_id is None else [r.project_id == project_id]
     scope_e = [] if project_id is None else [e.project_id == project_id]
+    x = event_user_last.c
     conn.execute(sa.delete(event_user_days).where(*scope_u))
     conn.execute(sa.delete(event_rollups).where(*scope_r))
+    conn.execute(
+        sa.delete(event_user_last).where(
+            *([] if project_id is None else [x.project_id == project_id])
+        )
+    )
     day = day_sql(e.created_at)
     conn.execute(
         sa.insert(event_user_days).from_select(
@@ -377,5 +439,13 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
             )
             .where(*scope_u)
             .group_by(u.project_id, u.day, u.name),
+        )
+    )
+    conn.execute(
+        sa.insert(event_user_last).from_select(
+            ["project_id", "name", "profile_id", "last_day"],
+            sa.select(u.project_id, u.name, u.profile_id, sa.func.max(u.day))
+            .where(*scope_u)
+            .group_by(u.project_id, u.name, u.profile_id),
         )
     )

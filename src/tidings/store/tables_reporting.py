@@ -11,6 +11,11 @@ transaction; see docs/reporting.md):
 - ``event_rollups``: one row per (project, event name, UTC day): the event count, the
   number of distinct users (= rows of ``event_user_days`` for the key), first/last seen.
 
+- ``event_user_last``: one row per (project, event name, profile) with the last UTC day
+  the profile had such an event. Unique users of a name over a range that reaches past
+  the name's last day are then the rows with ``last_day >= from`` (exact, and one row per
+  user rather than per user and day).
+
 ``day`` is the microsecond timestamp of the UTC midnight that starts the day.
 """
 
@@ -20,7 +25,7 @@ import sqlalchemy as sa
 
 from tidings.store.tables import Micros, events, metadata
 
-__all__ = ["event_rollups", "event_user_days"]
+__all__ = ["event_rollups", "event_user_days", "event_user_last"]
 
 event_rollups = sa.Table(
     "event_rollups",
@@ -48,6 +53,16 @@ event_user_days = sa.Table(
     # Merges and erasures move or remove one profile's rows.
     sa.Index("ix_event_user_days_profile", "project_id", "profile_id"),
     sqlite_with_rowid=False,  # one B-tree, the key's, instead of a table and an index
+)
+
+event_user_last = sa.Table(
+    "event_user_last",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("profile_id", sa.String(32), primary_key=True),
+    sa.Column("last_day", Micros, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Project-wide reads of events in time order (GET /events, exports, aggregations that
