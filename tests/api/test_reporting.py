@@ -398,6 +398,10 @@ async def test_exports_stream_every_row_as_ndjson_and_csv(
     )
     exported_ids = sorted(json.loads(line)["external_id"] for line in members.text.splitlines())
     assert exported_ids == ["u2", "u5"]
+    huge = await client.get(
+        f"{R}/users/export", params={"list_id": 2147483648}, headers=bearer(project.sk)
+    )
+    assert_problem(huge, 400, "parameter_invalid_format")
     missing = await client.get(
         f"{R}/users/export", params={"list_id": 999}, headers=bearer(project.sk)
     )

@@ -32,6 +32,7 @@ __all__ = ["MAX_AGGREGATION_DAYS", "reporting_router"]
 
 _encode = msgspec.json.Encoder().encode
 MAX_AGGREGATION_DAYS = 400
+MAX_ID = 2_147_483_647  # resource ids are 32-bit integers
 _ROWS_PER_CHUNK = 200
 
 Strings = list[str] | None
@@ -389,7 +390,9 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
     )
     async def export_users(
         request: Request,
-        list_id: Annotated[int | None, Query(ge=1, description="Only this list's members.")] = None,
+        list_id: Annotated[
+            int | None, Query(ge=1, le=MAX_ID, description="Only this list's members.")
+        ] = None,
         format: Literal["ndjson", "csv"] = "ndjson",
     ) -> Response:
         auth = await keys.authenticate(request, secret=True, role=Role.SUPPORT)
@@ -418,7 +421,7 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
     ) -> Response:
         auth = await keys.authenticate(request, secret=True, role=Role.SUPPORT)
         project_id = auth.project.id
-        if not id.isascii() or not id.isdigit() or len(id) > 12:
+        if not id.isascii() or not id.isdigit() or len(id) > 10 or int(id) > MAX_ID:
             raise NotFound(f"No list with id '{id[:40]}'.", param="id")
         list_id = int(id)
         start, end = parse_time(since, "from"), parse_time(until, "to")
