@@ -26,6 +26,8 @@ from tidings.domain.auth import Role
 from tidings.domain.errors import NotFound
 from tidings.reporting import queries
 from tidings.reporting.filters import EventFilter, parse_time
+from tidings.reporting.history import list_history as history_of
+from tidings.reporting.users import iter_users
 from tidings.store.lists import ListStore
 
 __all__ = ["MAX_AGGREGATION_DAYS", "reporting_router"]
@@ -401,7 +403,7 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
             found = await run_in_threadpool(lists.get, project_id, list_id)
             if found is None:
                 raise NotFound(f"No list with id {list_id}.", param="list_id")
-        rows = (_user_record(r) for r in queries.iter_users(reader, project_id, list_id=list_id))
+        rows = (_user_record(r) for r in iter_users(reader, project_id, list_id=list_id))
         media, headers = _media(format, "users")
         return StreamingResponse(
             _stream(rows, USER_COLUMNS, format), media_type=media, headers=headers
@@ -432,7 +434,7 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
 
         def read() -> list[dict[str, Any]]:
             with reader.connect() as conn:
-                return queries.list_history(conn, project_id, list_id, start, end)
+                return history_of(conn, project_id, list_id, start, end)
 
         return _json({"results": await run_in_threadpool(read)})
 

@@ -6,9 +6,11 @@ exports), callable from the API, the admin UI and benches alike.
 - ``aggregate``: counts, unique users and first/last seen, grouped by any of event name,
   campaign, user and UTC day; from the rollups when the filter allows, else from the
   events (``plan`` says which; docs/reporting.md has the table).
-- ``iter_events`` / ``iter_users``: every row of a filter, page by page (keyset), each
-  page on a connection of its own: constant memory, no long-held read transaction.
-- ``list_history``: a list's size at the end of each UTC day, from ``list_changes``.
+- ``iter_events``: every event of a filter, page by page (keyset), each page on a
+  connection of its own: constant memory, no long-held read transaction.
+
+``reporting.users.iter_users`` and ``reporting.history.list_history`` are their
+neighbours for users and lists.
 
 Times are microseconds since the epoch (UTC), as stored; the API turns them into
 RFC 3339.
@@ -28,8 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
 from tidings.reporting.filters import GROUPS, EventFilter
-from tidings.store.rollups import DAY, day_sql
-from tidings.store.tables import events, identities, list_changes, list_members, profiles
+from tidings.store.rollups import day_sql
+from tidings.store.tables import events, identities, profiles
 from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
 
 __all__ = [
@@ -40,9 +42,7 @@ __all__ = [
     "campaign_of",
     "day_text",
     "iter_events",
-    "iter_users",
     "list_events",
-    "list_history",
     "plan",
 ]
 
@@ -501,110 +501,3 @@ def _users_of(conn: Connection, profile_ids: Sequence[str]) -> dict[str, dict[st
         ):
             shown[profile_id]["anonymous_id"] = value  # the earliest one is written last
     return shown
-
-
-# -- users export ---------------------------------------------------------------------------
-
-
-def iter_users(
-    engine: Engine,
-    project_id: int,
-    *,
-    list_id: int | None = None,
-    page_size: int = 1000,
-) -> Iterator[dict[str, Any]]:
-    """Every profile of the project (or of one list), oldest first."""
-    p = profiles.c
-    at: tuple[int, str] | None = None
-    while True:
-        query = sa.select(
-            p.id,
-            p.external_id,
-            p.email,
-            p.phone,
-            p.timezone,
-            p.locale,
-            p.data,
-            p.created_at,
-            p.updated_at,
-        ).where(p.project_id == project_id)
-        if list_id is not None:
-            query = query.where(
-                p.id.in_(
-                    sa.select(list_members.c.profile_id).where(list_members.c.list_id == list_id)
-                )
-            )
-        if at is not None:
-            query = query.where(p.created_at >= at[0], sa.or_(p.created_at > at[0], p.id > at[1]))
-        query = query.order_by(p.created_at, p.id).limit(page_size)
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-            anonymous = _anonymous_ids(conn, project_id, [r.id for r in rows])
-        for row in rows:
-            yield {
-                "id": row.id,
-                "external_id": row.external_id,
-                "anonymous_ids": anonymous.get(row.id, []),
-                "email": row.email,
-                "phone": row.phone,
-                "timezone": row.timezone,
-                "locale": row.locale,
-                "data": row.data or {},
-                "created_at": row.created_at,
-                "updated_at": row.updated_at,
-            }
-        if len(rows) < page_size:
-            return
-        at = (rows[-1].created_at, rows[-1].id)
-
-
-def _anonymous_ids(conn: Connection, project_id: int, ids: list[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        for profile_id, value in conn.execute(
-            sa.select(identities.c.profile_id, identities.c.value)
-            .where(
-                identities.c.project_id == project_id,
-                identities.c.kind == "anonymous",
-                identities.c.profile_id.in_(ids[start : start + _CHUNK]),
-            )
-            .order_by(identities.c.created_at, identities.c.value)
-        ):
-            found.setdefault(profile_id, []).append(value)
-    return found
-
-
-# -- list history -----------------------------------------------------------------------------
-
-
-def list_history(
-    conn: Connection, project_id: int, list_id: int, start: int, end: int
-) -> list[dict[str, Any]]:
-    """``[{day, size, entered, left}]`` for each UTC day that meets ``[start, end)``:
-    ``size`` is the number of members at the end of the day (or at ``end``, for the
-    last), from the enter/leave facts of ``list_changes``."""
-    c = list_changes.c
-    sign = sa.case((c.change == "entered", 1), else_=-1)
-    scope = [c.project_id == project_id, c.list_id == list_id]
-    before = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(sign), 0)).where(*scope, c.created_at < start)
-    ).scalar_one()
-    day = day_sql(c.created_at)
-    rows = conn.execute(
-        sa.select(
-            day.label("day"),
-            sa.func.sum(sa.case((c.change == "entered", 1), else_=0)).label("entered"),
-            sa.func.sum(sa.case((c.change == "entered", 0), else_=1)).label("left"),
-        )
-        .where(*scope, c.created_at >= start, c.created_at < end)
-        .group_by(day)
-    ).all()
-    by_day = {int(r.day): (int(r.entered), int(r.left)) for r in rows}
-    size = int(before)
-    history = []
-    first = start - start % DAY
-    for moment in range(first, end, DAY) if end > start else ():
-        entered, left = by_day.get(moment, (0, 0))
-        size += entered - left
-        history.append({"day": day_text(moment), "size": size, "entered": entered, "left": left})
-    return history
