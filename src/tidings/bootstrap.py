@@ -28,6 +28,7 @@ from tidings.messaging.service import Messaging, build_messaging
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
+from tidings.reporting.rollups import RollupHook
 from tidings.segments.backfill import SegmentWorker
 from tidings.segments.realtime import RealtimeSegments
 from tidings.settings import Settings
@@ -292,7 +293,9 @@ def build(
                 services.schema,
                 concurrent=not db.is_sqlite,
                 segments=segments,
-                hooks=[JourneyHook(services.journeys), MessagingBatchHook()],
+                # Journeys (entrances, waits), messaging (merges, erasures), reporting
+                # rollups: each in the batch's transaction.
+                hooks=[JourneyHook(services.journeys), MessagingBatchHook(), RollupHook()],
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,

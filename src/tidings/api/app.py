@@ -35,6 +35,7 @@ from tidings.api.middleware import RequestIdMiddleware
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.providers import providers_router
 from tidings.api.ratelimit import with_rate_limits
+from tidings.api.reporting import reporting_router
 from tidings.api.rudderstack_config import rudderstack_config_router
 from tidings.api.schema import schema_router
 from tidings.api.segment import SegmentRoutes
@@ -207,6 +208,7 @@ def create_app(
         app.include_router(providers_router(services, keys))
         app.include_router(campaigns_router(services, keys))
         app.include_router(templates_router(services, keys))
+    app.include_router(reporting_router(services, keys))  # before /users/{external_id}
     app.include_router(users_router(services, keys))
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))

@@ -218,9 +218,10 @@ def add_ingest_paths(schema: dict[str, Any]) -> None:
     _document_reads(paths)
     for unused in ("HTTPValidationError", "ValidationError"):
         components["schemas"].pop(unused, None)
-    paths["/api/client/events"] = {
-        "post": _operation("Track events", _array("EventIn"), _NO_CONTENT, secret=False)
-    }
+    # Beside the reporting GET of the same path (api/reporting.py).
+    paths.setdefault("/api/client/events", {})["post"] = _operation(
+        "Track events", _array("EventIn"), _NO_CONTENT, secret=False
+    )
     paths["/api/client/identify"] = {
         "post": _operation("Identify a user", _ref("UserUpsert"), _NO_CONTENT, secret=False)
     }

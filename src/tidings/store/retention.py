@@ -11,6 +11,10 @@ by the next pass, since its ``created_at`` is already past the cutoff).
 - SQLite: chunked ``DELETE``s, each in its own short transaction, so that the ingest
   writers (who share the one write lock) never wait for more than one chunk.
 
+The event rollups (store/rollups.py) follow: once a pass has deleted events, the rollups
+of days before the cutoff's UTC day are deleted and that day's are computed again from
+the events left (one transaction, after the events' last chunk).
+
 A pass runs at most every ``every`` seconds and spends at most about ``budget`` seconds
 per call (the worker calls it between batches); an unfinished pass continues on the
 next call. With several workers, one at a time works (an advisory lock on PostgreSQL).
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tidings.store import rollups
 from tidings.store.database import Writer
 from tidings.store.partitions import EventPartitions, drop_partitions_before
 
@@ -84,6 +89,7 @@ class EventRetention:
         self.clock = clock
         self.dialect = writer.dialect.name
         self._next = 0.0
+        self._rollups_stale = False  # events were deleted; the rollups not yet
 
     def cutoff(self) -> int:
         return self.clock() - self.days * DAY
@@ -116,6 +122,10 @@ class EventRetention:
                     break
             if not pruned.finished:
                 break
+        if pruned.events or pruned.partitions:
+            self._rollups_stale = True
+        if pruned.finished and self._rollups_stale:
+            self._trim_rollups(cutoff)
         self._next = time.monotonic() + (self.every if pruned.finished else 0.0)
         if pruned.events or pruned.message_ids or pruned.partitions:
             logger.info(
@@ -127,6 +137,15 @@ class EventRetention:
                 "" if pruned.finished else "; continuing",
             )
         return pruned
+
+    def _trim_rollups(self, cutoff: int) -> None:
+        day = rollups.day_of(cutoff)
+        with self.writer.begin() as conn:
+            if self.dialect == "postgresql" and not _try_lock(conn):
+                return  # another worker is at it; this one tries again next pass
+            rollups.trim_before(conn, day)
+            rollups.rebuild_day(conn, day)
+        self._rollups_stale = False
 
     def _delete_chunk(self, table: str, cutoff: int) -> int | None:
         statement = sa.text(_DELETE[(self.dialect, table)])

@@ -1,6 +1,70 @@
 """The tables of the reporting area, on the shared metadata of store/tables.py
-(which imports this module, so that migrations and their tests see one schema)."""
+(which imports this module, so that migrations and their tests see one schema).
+
+Rollups (migration 0016, maintained by ``reporting.rollups.RollupHook`` in each batch's
+transaction; see docs/reporting.md):
+
+- ``event_user_days``: one row per (project, event name, UTC day, profile) that has at
+  least one such event, with its count and first/last ``created_at``. It is what makes
+  unique users exact: a user is counted once per row, and distinct users over several days
+  are the distinct ``profile_id`` of the rows.
+- ``event_rollups``: one row per (project, event name, UTC day): the event count, the
+  number of distinct users (= rows of ``event_user_days`` for the key), first/last seen.
+
+- ``event_user_last``: one row per (project, event name, profile) with the last UTC day
+  the profile had such an event. Unique users of a name over a range that reaches past
+  the name's last day are then the rows with ``last_day >= from`` (exact, and one row per
+  user rather than per user and day).
+
+``day`` is the microsecond timestamp of the UTC midnight that starts the day.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import sqlalchemy as sa
+
+from tidings.store.tables import Micros, events, metadata
+
+__all__ = ["event_rollups", "event_user_days", "event_user_last"]
+
+event_rollups = sa.Table(
+    "event_rollups",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("day", Micros, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("users", sa.BigInteger, nullable=False),
+    sa.Column("first_seen_at", Micros, nullable=False),
+    sa.Column("last_seen_at", Micros, nullable=False),
+    sqlite_with_rowid=False,  # one B-tree, the key's, instead of a table and an index
+)
+
+event_user_days = sa.Table(
+    "event_user_days",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("day", Micros, primary_key=True, autoincrement=False),
+    sa.Column("profile_id", sa.String(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("first_seen_at", Micros, nullable=False),
+    sa.Column("last_seen_at", Micros, nullable=False),
+    # Merges and erasures move or remove one profile's rows.
+    sa.Index("ix_event_user_days_profile", "project_id", "profile_id"),
+    sqlite_with_rowid=False,  # one B-tree, the key's, instead of a table and an index
+)
+
+event_user_last = sa.Table(
+    "event_user_last",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("profile_id", sa.String(32), primary_key=True),
+    sa.Column("last_day", Micros, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Project-wide reads of events in time order (GET /events, exports, aggregations that
+# cannot use the rollups): migration 0016.
+sa.Index("ix_events_project_time", events.c.project_id, events.c.created_at, events.c.id)

@@ -34,11 +34,13 @@ from ._exceptions import (
 from ._keys import snake_case
 from ._models import ItemError, UpsertResult, UserResult
 from ._queue import Dropped, DropReason
+from ._reporting import AggregationRow, Event, EventPage, EventUser
 from ._retry import RetryPolicy
 from ._version import __version__
 
 __all__ = [
     "APIError",
+    "AggregationRow",
     "AsyncBatchingClient",
     "AsyncClient",
     "AuthenticationError",
@@ -47,6 +49,9 @@ __all__ = [
     "ConflictError",
     "DropReason",
     "Dropped",
+    "Event",
+    "EventPage",
+    "EventUser",
     "FieldError",
     "ItemError",
     "NotFoundError",

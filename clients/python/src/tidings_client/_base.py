@@ -19,6 +19,7 @@ from . import _payloads as p
 from ._exceptions import TidingsError
 from ._http import DEFAULT_TIMEOUT, headers_for, normalize_base_url
 from ._models import UpsertResult
+from ._reporting import check_groups, events_query
 from ._retry import RetryPolicy
 
 __all__ = ["Call", "ClientBase"]
@@ -120,11 +121,81 @@ class ClientBase:
         path = f"/{kind}/{_segment(target_id)}/trigger"
         return Call("POST", path, p.dumps(body), self._idempotency(idempotency_key))
 
+    def _events_call(
+        self,
+        start: dt.datetime | str,
+        end: dt.datetime | str,
+        *,
+        event_names: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        anonymous_ids: Sequence[str] = (),
+        campaign_ids: Sequence[int] = (),
+        include_payload: bool = False,
+        direction: str = "desc",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Call:
+        if direction not in ("asc", "desc"):
+            raise ValueError("direction must be 'asc' or 'desc'")
+        if not 1 <= limit <= 100:
+            raise ValueError("limit must be between 1 and 100")
+        extra = [
+            ("include_payload", "true" if include_payload else "false"),
+            ("direction", direction),
+            ("limit", str(limit)),
+        ]
+        if cursor:
+            extra.append(("cursor", cursor))
+        query = events_query(
+            start,
+            end,
+            event_names=event_names,
+            external_ids=external_ids,
+            anonymous_ids=anonymous_ids,
+            campaign_ids=campaign_ids,
+            extra=extra,
+        )
+        return Call("GET", f"/events?{query}", b"")
+
+    def _aggregations_call(
+        self,
+        start: dt.datetime | str,
+        end: dt.datetime | str,
+        *,
+        group_by: Sequence[str] = (),
+        event_names: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        anonymous_ids: Sequence[str] = (),
+        campaign_ids: Sequence[int] = (),
+        limit: int = 1000,
+    ) -> Call:
+        query = events_query(
+            start,
+            end,
+            event_names=event_names,
+            external_ids=external_ids,
+            anonymous_ids=anonymous_ids,
+            campaign_ids=campaign_ids,
+            extra=[*check_groups(group_by), ("limit", str(limit))],
+        )
+        return Call("GET", f"/events/aggregations?{query}", b"")
+
     def _build(self, call: Call) -> tuple[str, str, dict[str, str], bytes]:
         headers = {**self._headers, **call.headers}
         return call.method, self._base_url + call.path, headers, call.content
 
     # -- answers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TidingsError(
+                "the server answered with a body that is not JSON",
+                status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+            ) from exc
 
     @staticmethod
     def _upsert_result(response: httpx.Response) -> UpsertResult:

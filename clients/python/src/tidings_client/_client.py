@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -15,6 +15,7 @@ from ._base import Call, ClientBase
 from ._exceptions import TidingsError
 from ._http import DEFAULT_TIMEOUT, connection_error, error_from_response
 from ._models import UpsertResult
+from ._reporting import AggregationRow, Event, EventPage
 from ._retry import RetryPolicy, retry_after_of
 
 __all__ = ["Client"]
@@ -274,3 +275,109 @@ class Client(ClientBase):
                 event=event,
             )
         )
+
+    # -- reporting reads ------------------------------------------------------------------
+
+    def events_page(
+        self,
+        start: dt.datetime | str,
+        end: dt.datetime | str,
+        *,
+        event_names: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        anonymous_ids: Sequence[str] = (),
+        campaign_ids: Sequence[int] = (),
+        include_payload: bool = False,
+        direction: str = "desc",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> EventPage:
+        """One page of the project's events in ``created_at`` order (``direction``).
+
+        ``start`` (inclusive) and ``end`` (exclusive) are timezone-aware datetimes or
+        RFC 3339 strings; the lists filter by any of their values (users by external or
+        anonymous id together). Secret key.
+        """
+        call = self._events_call(
+            start,
+            end,
+            event_names=event_names,
+            external_ids=external_ids,
+            anonymous_ids=anonymous_ids,
+            campaign_ids=campaign_ids,
+            include_payload=include_payload,
+            direction=direction,
+            limit=limit,
+            cursor=cursor,
+        )
+        return EventPage.from_json(self._json(self._send(call)))
+
+    def events(
+        self,
+        start: dt.datetime | str,
+        end: dt.datetime | str,
+        *,
+        event_names: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        anonymous_ids: Sequence[str] = (),
+        campaign_ids: Sequence[int] = (),
+        include_payload: bool = False,
+        direction: str = "desc",
+        page_size: int = 100,
+    ) -> Iterator[Event]:
+        """Every event of the filter, fetched page by page as you iterate (the cursor never skips or
+        repeats an event, even while new ones arrive).
+
+        ``start`` (inclusive) and ``end`` (exclusive) are timezone-aware datetimes or
+        RFC 3339 strings; the lists filter by any of their values (users by external or
+        anonymous id together). Secret key.
+        """
+        cursor: str | None = None
+        while True:
+            page = self.events_page(
+                start,
+                end,
+                event_names=event_names,
+                external_ids=external_ids,
+                anonymous_ids=anonymous_ids,
+                campaign_ids=campaign_ids,
+                include_payload=include_payload,
+                direction=direction,
+                limit=page_size,
+                cursor=cursor,
+            )
+            yield from page.results
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def aggregations(
+        self,
+        start: dt.datetime | str,
+        end: dt.datetime | str,
+        *,
+        group_by: Sequence[str] = (),
+        event_names: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        anonymous_ids: Sequence[str] = (),
+        campaign_ids: Sequence[int] = (),
+        limit: int = 1000,
+    ) -> list[AggregationRow]:
+        """Counts, unique users and first/last seen, grouped by any of ``event_name``, ``campaign``,
+        ``user`` and ``day`` (UTC); no ``group_by``: one total row.
+
+        ``start`` (inclusive) and ``end`` (exclusive) are timezone-aware datetimes or
+        RFC 3339 strings; the lists filter by any of their values (users by external or
+        anonymous id together). Secret key.
+        """
+        call = self._aggregations_call(
+            start,
+            end,
+            group_by=group_by,
+            event_names=event_names,
+            external_ids=external_ids,
+            anonymous_ids=anonymous_ids,
+            campaign_ids=campaign_ids,
+            limit=limit,
+        )
+        return AggregationRow.list_from_json(self._json(self._send(call)))

@@ -1,0 +1,65 @@
+"""Migration 0016 fills the rollups from the events already stored."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tests.test_migrations import empty_db  # noqa: F401  (the fixture)
+from tidings.reporting import queries
+from tidings.reporting.filters import EventFilter
+from tidings.store import migrate
+from tidings.store.database import Database
+from tidings.store.tables import events
+from tidings.store.tables_reporting import event_rollups
+
+DAY = 86_400_000_000
+JAN1 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+def test_the_migration_back_fills_the_rollups(empty_db: Database) -> None:  # noqa: F811
+    db = empty_db
+    migrate.upgrade(db.writer, "0009")
+    rows = [
+        (JAN1 + 5, "p1", "Opened"),
+        (JAN1 + 9, "p1", "Opened"),
+        (JAN1 + DAY - 1, "p2", "Opened"),
+        (JAN1 + DAY, "p2", "Opened"),
+        (JAN1 - 1, "p3", "Clicked"),  # before 1970 would floor the same way; here Dec 31
+    ]
+    with db.writer.begin() as conn:
+        conn.execute(
+            sa.insert(events),
+            [
+                {
+                    "id": f"evt_{i}",
+                    "project_id": 1,
+                    "profile_id": profile,
+                    "message_id": f"m{i}",
+                    "name": name,
+                    "external_id": None,
+                    "anonymous_id": profile,
+                    "data": {},
+                    "created_at": created,
+                    "received_at": created,
+                    "context": None,
+                }
+                for i, (created, profile, name) in enumerate(rows)
+            ],
+        )
+    migrate.upgrade(db.writer)
+    with db.reader.connect() as conn:
+        stored = sorted(
+            (r.day, r.name, r.count, r.users, r.first_seen_at, r.last_seen_at)
+            for r in conn.execute(sa.select(event_rollups))
+        )
+        assert stored == [
+            (JAN1 - DAY, "Clicked", 1, 1, JAN1 - 1, JAN1 - 1),
+            (JAN1, "Opened", 3, 2, JAN1 + 5, JAN1 + DAY - 1),
+            (JAN1 + DAY, "Opened", 1, 1, JAN1 + DAY, JAN1 + DAY),
+        ]
+        f = EventFilter.build(1, JAN1 - DAY, JAN1 + 2 * DAY)
+        total = queries.aggregate(conn, f, ["event_name"])
+        assert [(r["event_name"], r["count"], r["unique_user_count"]) for r in total.results] == [
+            ("Clicked", 1, 1),
+            ("Opened", 4, 2),
+        ]
