@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tidings import __version__
+from tidings.admin import admin_app
 from tidings.api.auth import KeyCache
 from tidings.api.errors import (
     DATABASE_UNAVAILABLE,
@@ -138,6 +139,7 @@ def create_app(
     app.include_router(users_router(services, keys))
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))
+    app.mount("/admin", admin_app(services))  # the admin web UI (docs/admin.md)
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
     async def health() -> Response:
