@@ -65,7 +65,7 @@ def test_build_a_dynamic_list_and_see_its_count(page: Any, site: Site) -> None:
     page.fill(
         "#f-rule", '{"type": "string", "group": "user", "path": "data.tier", "operator": "="}'
     )
-    page.wait_for_selector("#rule-check .errors")  # no value: the error is shown in place
+    page.wait_for_selector('#rule-check[aria-busy="false"] .errors')  # no value: shown in place
     assert "rule.value" in page.locator("#rule-check").inner_text()
     rule = {
         "type": "string",
@@ -75,7 +75,7 @@ def test_build_a_dynamic_list_and_see_its_count(page: Any, site: Site) -> None:
         "value": "gold",
     }
     page.fill("#f-rule", json.dumps(rule))
-    count = page.wait_for_selector("#rule-check [data-count]")
+    count = page.wait_for_selector('#rule-check[aria-busy="false"] [data-count]')
     assert count.get_attribute("data-count") == "2"
     assert "2 of" in page.locator("#rule-check").inner_text()
     page.click("text=Create list")

@@ -100,7 +100,7 @@
             }
             while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
           }
-          setStatus("Live: checked " + new Date().toLocaleTimeString() + ".");
+          setStatus("Live: up to date (checked every few seconds).");
           schedule();
         })
         .catch(function (error) {
@@ -148,7 +148,12 @@
     var field = rule.closest("[data-rule-field]");
     var pending = null, sequence = 0;
 
+    var fit = function () {
+      rule.rows = Math.max(8, Math.min(40, rule.value.split("\n").length + 1));
+    };
+
     var show = function (answer) {
+      if (!pending) check.setAttribute("aria-busy", "false"); // else newer text is waiting
       check.textContent = "";
       if (answer.error) { check.appendChild(el("p", answer.message, "error")); return; }
       if (answer.errors && answer.errors.length) {
@@ -177,6 +182,7 @@
     };
 
     var run = function () {
+      pending = null;
       var mine = ++sequence;
       fetch(rule.getAttribute("data-preview"), {
         method: "POST",
@@ -186,10 +192,16 @@
       })
         .then(function (response) { return response.json(); })
         .then(function (answer) { if (mine === sequence) show(answer); })
-        .catch(function () { if (mine === sequence) check.textContent = "Could not check the rule just now."; });
+        .catch(function () {
+          if (mine !== sequence) return;
+          check.setAttribute("aria-busy", "false");
+          check.textContent = "Could not check the rule just now.";
+        });
     };
 
     rule.addEventListener("input", function () {
+      check.setAttribute("aria-busy", "true");
+      fit();
       if (pending) window.clearTimeout(pending);
       pending = window.setTimeout(run, 400);
     });
@@ -200,7 +212,11 @@
     };
     types.forEach(function (input) { input.addEventListener("change", follow); });
     follow();
-    if (!field.classList.contains("has-error")) run();
+    fit();
+    if (!field.classList.contains("has-error")) {
+      check.setAttribute("aria-busy", "true");
+      run();
+    }
   }
 
   // -- CSV import of a file, in chunks, with progress ----------------------------------------------
