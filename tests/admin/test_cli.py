@@ -133,3 +133,19 @@ def test_a_new_password_signs_the_account_out_everywhere(database: str) -> None:
     assert store.session("hash-of-a-token", now=2) is None
     renewed = store.credentials("a@example.com")
     assert renewed is not None and Passwords().verify(renewed[1], "second passphrase")
+
+
+def test_serve_says_how_to_make_the_first_account(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidings import cli
+
+    db = open_database(database)
+    try:
+        cli._admin_hint(db)
+        assert "tidings admin create --email" in capsys.readouterr().err
+        _run(database, "admin", "create", "--email", "a@example.com", password="long enough pw")
+        cli._admin_hint(db)
+        assert capsys.readouterr().err == ""
+    finally:
+        db.dispose()
