@@ -67,22 +67,31 @@ def check_rule(text: str) -> tuple[dict[str, Any] | None, Rule | None, list[Fiel
 def preview_count(admin: Admin, project_id: int, rule: Rule, now: int) -> dict[str, Any]:
     """How many of the project's newest ``PREVIEW_SAMPLE`` profiles match the rule."""
     reader = admin.services.db.reader
-    window = (
-        sa.select(profiles.c.id)
-        .where(profiles.c.project_id == project_id)
-        .order_by(profiles.c.created_at.desc(), profiles.c.id.desc())
-        .limit(PREVIEW_SAMPLE)
-        .subquery()
-    )
-    matching = compile_rule(
-        rule, project_id=project_id, now=now, dialect=reader.dialect.name
-    ).where(profiles.c.id.in_(sa.select(window.c.id)))
+    created, pid = profiles.c.created_at, profiles.c.id
+    matching = compile_rule(rule, project_id=project_id, now=now, dialect=reader.dialect.name)
     with reader.connect() as conn:
-        scanned = conn.execute(sa.select(sa.func.count()).select_from(window)).scalar_one()
+        # The oldest profile of the sample: the rule then runs over one range of the
+        # (project, created_at, id) index, whichever plan the database picks for it.
+        edge = conn.execute(
+            sa.select(created, pid)
+            .where(profiles.c.project_id == project_id)
+            .order_by(created.desc(), pid.desc())
+            .offset(PREVIEW_SAMPLE - 1)
+            .limit(1)
+        ).first()
+        if edge is not None:
+            matching = matching.where(
+                created >= edge.created_at, sa.or_(created > edge.created_at, pid >= edge.id)
+            )
         matched = conn.execute(
             sa.select(sa.func.count()).select_from(matching.subquery())
         ).scalar_one()
-    return {"matched": int(matched), "scanned": int(scanned), "exact": scanned < PREVIEW_SAMPLE}
+        scanned = PREVIEW_SAMPLE
+        if edge is None:
+            scanned = conn.execute(
+                sa.select(sa.func.count()).where(profiles.c.project_id == project_id)
+            ).scalar_one()  # fewer than the sample: a small count
+    return {"matched": int(matched), "scanned": int(scanned), "exact": edge is None}
 
 
 def _tags(text: str) -> list[str]:

@@ -21,6 +21,7 @@ STREAM_SIZE = 50
 # The live stream shows events whose time is within this window (an index range read);
 # older events sent late are in their user's timeline.
 STREAM_WINDOW = 24 * 3600 * 1_000_000
+STREAM_STEPS = (5 * 60 * 1_000_000, 3600 * 1_000_000, STREAM_WINDOW)
 
 
 def users(page: Page) -> Response:
@@ -92,9 +93,21 @@ def _present(page: Page, event: StreamEvent, timezone: str) -> dict[str, Any]:
     }
 
 
+def _recent(page: Page, after: tuple[int, str] | None = None) -> list[StreamEvent]:
+    """The newest events: first of the last few minutes, widening to the whole window
+    only when those are too few, so that a busy project's page reads a short range."""
+    now = page.admin.clock()
+    for window in STREAM_STEPS:
+        rows = page.admin.views.recent_events(
+            page.pid, since=now - window, after=after, limit=STREAM_SIZE
+        )
+        if len(rows) >= STREAM_SIZE:
+            break
+    return rows
+
+
 def stream(page: Page) -> Response:
-    since = page.admin.clock() - STREAM_WINDOW
-    rows = page.admin.views.recent_events(page.pid, since=since, limit=STREAM_SIZE)
+    rows = _recent(page)
     timezone = page.context()["timezone"]
     return page.render(
         "events.html",
@@ -106,9 +119,7 @@ def stream(page: Page) -> Response:
 
 def feed(page: Page) -> Response:
     """The stream's new events since the newest one shown (for static/admin.js)."""
-    after = _after(page.query("after"))
-    since = page.admin.clock() - STREAM_WINDOW
-    rows = page.admin.views.recent_events(page.pid, since=since, after=after, limit=STREAM_SIZE)
+    rows = _recent(page, _after(page.query("after")))
     timezone = page.context()["timezone"]
     return json_response({"events": [_present(page, e, timezone) for e in rows]})
 

@@ -1,4 +1,5 @@
-"""The admin UI: accounts, per-project roles, sessions and failed sign-ins.
+"""The admin UI: accounts, per-project roles, sessions and failed sign-ins; on PostgreSQL,
+indexes for prefix searches of users (``text_pattern_ops``).
 
 See ``store/tables_admin.py`` for what each table holds.
 
@@ -15,6 +16,13 @@ revision = "0017"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
+
+# PostgreSQL: prefix searches of users (LIKE 'q%') by identity, email and phone.
+_PREFIX_INDEXES = (
+    ("ix_identities_project_value_prefix", "identities", "value"),
+    ("ix_profiles_project_lower_email_prefix", "profiles", "lower(email)"),
+    ("ix_profiles_project_phone_prefix", "profiles", "phone"),
+)
 
 
 def upgrade() -> None:
@@ -52,9 +60,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_admin_login_failures_subject", "admin_login_failures", ["subject", "at"])
     op.create_index("ix_admin_login_failures_at", "admin_login_failures", ["at"])
+    if op.get_bind().dialect.name == "postgresql":
+        for name, table, column in _PREFIX_INDEXES:
+            op.create_index(name, table, ["project_id", sa.text(f"{column} text_pattern_ops")])
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for name, table, _ in reversed(_PREFIX_INDEXES):
+            op.drop_index(name, table_name=table)
     op.drop_index("ix_admin_login_failures_at", table_name="admin_login_failures")
     op.drop_index("ix_admin_login_failures_subject", table_name="admin_login_failures")
     op.drop_table("admin_login_failures")
