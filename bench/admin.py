@@ -6,7 +6,8 @@
 A fresh SQLite database (or the PostgreSQL database ``--database-url`` names, which must
 be empty) gets N profiles (external ids ``cus_<n>``, emails, a few traits, created one
 millisecond apart) with their external identities, and ``--events`` events over the last
-60 days (five names, small properties, spread over the profiles), written straight into
+60 days (five names, small properties, spread over the profiles; written in the order of
+their times, as they arrive in life, which PostgreSQL's BRIN index on time relies on), written straight into
 the tables with ``INSERT … SELECT`` over a generated series. Then a static list of 10,000
 members and a dynamic list, an owner account, and a real ``tidings api`` server over it
 (no worker: nothing changes while it is measured). One signed-in client asks for each
@@ -86,6 +87,7 @@ def seed(db: Database, project_id: int, profiles: int, events: int, now: int) ->
         "WHEN 2 THEN 'Product viewed' WHEN 3 THEN 'Cart updated' ELSE 'Searched' END"
     )
     start = now - 400 * DAY
+    step = 60 * DAY // max(events, 1)  # events are written in the order they happened
     statements = [
         (
             profiles,
@@ -107,7 +109,7 @@ def seed(db: Database, project_id: int, profiles: int, events: int, now: int) ->
             f"{eid.format(x='i')}, {project_id}, "
             f"{pid.format(x=f'(i * 7919) % {profiles}')}, 'seed-' || i, {names}, "
             f'\'cus_\' || ((i * 7919) % {profiles}), \'{{"screen": "home", "n": 1}}\'{cast}, '
-            f":now - ((i * 2654435761) % 5184000) * {SECOND}, :now FROM {source}",
+            f":now - {60 * DAY} + i * :step, :now FROM {source}",
         ),
     ]
     # The events' secondary indexes are built after the rows are in (a sort, rather than
@@ -121,7 +123,8 @@ def seed(db: Database, project_id: int, profiles: int, events: int, now: int) ->
         for lo in range(0, total, 500_000):
             hi = min(total, lo + 500_000)
             with db.writer.begin() as conn:
-                conn.execute(sa.text(sql), {"lo": lo, "hi": hi, "start": start, "now": now})
+                values = {"lo": lo, "hi": hi, "start": start, "now": now, "step": step}
+                conn.execute(sa.text(sql), values)
             if sqlite:  # the server's checkpointer is not running: keep the WAL short
                 with db.reader.connect() as conn:
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

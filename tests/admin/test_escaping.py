@@ -172,4 +172,6 @@ async def test_page_views_never_count_rows(
     ):
         assert (await owner.get(url)).status_code == 200
     assert statements, "the listener saw the pages' queries"
-    assert not [s for s in statements if "count(" in s]
+    # The worker shares the engine on PostgreSQL: its lease checks are not the pages'.
+    pages = [s for s in statements if "pg_locks" not in s and "ingest_log" not in s]
+    assert not [s for s in pages if "count(" in s]
