@@ -6,14 +6,14 @@
 A fresh SQLite database (or the PostgreSQL database ``--database-url`` names, which must
 be empty) gets N profiles (external ids ``cus_<n>``, emails, a few traits, created one
 millisecond apart) with their external identities, and ``--events`` events over the last
-60 days (five names, small properties, spread over the profiles; written in the order of
-their times, as they arrive in life, which PostgreSQL's BRIN index on time relies on), written straight into
-the tables with ``INSERT … SELECT`` over a generated series. Then a static list of 10,000
-members and a dynamic list, an owner account, and a real ``tidings api`` server over it
-(no worker: nothing changes while it is measured). One signed-in client asks for each
-page ``--requests`` times in rounds (every page once per round, in a shuffled order, so
-noise from the shared machine hits all alike) over loopback, and the script prints each
-page's p50, p95 and max with the ratio of p95 to the target.
+60 days (five names, small properties, spread over the profiles; in the order of their
+times, as they arrive in life, which PostgreSQL's BRIN index on time relies on), written
+straight into the tables with ``INSERT … SELECT`` over a generated series. Then a static
+list of 10,000 members and a dynamic list, an owner account, and a real ``tidings api``
+server over it (no worker: nothing changes while it is measured). One signed-in client
+asks for each page ``--requests`` times in rounds (every page once per round, in a
+shuffled order, so noise from the shared machine hits all alike) over loopback, and the
+script prints each page's p50, p95 and max with the ratio of p95 to the target.
 
 Target (printed with its ratio; a miss never fails the script): every page's p95 under
 100 ms with 1,000,000 profiles and 10,000,000 events. The live count of the rule editor
