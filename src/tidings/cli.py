@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from tidings.domain import fields
 from tidings.domain.auth import Role, Scope
 from tidings.domain.errors import NotFound
 from tidings.settings import Settings
+
+if TYPE_CHECKING:  # imported lazily at run time: the CLI starts fast
+    from tidings.store.database import Database
 
 __all__ = ["app", "main"]
 
@@ -43,6 +46,10 @@ key_app = typer.Typer(
 )
 app.add_typer(project_app, name="project")
 app.add_typer(key_app, name="key")
+admin_app = typer.Typer(
+    help="Accounts of the admin web UI (/admin).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(admin_app, name="admin")
 
 console = Console(stderr=True)
 DatabaseOption = Annotated[
@@ -209,8 +216,19 @@ def serve(
             f"ones: scripts/tidings key create --project {demo} --scope public (and "
             "--scope secret --role admin)"
         )
+    _admin_hint(db)
     db.dispose()
     _run_http(settings, listener)
+
+
+def _admin_hint(db: Database) -> None:
+    from tidings.store.admin import AdminStore
+
+    if AdminStore(db.writer, db.reader).count_accounts() == 0:
+        console.print(
+            "No admin account yet: make one with [bold]scripts/tidings admin create --email "
+            "you@example.com[/bold], then sign in at /admin."
+        )
 
 
 @app.command()
@@ -600,6 +618,111 @@ def key_revoke(
     finally:
         db.dispose()
     print(json.dumps({"key_id": revoked, "revoked": True}) if as_json else f"key {revoked} revoked")
+
+
+def _admin_password(confirm: bool = True) -> str:
+    from tidings.domain.admin import password_problem
+
+    password = os.environ.get("TIDINGS_ADMIN_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise _fail("set TIDINGS_ADMIN_PASSWORD, or run this in a terminal to be asked")
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    problem = password_problem(password)
+    if problem is not None:
+        raise _fail(problem)
+    return password
+
+
+@admin_app.command("create")
+def admin_create(
+    email: Annotated[str, typer.Option(help="The account's email; it signs in with it.")],
+    owner: Annotated[
+        bool,
+        typer.Option(
+            "--owner/--no-owner",
+            help="Owners are admins of every project; others get roles with `admin grant`.",
+        ),
+    ] = True,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Make an admin UI account; the password comes from TIDINGS_ADMIN_PASSWORD or is asked
+    for on the terminal."""
+    from tidings.admin.passwords import Passwords
+    from tidings.domain.errors import Conflict
+    from tidings.store.admin import AdminStore
+
+    try:
+        address = fields.normalise_email(email).lower()
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    password = _admin_password()
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=settings.is_sqlite and settings.auto_migrate)
+    try:
+        AdminStore(db.writer, db.reader).create_account(
+            address, Passwords().hash(password), owner=owner, now=time.time_ns() // 1000
+        )
+    except Conflict as exc:
+        raise _fail(exc.message) from None
+    finally:
+        db.dispose()
+    kind = "owner (admin of every project)" if owner else "account with no project yet"
+    print(f"admin {address}: {kind}; sign in at /admin")
+
+
+@admin_app.command("grant")
+def admin_grant(
+    email: Annotated[str, typer.Option(help="The account's email.")],
+    project: Annotated[int, typer.Option(help="Project id.")],
+    role: Annotated[
+        str, typer.Option(help="support, editor, publisher, admin, or none to take access away.")
+    ],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Give an account a role in one project (as API keys have: support < editor <
+    publisher < admin)."""
+    from tidings.store.admin import AdminStore
+    from tidings.store.projects import ProjectStore
+
+    try:
+        parsed = None if role.lower() == "none" else Role.parse(role)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=False)
+    try:
+        ProjectStore(db.writer, db.reader).get_project(project)
+        AdminStore(db.writer, db.reader).grant(email, project, parsed)
+    except NotFound as exc:
+        raise _fail(exc.message) from None
+    finally:
+        db.dispose()
+    print(f"{email.lower()}: {role.lower()} in project {project}")
+
+
+@admin_app.command("password")
+def admin_password(
+    email: Annotated[str, typer.Option(help="The account's email.")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Set an account's password (TIDINGS_ADMIN_PASSWORD, or asked for); signs it out
+    everywhere."""
+    from tidings.admin.passwords import Passwords
+    from tidings.store.admin import AdminStore
+
+    password = _admin_password()
+    settings = _settings(database_url)
+    db = _open(settings, migrate_if_needed=False)
+    try:
+        AdminStore(db.writer, db.reader).set_password(
+            email, Passwords().hash(password), now=time.time_ns() // 1000
+        )
+    except NotFound as exc:
+        raise _fail(exc.message) from None
+    finally:
+        db.dispose()
+    print(f"{email.lower()}: password changed; its sessions are signed out")
 
 
 IMPORT_CHUNK = 5_000  # rows a transaction: short enough not to hold up the other writers

@@ -1,1 +1,5 @@
-"""The server-rendered admin UI at /admin (docs/admin.md)."""
+"""The admin web UI at ``/admin``: server-rendered pages over the stores (docs/admin.md)."""
+
+from tidings.admin.app import admin_app
+
+__all__ = ["admin_app"]

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tidings import __version__
+from tidings.admin import admin_app
 from tidings.api.auth import KeyCache
 from tidings.api.campaigns import campaigns_router
 from tidings.api.cors import CorsMiddleware, PreflightOrigins
@@ -215,6 +216,7 @@ def create_app(
     app.include_router(segment_settings_router(keys))  # GET /v1/projects/{key}/settings
     app.include_router(rudderstack_config_router(keys))  # GET /sourceConfig/
     app.include_router(journeys_router(services, keys))
+    app.mount("/admin", admin_app(services))  # the admin web UI (docs/admin.md)
 
     @app.get("/api/health", tags=["operations"], summary="Liveness and processing lag")
     async def health() -> Response:

@@ -30,6 +30,7 @@ from tidings.store.tables import (
 __all__ = ["Page", "UserQueries"]
 
 _CHUNK = 300
+SEARCH_CANDIDATES = 2000  # more profiles than this match a search: test the newest in turn
 # Sorts after every string that starts with the prefix (byte order; SQLite's BINARY).
 _MAX_CHAR = "\U0010ffff"
 _PHONE_NOISE = re.compile(r"[\s().-]")
@@ -99,16 +100,57 @@ class UserQueries:
             )
         return column.startswith(prefix, autoescape=True)
 
+    def _matches(self, conn: Connection, project_id: int, q: str) -> list[str] | None:
+        """The ids of the profiles ``_search`` finds, each kind of identifier looked up
+        in its own index; None when there are more than ``SEARCH_CANDIDATES`` (a short,
+        common prefix), for which walking the newest profiles and testing each is cheaper.
+        With the ids in hand the page reads them by key and sorts a few rows, instead of
+        testing every profile of the project in turn (1.1 s at a million profiles)."""
+        cap = SEARCH_CANDIDATES + 1
+        queries = [
+            sa.select(identities.c.profile_id).where(
+                identities.c.project_id == project_id,
+                identities.c.kind.in_(("external", "anonymous")),
+                self._starts_with(identities.c.value, q),
+            ),
+            sa.select(profiles.c.id).where(
+                profiles.c.project_id == project_id,
+                self._starts_with(sa.func.lower(profiles.c.email), q.lower())
+                if self._sqlite
+                else sa.func.lower(profiles.c.email).startswith(q.lower(), autoescape=True),
+            ),
+        ]
+        phone = _PHONE_NOISE.sub("", q)
+        if _PHONE_PREFIX.match(phone):
+            queries.append(
+                sa.select(profiles.c.id).where(
+                    profiles.c.project_id == project_id, self._starts_with(profiles.c.phone, phone)
+                )
+            )
+        found: set[str] = set()
+        for query in queries:
+            found.update(conn.execute(query.limit(cap)).scalars())
+            if len(found) >= cap:
+                return None
+        return sorted(found)
+
     def _search(self, project_id: int, q: str) -> Any:
         """Profiles whose external id, an anonymous id, email (ignoring case) or phone
         starts with ``q``."""
-        by_identity = sa.select(identities.c.profile_id).where(
-            identities.c.project_id == project_id,
-            identities.c.kind.in_(("external", "anonymous")),
-            self._starts_with(identities.c.value, q),
+        # Correlated: probed for each profile tested (ix_identities_profile), so that a
+        # common prefix is not first gathered whole.
+        by_identity = (
+            sa.select(identities.c.profile_id)
+            .where(
+                identities.c.profile_id == profiles.c.id,
+                identities.c.project_id == project_id,
+                identities.c.kind.in_(("external", "anonymous")),
+                self._starts_with(identities.c.value, q),
+            )
+            .exists()
         )
         conditions = [
-            profiles.c.id.in_(by_identity),
+            by_identity,
             sa.func.lower(profiles.c.email).startswith(q.lower(), autoescape=True),
         ]
         phone = _PHONE_NOISE.sub("", q)
@@ -122,7 +164,12 @@ class UserQueries:
         position = decode_profile_cursor(cursor) if cursor else None
         scope = [profiles.c.project_id == project_id]
         if q:
-            scope.append(self._search(project_id, q))
+            with self.reader.connect() as conn:
+                matches = self._matches(conn, project_id, q)
+            if matches is None:
+                scope.append(self._search(project_id, q))
+            else:
+                scope.append(profiles.c.id.in_(matches))
         created, pid = profiles.c.created_at, profiles.c.id
         query = sa.select(profiles).where(*scope)
         backwards = position is not None and position[0] == "p"
