@@ -1,0 +1,205 @@
+"""The ``smtp`` provider: email through an SMTP server, with aiosmtplib.
+
+``data``: ``host``, ``port``, ``username?``, ``password?`` (secret), ``tls``: ``"none"``
+(plain), ``"starttls"`` (upgrade after connecting; refused if the server cannot) or
+``"tls"`` (TLS from the start, usually port 465); ``validate_certs?`` (true),
+``timeout?`` (seconds, 30), ``pool_size?`` (connections kept open, 4).
+
+Connections are pooled: a send takes an idle connection (one idle for more than 30 s is
+checked with ``NOOP`` first), and gives it back after a clean transaction; a connection
+that saw any error is closed. The message is MIME (``multipart/alternative`` when it has
+both text and HTML) with ``From``, ``To``, ``Cc``, ``Reply-To``, ``Subject``, ``Date``, a
+``Message-ID`` (kept as the provider message id) and the message's own headers
+(``List-Unsubscribe`` and the like) passed through; ``Bcc`` recipients are only on the
+envelope.
+
+Answers: a reply 4xx (and timeouts, refused or dropped connections) is transient, a 5xx
+is permanent; when every recipient is refused, transient if any refusal was a 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import email.policy
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiosmtplib
+
+from tidings.domain.channels import DeliveryResult, EmailMessage, Message, Outcome
+from tidings.domain.errors import InvalidRequest
+from tidings.messaging.providers._data import optional_str, required_str
+
+__all__ = ["CHANNEL", "SECRET_FIELDS", "SmtpProvider", "build", "mime_message"]
+
+CHANNEL = "email"
+SECRET_FIELDS: frozenset[str] = frozenset({"password"})
+_TLS = ("none", "starttls", "tls")
+_CHECK_IDLE_AFTER = 30.0
+# Headers the provider writes itself; a message's own headers cannot replace them.
+_OWN = frozenset({"from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id"})
+_OWN |= {"mime-version", "content-type", "content-transfer-encoding"}
+
+
+def mime_message(message: EmailMessage) -> email.message.EmailMessage:
+    """The MIME form of ``message`` (ValueError for a header that would not be safe)."""
+    mime = email.message.EmailMessage(policy=email.policy.SMTP)
+    mime["From"] = email.utils.formataddr((message.from_name or "", message.from_address))
+    mime["To"] = message.to
+    if message.cc:
+        mime["Cc"] = ", ".join(message.cc)
+    if message.reply_to:
+        mime["Reply-To"] = message.reply_to
+    mime["Subject"] = message.subject
+    mime["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    domain = message.from_address.rpartition("@")[2] or None
+    mime["Message-ID"] = email.utils.make_msgid(domain=domain)
+    for name, value in message.headers.items():
+        if name.lower() in _OWN:
+            continue
+        mime[name] = value
+    if message.text is not None and message.html is not None:
+        mime.set_content(message.text)
+        mime.add_alternative(message.html, subtype="html")
+    elif message.html is not None:
+        mime.set_content(message.html, subtype="html")
+    else:
+        mime.set_content(message.text or "")
+    return mime
+
+
+class SmtpProvider:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        tls: str = "none",
+        username: str | None = None,
+        password: str | None = None,
+        validate_certs: bool = True,
+        timeout: float = 30.0,
+        pool_size: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self.password = password
+        self.validate_certs = validate_certs
+        self.timeout = timeout
+        self.clock = clock
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self.connections_opened = 0
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.tls == "tls",
+            start_tls=self.tls == "starttls",
+            validate_certs=self.validate_certs,
+            timeout=self.timeout,
+        )
+        await client.connect()  # logs in when a username is set
+        self.connections_opened += 1
+        return client
+
+    async def _take(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client, used_at = self._idle.pop()
+            if not client.is_connected:
+                continue
+            if self.clock() - used_at > _CHECK_IDLE_AFTER:
+                try:
+                    await client.noop()
+                except Exception:  # the server closed it meanwhile: open another
+                    await _close(client)
+                    continue
+            return client
+        return await self._connect()
+
+    async def send(self, message: Message) -> DeliveryResult:
+        if not isinstance(message, EmailMessage):
+            return DeliveryResult(Outcome.PERMANENT, reason="smtp: not an email message")
+        try:
+            mime = mime_message(message)
+        except Exception as exc:  # a header value with a line break, …
+            return DeliveryResult(Outcome.PERMANENT, reason=f"smtp: bad message: {exc}")
+        recipients = [message.to, *message.cc, *message.bcc]
+        async with self._slots:
+            client: aiosmtplib.SMTP | None = None
+            try:
+                client = await self._take()
+                await client.send_message(mime, sender=message.from_address, recipients=recipients)
+            except Exception as exc:  # never raise from send
+                if client is not None:
+                    await _close(client)
+                return _classify(exc)
+            self._idle.append((client, self.clock()))
+        return DeliveryResult(Outcome.ACCEPTED, provider_message_id=str(mime["Message-ID"]))
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            try:
+                await client.quit()
+            except Exception:
+                await _close(client)
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    try:
+        client.close()
+    except Exception:  # already closed
+        return
+
+
+def _by_code(code: int, text: str) -> DeliveryResult:
+    outcome = Outcome.TRANSIENT if 400 <= code < 500 else Outcome.PERMANENT
+    return DeliveryResult(outcome, reason=f"smtp: {code} {text}".strip())
+
+
+def _classify(exc: Exception) -> DeliveryResult:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refusals = exc.recipients
+        transient = any(400 <= r.code < 500 for r in refusals)
+        details = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
+        return DeliveryResult(
+            Outcome.TRANSIENT if transient else Outcome.PERMANENT,
+            reason=f"smtp: every recipient refused: {details}",
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _by_code(exc.code, exc.message)
+    if isinstance(exc, OSError):  # timeouts, refused and dropped connections
+        return DeliveryResult(Outcome.TRANSIENT, reason=f"smtp: {type(exc).__name__}: {exc}")
+    return DeliveryResult(Outcome.PERMANENT, reason=f"smtp: {type(exc).__name__}: {exc}")
+
+
+def build(data: Mapping[str, Any]) -> SmtpProvider:
+    tls = data.get("tls", "none")
+    if tls not in _TLS:
+        raise InvalidRequest("data.tls must be none, starttls or tls.", param="data.tls")
+    port = data.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise InvalidRequest("data.port must be a port number.", param="data.port")
+    pool_size = data.get("pool_size", 4)
+    if not isinstance(pool_size, int) or not 1 <= pool_size <= 100:
+        raise InvalidRequest("data.pool_size must be 1 to 100.", param="data.pool_size")
+    return SmtpProvider(
+        host=required_str(data, "host"),
+        port=port,
+        tls=tls,
+        username=optional_str(data, "username"),
+        password=optional_str(data, "password"),
+        validate_certs=data.get("validate_certs", True) is not False,
+        timeout=float(data.get("timeout") or 30.0),
+        pool_size=pool_size,
+    )
