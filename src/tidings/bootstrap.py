@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from tidings.log.database import DatabaseLog, open_log_file
 from tidings.log.nats import NatsLog
 from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
+from tidings.messaging.tracking import TokenTracker
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
@@ -24,13 +26,14 @@ from tidings.settings import Settings
 from tidings.store import migrate
 from tidings.store.database import Database, open_database
 from tidings.store.idempotency import IdempotencyStore
+from tidings.store.instance import instance_secret
 from tidings.store.leases import open_leases
 from tidings.store.profiles import ProfileStore
 from tidings.store.projects import ProjectStore
 from tidings.store.retention import EventUpkeep
 from tidings.store.schema import SchemaStore
 
-__all__ = ["SchemaError", "Services", "build", "ensure_schema"]
+__all__ = ["SchemaError", "Services", "build", "ensure_schema", "tracker_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -259,3 +262,19 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
             log, max_items=settings.commit_max_items, on_commit=consumer.wake.set, direct=direct
         )
     return services
+
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+def tracker_for(settings: Settings, db: Database) -> TokenTracker:
+    """Signs and reads tracking links: with ``TIDINGS_SECRET_KEY``, else with the key this
+    installation made on its first start and keeps in ``instance_secrets``; links start
+    with ``TIDINGS_PUBLIC_URL`` (``serve``/``api`` set it to their own address when unset)."""
+    if settings.secret_key is not None:
+        key = settings.secret_key.get_secret_value()
+    else:
+        key = instance_secret(
+            db.writer, "tracking_key", lambda: secrets.token_urlsafe(32), time.time_ns() // 1000
+        )
+    return TokenTracker(key, settings.public_url or DEFAULT_PUBLIC_URL)

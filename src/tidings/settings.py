@@ -100,6 +100,19 @@ class Settings(BaseSettings):
         "behind a proxy that sets that header itself).",
     )
 
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Signs tracking and unsubscribe links (at least 16 characters; changing "
+        "it invalidates links already sent). Unset: a random key made on first start and "
+        "kept in the database (table instance_secrets), so every node shares it.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address links in messages start with (tracking, unsubscribe), "
+        "e.g. https://tidings.example.com. Unset: the address `serve`/`api` listen on.",
+    )
+
     @property
     def database_url_value(self) -> str:
         return self.database_url.get_secret_value()
