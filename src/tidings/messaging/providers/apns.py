@@ -37,11 +37,7 @@ import msgspec
 
 from tidings.domain.channels import DeliveryResult, Message, Outcome, PushMessage
 from tidings.messaging.providers._data import optional_str, required_str
-from tidings.messaging.providers._http import (
-    classify_exception,
-    classify_status,
-    make_client,
-)
+from tidings.messaging.providers._http import Answer, classify_exception, classify_status
 
 __all__ = [
     "CHANNEL",
@@ -116,9 +112,12 @@ class ApnsProvider:
             if response.status_code == 403 and _reason(response) == "ExpiredProviderToken":
                 token = await self._provider_token(stale=token)
                 response = await self._post(url, body, token)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            return DeliveryResult(Outcome.TRANSIENT, reason=f"apns: {type(exc).__name__}: {exc}")
         except Exception as exc:  # never raise from send
             return classify_exception(exc, "apns")
-        result = classify_status(response, "apns", message_id=response.headers.get("apns-id"))
+        answer = Answer(response.status_code, response.headers, response.content)
+        result = classify_status(answer, "apns", message_id=response.headers.get("apns-id"))
         if result.outcome is Outcome.ACCEPTED:
             return result
         reason = _reason(response)
@@ -156,6 +155,21 @@ def _reason(response: httpx.Response) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
+def _http2_client(data: Mapping[str, Any]) -> httpx.AsyncClient:
+    """HTTP/2 only (APNs speaks nothing else): ``data.timeout`` (10 s),
+    ``data.max_connections`` (4: each carries many concurrent streams)."""
+    timeout = float(data.get("timeout") or 10.0)
+    connections = int(data.get("max_connections") or 4)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        follow_redirects=False,
+        http1=False,
+        http2=True,
+        trust_env=False,
+    )
+
+
 def build(data: Mapping[str, Any], *, clock: Callable[[], float] = time.time) -> ApnsProvider:
     base_url = optional_str(data, "base_url") or (
         SANDBOX_URL if data.get("sandbox") is True else PRODUCTION_URL
@@ -165,7 +179,7 @@ def build(data: Mapping[str, Any], *, clock: Callable[[], float] = time.time) ->
         key_id=required_str(data, "key_id"),
         private_key=required_str(data, "private_key"),
         bundle_id=required_str(data, "bundle_id"),
-        client=make_client(data, http2=True),
+        client=_http2_client(data),
         base_url=base_url,
         clock=clock,
     )

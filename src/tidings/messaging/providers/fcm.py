@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
 import jwt
 import msgspec
 
@@ -36,9 +35,10 @@ from tidings.domain.channels import DeliveryResult, Message, Outcome, PushMessag
 from tidings.domain.errors import InvalidRequest
 from tidings.messaging.providers._data import optional_str, required_str
 from tidings.messaging.providers._http import (
+    Answer,
+    HttpClient,
     classify_exception,
     classify_status,
-    make_client,
 )
 
 __all__ = [
@@ -72,7 +72,7 @@ class FcmProvider:
         project_id: str,
         client_email: str,
         private_key: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         base_url: str = DEFAULT_BASE_URL,
         token_url: str = DEFAULT_TOKEN_URL,
         clock: Callable[[], float] = time.time,
@@ -105,16 +105,19 @@ class FcmProvider:
                 self.private_key,
                 algorithm="RS256",
             )
-            response = await self.client.post(
+            response = await self.client.request(
+                "POST",
                 self.token_url,
-                data={"grant_type": GRANT_TYPE, "assertion": assertion},
+                form={"grant_type": GRANT_TYPE, "assertion": assertion},
                 headers={"Accept": "application/json"},
             )
             self.token_fetches += 1
-            if response.status_code != 200:
+            if response.status != 200:
                 result = classify_status(response, "fcm: token exchange")
+                if result.outcome is Outcome.ACCEPTED:  # a 2xx other than 200
+                    result = DeliveryResult(Outcome.TRANSIENT, reason="fcm: token exchange")
                 raise _TokenRefused(result)
-            answer = _json(response)
+            answer = response.json()
             token = answer.get("access_token")
             if not isinstance(token, str) or not token:
                 raise _TokenRefused(
@@ -133,7 +136,7 @@ class FcmProvider:
         try:
             token = await self._access_token()
             response = await self._post(body, token)
-            if response.status_code == 401:  # revoked or expired early: a new one, once
+            if response.status == 401:  # revoked or expired early: a new one, once
                 token = await self._access_token(stale=token)
                 response = await self._post(body, token)
         except _TokenRefused as refused:
@@ -150,10 +153,11 @@ class FcmProvider:
             )
         return result
 
-    async def _post(self, body: bytes, token: str) -> httpx.Response:
-        return await self.client.post(
+    async def _post(self, body: bytes, token: str) -> Answer:
+        return await self.client.request(
+            "POST",
             self.url,
-            content=body,
+            body=body,
             headers={
                 "Authorization": f"Bearer {token}",
                 "Content-Type": "application/json; charset=UTF-8",
@@ -180,22 +184,14 @@ def _fcm_message(message: PushMessage) -> dict[str, Any]:
     return body
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = msgspec.json.decode(response.content)
-    except msgspec.DecodeError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _name(response: httpx.Response) -> str | None:
-    name = _json(response).get("name") if response.status_code == 200 else None
+def _name(answer: Answer) -> str | None:
+    name = answer.json().get("name") if answer.status == 200 else None
     return name if isinstance(name, str) else None
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(answer: Answer) -> str | None:
     """FCM's ``errorCode`` (UNREGISTERED, …) or the error's ``status``."""
-    error = _json(response).get("error")
+    error = answer.json().get("error")
     if not isinstance(error, dict):
         return None
     for detail in error.get("details") or ():
@@ -238,7 +234,7 @@ def build(data: Mapping[str, Any], *, clock: Callable[[], float] = time.time) ->
         project_id=required_str(data, "project_id"),
         client_email=client_email,
         private_key=private_key,
-        client=make_client(data),
+        client=HttpClient(data),
         base_url=optional_str(data, "base_url") or DEFAULT_BASE_URL,
         token_url=token_url,
         clock=clock,

@@ -24,16 +24,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import msgspec
 
 from tidings.domain.channels import DeliveryResult, Message, Outcome, TextMessage
 from tidings.domain.errors import InvalidRequest
 from tidings.messaging.providers._data import optional_str, required_str
 from tidings.messaging.providers._http import (
+    Answer,
+    HttpClient,
     classify_exception,
     classify_status,
-    make_client,
 )
 
 __all__ = ["CHANNEL", "SECRET_FIELDS", "HttpSmsProvider", "build"]
@@ -48,7 +48,7 @@ class HttpSmsProvider:
         self,
         url: str,
         *,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         api_key: str | None = None,
         sender: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -71,27 +71,25 @@ class HttpSmsProvider:
         if self.sender:
             body["from"] = self.sender
         try:
-            response = await self.client.post(self.url, content=_encode(body), headers=self.headers)
+            answer = await self.client.request(
+                "POST", self.url, body=_encode(body), headers=self.headers
+            )
         except Exception as exc:  # never raise from send
             return classify_exception(exc, "http_sms")
-        return classify_status(response, "http_sms", message_id=_message_id(response))
+        return classify_status(answer, "http_sms", message_id=_message_id(answer))
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def _message_id(response: httpx.Response) -> str | None:
-    if not 200 <= response.status_code < 300:
+def _message_id(answer: Answer) -> str | None:
+    if not 200 <= answer.status < 300:
         return None
-    try:
-        answer = msgspec.json.decode(response.content)
-    except msgspec.DecodeError:
-        return None
-    if isinstance(answer, dict):
-        for name in ("id", "message_id"):
-            value = answer.get(name)
-            if isinstance(value, str | int) and not isinstance(value, bool):
-                return str(value)
+    found = answer.json()
+    for name in ("id", "message_id"):
+        value = found.get(name)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
     return None
 
 
@@ -104,7 +102,7 @@ def build(data: Mapping[str, Any]) -> HttpSmsProvider:
         raise InvalidRequest("data.headers must map names to strings.", param="data.headers")
     return HttpSmsProvider(
         url,
-        client=make_client(data),
+        client=HttpClient(data),
         api_key=optional_str(data, "api_key"),
         sender=optional_str(data, "from"),
         headers={str(k): str(v) for k, v in headers.items()},

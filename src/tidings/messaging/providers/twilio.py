@@ -15,19 +15,17 @@ permanent, its reason carrying Twilio's code and message.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
-
-import httpx
-import msgspec
 
 from tidings.domain.channels import DeliveryResult, Message, Outcome, TextMessage
 from tidings.domain.errors import InvalidRequest
 from tidings.messaging.providers._data import optional_str, required_str
 from tidings.messaging.providers._http import (
+    HttpClient,
     classify_exception,
     classify_status,
-    make_client,
 )
 
 __all__ = ["CHANNEL", "DEFAULT_BASE_URL", "SECRET_FIELDS", "TwilioProvider", "build"]
@@ -43,14 +41,15 @@ class TwilioProvider:
         *,
         account_sid: str,
         auth_token: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         base_url: str = DEFAULT_BASE_URL,
         sender: str | None = None,
         messaging_service_sid: str | None = None,
         status_callback: str | None = None,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
-        self.auth = httpx.BasicAuth(account_sid, auth_token)
+        credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self.headers = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
         self.client = client
         self.fields: dict[str, str] = {}
         if sender:
@@ -65,31 +64,21 @@ class TwilioProvider:
             return DeliveryResult(Outcome.PERMANENT, reason="twilio: not a text message")
         form = {"To": message.to, "Body": message.body, **self.fields}
         try:
-            response = await self.client.post(
-                self.url, data=form, auth=self.auth, headers={"Accept": "application/json"}
-            )
+            answer = await self.client.request("POST", self.url, form=form, headers=self.headers)
         except Exception as exc:  # never raise from send
             return classify_exception(exc, "twilio")
-        answer = _json(response)
-        result = classify_status(response, "twilio", message_id=_str(answer.get("sid")))
-        if result.outcome is not Outcome.ACCEPTED and "message" in answer:
-            code = answer.get("code")
-            reason = f"twilio: HTTP {response.status_code}: " + (
-                f"{code} {answer['message']}" if code is not None else str(answer["message"])
+        found = answer.json()
+        result = classify_status(answer, "twilio", message_id=_str(found.get("sid")))
+        if result.outcome is not Outcome.ACCEPTED and "message" in found:
+            code = found.get("code")
+            reason = f"twilio: HTTP {answer.status}: " + (
+                f"{code} {found['message']}" if code is not None else str(found["message"])
             )
             return DeliveryResult(result.outcome, reason=reason, retry_after=result.retry_after)
         return result
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = msgspec.json.decode(response.content)
-    except msgspec.DecodeError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _str(value: Any) -> str | None:
@@ -111,7 +100,7 @@ def build(data: Mapping[str, Any]) -> TwilioProvider:
     return TwilioProvider(
         account_sid=required_str(data, "account_sid"),
         auth_token=required_str(data, "auth_token"),
-        client=make_client(data),
+        client=HttpClient(data),
         base_url=base_url,
         sender=sender,
         messaging_service_sid=service,

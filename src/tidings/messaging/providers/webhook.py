@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from tidings.domain.channels import DeliveryResult, Message, Outcome, WebhookMessage
 from tidings.domain.errors import InvalidRequest
-from tidings.messaging.providers._http import classify_exception, classify_status, make_client
+from tidings.messaging.providers._http import HttpClient, classify_exception, classify_status
 
 __all__ = ["CHANNEL", "SECRET_FIELDS", "WebhookProvider", "build"]
 
@@ -25,7 +23,7 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 
 class WebhookProvider:
-    def __init__(self, headers: Mapping[str, str], client: httpx.AsyncClient) -> None:
+    def __init__(self, headers: Mapping[str, str], client: HttpClient) -> None:
         self.headers = dict(headers)
         self.client = client
 
@@ -39,15 +37,15 @@ class WebhookProvider:
             return DeliveryResult(Outcome.PERMANENT, reason="webhook: the URL is not http(s)")
         headers = {**self.headers, **message.headers}
         try:
-            response = await self.client.request(
+            answer = await self.client.request(
                 method,
                 message.url,
                 headers=headers,
-                content=message.body.encode() if message.body is not None else None,
+                body=message.body.encode() if message.body is not None else None,
             )
         except Exception as exc:  # never raise from send
             return classify_exception(exc, "webhook")
-        return classify_status(response, "webhook")
+        return classify_status(answer, "webhook")
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -59,4 +57,4 @@ def build(data: Mapping[str, Any]) -> WebhookProvider:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise InvalidRequest("data.headers must map names to strings.", param="data.headers")
-    return WebhookProvider(headers, make_client(data))
+    return WebhookProvider(headers, HttpClient(data))
