@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import gc
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -243,3 +244,15 @@ async def test_starttls_refused_by_a_server_without_it(smtpd: tuple[Inbox, int])
     await adapter.aclose()
     assert result.outcome is Outcome.PERMANENT  # never falls back to plain text
     assert inbox.mail == []
+
+
+# The first loop's connections are collected after asyncio.run closed that loop (as in a
+# worker that dropped its loop): their transports complain that the loop is closed.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_adapter_keeps_working_from_another_event_loop(smtpd: tuple[Inbox, int]) -> None:
+    inbox, port = smtpd
+    adapter = build_adapter("smtp", {"host": "127.0.0.1", "port": port, "tls": "none"})
+    for _ in range(2):
+        assert asyncio.run(adapter.send(_message(cc=(), bcc=()))).outcome is Outcome.ACCEPTED
+    assert len(inbox.mail) == 2
+    gc.collect()  # the first loop's leftovers, here rather than at exit

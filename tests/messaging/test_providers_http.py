@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 from typing import Any
 from urllib.parse import parse_qs
@@ -606,3 +607,36 @@ def test_secret_fields_are_listed_per_type_and_masked() -> None:
         "auth_token": "real",
         "from": "+2",
     }
+
+
+# The first loop's connections are collected after asyncio.run closed that loop (as in a
+# worker that dropped its loop): their transports complain that the loop is closed.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_adapter_keeps_working_from_another_event_loop() -> None:
+    """A worker that restarts its loop keeps its adapters: each loop gets its own pool."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    server = HttpServer(lambda r: _json_reply(200, {"id": "x"}))
+    loop.run_until_complete(server.__aenter__())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        adapter = build_adapter("http_sms", {"url": f"{server.url}/sms"})
+        push = build_adapter("fcm", _fcm_data(server.url))
+        for _ in range(2):
+            assert asyncio.run(adapter.send(SMS)).outcome is Outcome.ACCEPTED
+        # FCM's token endpoint here is the same fake: any 200 answer with a token.
+        server.responder = lambda r: (
+            _json_reply(200, {"access_token": "t", "expires_in": 3600})
+            if r.path == "/token"
+            else _json_reply(200, {"name": "n"})
+        )
+        for _ in range(2):
+            assert asyncio.run(push.send(PUSH)).outcome is Outcome.ACCEPTED
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        gc.collect()  # the first loops' leftovers, here rather than at exit

@@ -66,9 +66,15 @@ class HttpClient:
         self.timeout = float(data.get("timeout") or 10.0)
         self.max_connections = int(data.get("max_connections") or 100)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        # A session belongs to one event loop: an adapter used from another loop (a
+        # worker restarting its loop) opens a new one; the old loop's connections went
+        # with it.
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._loop = loop
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),

@@ -66,6 +66,7 @@ class ApnsProvider:
         private_key: str,
         bundle_id: str,
         client: httpx.AsyncClient,
+        make_client: Callable[[], httpx.AsyncClient] | None = None,
         base_url: str = PRODUCTION_URL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -75,12 +76,19 @@ class ApnsProvider:
         self.private_key = private_key
         self.bundle_id = bundle_id
         self.client = client
+        self._make_client = make_client or (lambda: client)
         self.clock = clock
         self._token: str | None = None
         self._made_at = 0.0
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _provider_token(self, *, stale: str | None = None) -> str:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the lock and the connections belong to one loop
+            if self._loop is not None:
+                self.client = self._make_client()
+            self._loop, self._lock = loop, asyncio.Lock()
         async with self._lock:
             now = self.clock()
             fresh = now - self._made_at < TOKEN_LIFETIME
@@ -180,6 +188,7 @@ def build(data: Mapping[str, Any], *, clock: Callable[[], float] = time.time) ->
         private_key=required_str(data, "private_key"),
         bundle_id=required_str(data, "bundle_id"),
         client=_http2_client(data),
+        make_client=lambda: _http2_client(data),
         base_url=base_url,
         clock=clock,
     )

@@ -86,10 +86,14 @@ class FcmProvider:
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.token_fetches = 0
 
     async def _access_token(self, *, stale: str | None = None) -> str:
         """The cached access token, or a new one (``stale``: the token a 401 refused)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a lock belongs to one event loop
+            self._loop, self._lock = loop, asyncio.Lock()
         async with self._lock:
             now = self.clock()
             if self._token is not None and self._token != stale and now < self._expires_at:

@@ -93,8 +93,10 @@ class SmtpProvider:
         self.validate_certs = validate_certs
         self.timeout = timeout
         self.clock = clock
+        self.pool_size = pool_size
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connections_opened = 0
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -134,6 +136,11 @@ class SmtpProvider:
         except Exception as exc:  # a header value with a line break, …
             return DeliveryResult(Outcome.PERMANENT, reason=f"smtp: bad message: {exc}")
         recipients = [message.to, *message.cc, *message.bcc]
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections and the semaphore belong to one loop
+            self._loop = loop
+            self._slots = asyncio.Semaphore(self.pool_size)
+            self._idle = []
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
             try:
