@@ -146,8 +146,11 @@ async def test_a_header_with_a_line_break_is_refused_not_sent(smtpd: tuple[Inbox
     inbox, port = smtpd
     adapter = build_adapter("smtp", {"host": "127.0.0.1", "port": port, "tls": "none"})
     result = await adapter.send(_message(subject="Hi\r\nBcc: victim@example.com"))
+    header = await adapter.send(_message(headers={"X-Campaign": "7\nBcc: victim@example.com"}))
+    name = await adapter.send(_message(headers={"Bcc: victim@example.com\nX": "1"}))
     await adapter.aclose()
     assert result.outcome is Outcome.PERMANENT
+    assert header.outcome is Outcome.PERMANENT and name.outcome is Outcome.PERMANENT
     assert inbox.mail == []
 
 
