@@ -259,3 +259,18 @@ def test_an_adapter_keeps_working_from_another_event_loop(smtpd: tuple[Inbox, in
         assert asyncio.run(adapter.send(_message(cc=(), bcc=()))).outcome is Outcome.ACCEPTED
     assert len(inbox.mail) == 2
     gc.collect()  # the first loop's leftovers, here rather than at exit
+
+
+async def test_long_non_ascii_subjects_and_names_arrive_intact(smtpd: tuple[Inbox, int]) -> None:
+    inbox, port = smtpd
+    adapter = build_adapter("smtp", {"host": "127.0.0.1", "port": port, "tls": "none"})
+    subject = "Ünïcödé – déjà vu, " * 8
+    message = _message(
+        subject=subject, from_name="Café Ämber", text="Grüße", html=None, cc=(), bcc=()
+    )
+    assert (await adapter.send(message)).outcome is Outcome.ACCEPTED
+    await adapter.aclose()
+    parsed = email.message_from_bytes(inbox.mail[0].original_content, policy=email.policy.default)
+    assert parsed["Subject"] == subject
+    assert parsed["From"] == "Café Ämber <news@shop.example>"
+    assert parsed.get_content().strip() == "Grüße"

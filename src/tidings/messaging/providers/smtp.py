@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from email.header import Header
-from email.message import Message
+from email.message import Message as MimeMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
@@ -47,7 +47,7 @@ _CHECK_IDLE_AFTER = 30.0
 _OWN = frozenset({"from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id"})
 _OWN |= {"mime-version", "content-type", "content-transfer-encoding"}
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but ":" (RFC 5322)
-_POLICY = email.policy.compat32.clone(linesep="\r\n")
+_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=998)
 
 
 def _check_header(name: str, value: str) -> None:
@@ -55,6 +55,12 @@ def _check_header(name: str, value: str) -> None:
         raise ValueError(f"header name {name[:40]!r} is not valid")
     if "\r" in value or "\n" in value:
         raise ValueError(f"header {name} contains a line break")
+
+
+def _encoded(value: str, name: str) -> str:
+    # RFC 2047 encoded words, folded knowing the header's name (so that the first line
+    # is not left empty, which readers take as a leading space).
+    return Header(value, "utf-8", header_name=name).encode()
 
 
 def mime_message(message: EmailMessage) -> tuple[str, bytes]:
@@ -72,7 +78,7 @@ def mime_message(message: EmailMessage) -> tuple[str, bytes]:
     for name, value in (*own.items(), ("Subject", message.subject), *message.headers.items()):
         _check_header(name, value)
     if message.text is not None and message.html is not None:
-        mime: Message = MIMEMultipart("alternative")
+        mime: MimeMessage = MIMEMultipart("alternative")
         mime.attach(MIMEText(message.text, "plain", "utf-8"))
         mime.attach(MIMEText(message.html, "html", "utf-8"))
     elif message.html is not None:
@@ -83,7 +89,7 @@ def mime_message(message: EmailMessage) -> tuple[str, bytes]:
         if value:
             mime[name] = value
     mime["Subject"] = (
-        message.subject if message.subject.isascii() else Header(message.subject, "utf-8")
+        message.subject if message.subject.isascii() else Header(message.subject, "utf-8").encode()
     )
     mime["Date"] = email.utils.formatdate(usegmt=True)
     domain = message.from_address.rpartition("@")[2] or "tidings.invalid"
@@ -91,7 +97,7 @@ def mime_message(message: EmailMessage) -> tuple[str, bytes]:
     mime["Message-ID"] = message_id
     for name, value in message.headers.items():
         if name.lower() not in _OWN:
-            mime[name] = value if value.isascii() else Header(value, "utf-8")
+            mime[name] = value if value.isascii() else _encoded(value, name)
     return message_id, mime.as_bytes(policy=_POLICY)
 
 
