@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +25,6 @@ from tidings.settings import Settings
 from tidings.store import migrate
 from tidings.store.database import Database, open_database
 from tidings.store.idempotency import IdempotencyStore
-from tidings.store.instance import instance_secret
 from tidings.store.leases import open_leases
 from tidings.store.profiles import ProfileStore
 from tidings.store.projects import ProjectStore
@@ -267,14 +265,13 @@ def build(settings: Settings, *, standalone_worker: bool = False) -> Services:
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
-def tracker_for(settings: Settings, db: Database) -> TokenTracker:
+def tracker_for(settings: Settings, secrets: Callable[[str], str]) -> TokenTracker:
     """Signs and reads tracking links: with ``TIDINGS_SECRET_KEY``, else with the key this
-    installation made on its first start and keeps in ``instance_secrets``; links start
-    with ``TIDINGS_PUBLIC_URL`` (``serve``/``api`` set it to their own address when unset)."""
+    installation made on its first start (``secrets("tracking_key")``, kept in the
+    database); links start with ``TIDINGS_PUBLIC_URL`` (``serve``/``api`` set it to their
+    own address when unset)."""
     if settings.secret_key is not None:
         key = settings.secret_key.get_secret_value()
     else:
-        key = instance_secret(
-            db.writer, "tracking_key", lambda: secrets.token_urlsafe(32), time.time_ns() // 1000
-        )
+        key = secrets("tracking_key")
     return TokenTracker(key, settings.public_url or DEFAULT_PUBLIC_URL)

@@ -19,6 +19,7 @@ from tidings.domain.channels import EmailMessage
 from tidings.domain.errors import NotFound
 from tidings.domain.tracking import TrackingRef
 from tidings.messaging.tracking import TokenTracker
+from tidings.store.instance import InstanceSecrets
 from tidings.store.tables import events
 
 
@@ -42,7 +43,9 @@ def unsubscribe() -> FakeUnsubscribe:
 
 @pytest.fixture
 def tracker(services: Services) -> TokenTracker:
-    return tracker_for(services.settings, services.db)
+    return tracker_for(
+        services.settings, InstanceSecrets(services.db.writer, services.db.reader).get
+    )
 
 
 @pytest.fixture
@@ -229,8 +232,11 @@ async def test_one_click_unsubscribe_as_rfc_8058_sends_it(
 
 
 async def test_the_generated_key_is_kept_and_shared(services: Services) -> None:
-    first = tracker_for(services.settings, services.db)
-    second = tracker_for(services.settings, services.db)  # another node, or a restart
+    def secrets() -> InstanceSecrets:  # each node, or each start, reads it again
+        return InstanceSecrets(services.db.writer, services.db.reader)
+
+    first = tracker_for(services.settings, secrets().get)
+    second = tracker_for(services.settings, secrets().get)
     ref = TrackingRef(1, "p", 1, 1, None, "email")
     assert second.read_open(first.token("open", ref)) == ref
     configured = services.settings.model_copy(
@@ -239,6 +245,32 @@ async def test_the_generated_key_is_kept_and_shared(services: Services) -> None:
             "public_url": "https://t.example",
         }
     )
-    own = tracker_for(configured, services.db)
+    own = tracker_for(configured, secrets().get)
     assert own.read_open(first.token("open", ref)) is None
     assert own.open_url(ref).startswith("https://t.example/t/o/")
+
+
+def test_a_short_secret_key_setting_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from tidings.settings import Settings
+
+    with pytest.raises(ValidationError, match="secret_key"):
+        Settings(secret_key="too-short")
+    assert Settings(secret_key="sixteen-chars-ok").secret_key is not None
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),
+        ("::", "http://127.0.0.1:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("tidings.local", "http://tidings.local:8000"),
+    ],
+)
+def test_the_public_url_defaults_to_the_listening_address(host: str, url: str) -> None:
+    from tidings.cli import _public_url
+
+    assert _public_url(host, 8000) == url

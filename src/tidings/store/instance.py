@@ -1,6 +1,6 @@
 """Facts about this installation and its users that the public routes need.
 
-- ``instance_secret``: a secret this installation makes for itself on first use and keeps
+- ``InstanceSecrets``: secrets this installation makes for itself on first use and keeps
   in the database (``instance_secrets``), so every API node and worker shares it. Two
   processes starting together agree: the first insert wins, the other reads it.
 - ``identity_of``: how to name a profile in an event (its external id, else its first
@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+import time
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,23 +20,43 @@ from tidings.store.database import Writer
 from tidings.store.tables import identities
 from tidings.store.tables_notifications import instance_secrets
 
-__all__ = ["identity_of", "instance_secret"]
+
+def _now() -> int:
+    return time.time_ns() // 1000
 
 
-def instance_secret(writer: Writer, name: str, make: Callable[[], str], now: int) -> str:
-    """The stored secret ``name``, made with ``make`` and stored if there is none."""
-    select = sa.select(instance_secrets.c.value).where(instance_secrets.c.name == name)
-    with writer.begin() as conn:
-        found = conn.execute(select).scalar_one_or_none()
-        if found is not None:
-            return str(found)
-        insert = postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert
-        conn.execute(
-            insert(instance_secrets)
-            .values(name=name, value=make(), created_at=now)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-        return str(conn.execute(select).scalar_one())
+__all__ = ["InstanceSecrets", "identity_of"]
+
+
+class InstanceSecrets:
+    """Secrets this installation made for itself, by name (``get`` makes one on first use:
+    whoever inserts first wins, the others read it). Cached once read."""
+
+    def __init__(self, writer: Writer, reader: Engine) -> None:
+        self.writer = writer
+        self.reader = reader
+        self._known: dict[str, str] = {}
+
+    def get(self, name: str) -> str:
+        known = self._known.get(name)
+        if known is not None:
+            return known
+        select = sa.select(instance_secrets.c.value).where(instance_secrets.c.name == name)
+        with self.reader.connect() as conn:
+            found = conn.execute(select).scalar_one_or_none()
+        if found is None:
+            insert = (
+                postgresql.insert if self.writer.dialect.name == "postgresql" else sqlite.insert
+            )
+            with self.writer.begin() as conn:
+                conn.execute(
+                    insert(instance_secrets)
+                    .values(name=name, value=secrets.token_urlsafe(32), created_at=_now())
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+                found = conn.execute(select).scalar_one()
+        self._known[name] = str(found)
+        return str(found)
 
 
 def identity_of(reader: Engine, project_id: int, profile_id: str) -> tuple[str, str] | None:
