@@ -204,6 +204,8 @@ async def test_http_sms_inbound_refuses_bad_secrets_and_bodies(
 async def test_unknown_providers_and_other_types_are_404(
     inbound_app: TidingsApp, client: httpx.AsyncClient
 ) -> None:
-    for path in ("/api/inbound/sms/3", "/api/inbound/sms/99", "/api/inbound/sms/abc"):
+    for path in ("/api/inbound/sms/3", "/api/inbound/sms/99"):
         response = await client.post(path, json={"from": "+1", "body": "STOP"})
         assert_problem(response, 404, "resource_missing")
+    response = await client.post("/api/inbound/sms/abc", json={"from": "+1", "body": "STOP"})
+    assert_problem(response, 400, "parameter_invalid_format")

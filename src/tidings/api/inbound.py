@@ -15,11 +15,11 @@ the opt-out text; HELP replies with the help text; anything else gets no reply.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -43,6 +43,31 @@ MAX_BODY = 64 * 1024
 _encode = msgspec.json.Encoder().encode
 
 
+def _problem(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {"description": description, "content": {"application/problem+json": {"schema": schema}}}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "TwiML for Twilio; {reply} for http_sms",
+        "content": {
+            "application/xml": {"schema": {"type": "string"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"reply": {"type": ["string", "null"]}},
+                    "required": ["reply"],
+                }
+            },
+        },
+    },
+    400: _problem("A body that is not the provider's form or JSON"),
+    401: _problem("A missing or wrong X-Twilio-Signature, or inbound secret"),
+    404: _problem("No twilio or http_sms provider with this id"),
+}
+
+
 def _text(data: Mapping[str, Any], name: str, default: str) -> str:
     value = data.get(name)
     return value if isinstance(value, str) and value.strip() else default
@@ -57,8 +82,12 @@ def inbound_router(
     @router.post(
         "/api/inbound/sms/{provider_id}",
         summary="Inbound SMS webhook (Twilio form, or http_sms JSON): STOP and HELP",
+        response_class=Response,
+        responses=RESPONSES,
     )
-    async def inbound_sms(provider_id: str, request: Request) -> Response:
+    async def inbound_sms(
+        provider_id: Annotated[str, Path(pattern=r"^[0-9]{1,18}$")], request: Request
+    ) -> Response:
         missing = NotFound(f"No SMS provider {provider_id[:40]} takes inbound messages here.")
         if not provider_id.isdigit() or len(provider_id) > 18:
             raise missing

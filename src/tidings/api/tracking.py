@@ -128,7 +128,9 @@ def tracking_router(
 ) -> APIRouter:
     """The public tracking and unsubscribe routes; ``unsubscribe(project_id, profile_id,
     subscription_id, campaign_id)`` records an unsubscribe (idempotent)."""
-    router = APIRouter(tags=["tracking"])
+    # Links in messages, not an API: left out of the OpenAPI document (their answers are
+    # a GIF, redirects and HTML pages), described in docs/api.md.
+    router = APIRouter(tags=["tracking"], include_in_schema=False)
     events = TrackingEvents(services)
 
     async def record(ref: TrackingRef, name: str, message_id: str, **extra: Any) -> None:
