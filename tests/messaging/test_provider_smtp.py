@@ -7,8 +7,10 @@ import email
 import email.policy
 import gc
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -274,3 +276,79 @@ async def test_long_non_ascii_subjects_and_names_arrive_intact(smtpd: tuple[Inbo
     assert parsed["Subject"] == subject
     assert parsed["From"] == "Café Ämber <news@shop.example>"
     assert parsed.get_content().strip() == "Grüße"
+
+
+def _self_signed(tmp: Path) -> ssl.SSLContext:
+    """A server TLS context with a certificate for 127.0.0.1 made here."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+async def test_mail_over_tls(tmp_path: Path, mode: str) -> None:
+    """STARTTLS (required by the server) and TLS from the start, with a self-signed
+    certificate: sent with validate_certs false, refused with the default."""
+    inbox = Inbox()
+    context = _self_signed(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if mode == "starttls":
+        controller = Controller(
+            inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True
+        )
+    else:
+        controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        data = {"host": "127.0.0.1", "port": port, "tls": mode, "timeout": 5}
+        adapter = build_adapter("smtp", {**data, "validate_certs": False})
+        result = await adapter.send(_message(cc=(), bcc=()))
+        await adapter.aclose()
+        strict = build_adapter("smtp", data)
+        refused = await strict.send(_message(cc=(), bcc=()))
+        await strict.aclose()
+        plain = build_adapter("smtp", {**data, "tls": "none", "timeout": 1})
+        unencrypted = await plain.send(_message(cc=(), bcc=()))
+        await plain.aclose()
+    finally:
+        controller.stop()
+    assert result.outcome is Outcome.ACCEPTED
+    assert refused.outcome is not Outcome.ACCEPTED  # an unverifiable certificate
+    assert unencrypted.outcome is not Outcome.ACCEPTED  # the server wants TLS
+    assert len(inbox.mail) == 1
