@@ -111,6 +111,8 @@ async def test_clicks_redirect_to_the_signed_url_and_count_once_per_link(
     response = await client.get(_path(second))
     assert response.headers["location"] == "https://shop.example/b"
     await drain(services)
+    # The clicks count as the send's one open (its images were never loaded).
+    assert [e["message_id"] for e in _events(services, "email_opened")] == ["email_opened:101"]
     clicked = _events(services, "email_clicked")
     assert [(e["external_id"], e["data"]) for e in clicked] == [
         (

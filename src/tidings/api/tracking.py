@@ -2,7 +2,8 @@
 
 - ``GET /t/o/{token}``: the open pixel (a 1x1 GIF); appends ``email_opened``.
 - ``GET /t/c/{token}``: ``302`` to the URL signed in the token, and nowhere else;
-  appends ``email_clicked`` with ``data.url``.
+  appends ``email_clicked`` with ``data.url`` (and ``email_opened``, if the pixel was
+  never loaded: a click means the message was opened).
 - ``GET /unsubscribe/{token}``: a small page asking to confirm (mail scanners follow
   links: a GET never unsubscribes).
 - ``POST /unsubscribe/{token}``: RFC 8058 one-click (``List-Unsubscribe=One-Click``) and
@@ -166,6 +167,9 @@ def tracking_router(
             return _invalid_link()
         ref, url = found
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        # A click is an open too (mail clients that block images never load the pixel);
+        # the open's message id keeps it to one per send either way.
+        await record(ref, "email_opened", f"email_opened:{ref.send_id}")
         await record(ref, "email_clicked", f"email_clicked:{ref.send_id}:{digest}", url=url)
         return RedirectResponse(
             url, status_code=302, headers={**_NO_STORE, "Referrer-Policy": "no-referrer"}
