@@ -209,3 +209,23 @@ async def test_unknown_providers_and_other_types_are_404(
         assert_problem(response, 404, "resource_missing")
     response = await client.post("/api/inbound/sms/abc", json={"from": "+1", "body": "STOP"})
     assert_problem(response, 400, "parameter_invalid_format")
+
+
+async def test_a_large_body_is_refused_before_it_is_read(
+    inbound_app: TidingsApp, client: httpx.AsyncClient, stops: list[tuple[int, str]]
+) -> None:
+    big = b'{"from": "+61400000007", "body": "STOP", "pad": "' + b"x" * 70_000 + b'"}'
+    response = await client.post(
+        "/api/inbound/sms/2", content=big, headers={"Authorization": "Bearer in-secret"}
+    )
+    assert_problem(response, 413, "payload_too_large")
+
+    async def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(10):
+            yield b"x" * 10_000
+
+    streamed = await client.post(
+        "/api/inbound/sms/2", content=chunks(), headers={"Authorization": "Bearer in-secret"}
+    )
+    assert_problem(streamed, 413, "payload_too_large")
+    assert stops == []

@@ -249,6 +249,10 @@ async def test_bad_requests_are_refused(
         f"{NOTIFICATIONS}/x1", json={"external_id": "ada"}, headers=bearer(project.pk)
     )
     assert_problem(response, 404, "resource_missing")
+    response = await client.put(
+        f"{NOTIFICATIONS}/1", json={"external_id": "a" * 20_000}, headers=bearer(project.pk)
+    )
+    assert_problem(response, 413, "payload_too_large")
 
 
 async def test_notifications_follow_merges_and_go_with_erasure(

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from tidings.api.bodies import read_limited
 from tidings.domain.errors import AuthenticationRequired, InvalidRequest, NotFound
 from tidings.messaging.inbound import (
     DEFAULT_HELP_TEXT,
@@ -65,6 +66,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _problem("A body that is not the provider's form or JSON"),
     401: _problem("A missing or wrong X-Twilio-Signature, or inbound secret"),
     404: _problem("No twilio or http_sms provider with this id"),
+    413: _problem("A body over 64 KB"),
 }
 
 
@@ -95,9 +97,7 @@ def inbound_router(
         if found is None or found[1] not in ("twilio", "http_sms"):
             raise missing
         project_id, kind, data = found
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise InvalidRequest("The body is too large.", param="body")
+        raw = await read_limited(request, MAX_BODY)
         if kind == "twilio":
             phone, body = _twilio(request, raw, data, base)
         else:

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
+from tidings.api.bodies import read_limited
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
 from tidings.domain.errors import InvalidRequest, NotFound
@@ -33,6 +34,7 @@ _ID = re.compile(r"^[0-9]{1,18}$")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_ID_LENGTH = 255
+MAX_BODY = 16 * 1024
 
 
 def _now() -> int:
@@ -123,7 +125,7 @@ def notifications_router(
     @router.put("/notifications/{notification_id}", summary="Mark a notification read")
     async def mark_read(notification_id: str, request: Request) -> Response:
         auth = await keys.authenticate(request, secret=False)
-        raw = await request.body()
+        raw = await read_limited(request, MAX_BODY)
         body: Any = {}
         if raw.strip():
             try:
