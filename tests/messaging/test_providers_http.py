@@ -640,3 +640,16 @@ def test_an_adapter_keeps_working_from_another_event_loop() -> None:
         thread.join(10)
         loop.close()
         gc.collect()  # the first loops' leftovers, here rather than at exit
+
+
+async def test_webhook_adds_no_content_type_of_its_own() -> None:
+    async with HttpServer(lambda r: Reply(200)) as server:
+        adapter = build_adapter("webhook", {})
+        result = await adapter.send(
+            WebhookMessage(method="POST", url=f"{server.url}/h", body="a=1")
+        )
+        await adapter.aclose()
+    assert result.outcome is Outcome.ACCEPTED
+    [request] = server.requests
+    assert "content-type" not in request.headers
+    assert request.body == b"a=1"
