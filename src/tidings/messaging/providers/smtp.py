@@ -23,6 +23,7 @@ import asyncio
 import email.policy
 import email.utils
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from email.header import Header
@@ -78,7 +79,9 @@ def mime_message(message: EmailMessage) -> tuple[str, bytes]:
     for name, value in (*own.items(), ("Subject", message.subject), *message.headers.items()):
         _check_header(name, value)
     if message.text is not None and message.html is not None:
-        mime: MimeMessage = MIMEMultipart("alternative")
+        # Its own boundary: the parts are base64, whose lines never start with "--", so
+        # the generator need not search them for it (a regex compiled per message).
+        mime: MimeMessage = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}")
         mime.attach(MIMEText(message.text, "plain", "utf-8"))
         mime.attach(MIMEText(message.html, "html", "utf-8"))
     elif message.html is not None:
