@@ -24,7 +24,10 @@ from tidings.log.port import IngestLog
 from tidings.log.writer import LogWriterProcess
 from tidings.messaging.delivery import DeliveryConfig
 from tidings.messaging.hooks import MessagingBatchHook
+from tidings.messaging.notifications import NotificationsHook
+from tidings.messaging.secrets import InstallationSecrets
 from tidings.messaging.service import Messaging, build_messaging
+from tidings.messaging.tracking import TokenTracker
 from tidings.pipeline.consumer import Consumer, ProcessedWatch
 from tidings.pipeline.priority import IdlePriority
 from tidings.pipeline.processor import BatchProcessor
@@ -36,12 +39,13 @@ from tidings.store import migrate
 from tidings.store.database import Database, open_database
 from tidings.store.idempotency import IdempotencyStore
 from tidings.store.leases import open_leases
+from tidings.store.notifications import NotificationStore
 from tidings.store.profiles import ProfileStore
 from tidings.store.projects import ProjectStore
 from tidings.store.retention import EventUpkeep
 from tidings.store.schema import SchemaStore
 
-__all__ = ["SchemaError", "Services", "build", "ensure_schema"]
+__all__ = ["SchemaError", "Services", "build", "ensure_schema", "tracker_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +87,8 @@ class Services:
     journey_store: JourneyStore | None = None
     journey_worker: JourneyWorker | None = None  # with the log consumer: timers, outbox
     messaging: Messaging | None = None  # campaigns, subscriptions, the delivery worker
+    tracker: TokenTracker | None = None  # signs and reads tracking and unsubscribe links
+    notifications: NotificationStore | None = None  # in-app messages
     started: bool = field(default=False)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Set when the consumer runs in a supervised child process (`serve` in process
@@ -193,6 +199,8 @@ class Services:
         self.idempotency.purge(cutoff)
         if self.change_idempotency.writer is not self.idempotency.writer:
             self.change_idempotency.purge(cutoff)
+        if self.notifications is not None:
+            self.notifications.purge_expired(time.time_ns() // 1000)
         if self._event_upkeep is None:  # partitions ahead (PostgreSQL), retention
             days = self.settings.event_retention_days
             self._event_upkeep = EventUpkeep(self.db.processing_writer, days)
@@ -295,7 +303,12 @@ def build(
                 segments=segments,
                 # Journeys (entrances, waits), messaging (merges, erasures), reporting
                 # rollups: each in the batch's transaction.
-                hooks=[JourneyHook(services.journeys), MessagingBatchHook(), RollupHook()],
+                hooks=[
+                    JourneyHook(services.journeys),
+                    MessagingBatchHook(),
+                    NotificationsHook(),
+                    RollupHook(),
+                ],
             ),
             leases=open_leases(db.reader, database_path, settings.log_partitions),
             watch=watch,
@@ -319,11 +332,15 @@ def build(
         services.committer = GroupCommitter(
             log, max_items=settings.commit_max_items, on_commit=consumer.wake.set, direct=direct
         )
+    services.tracker = tracker_for(settings, InstallationSecrets(db.writer, db.reader).get)
+    services.notifications = NotificationStore(db.writer, db.reader)
     services.messaging = build_messaging(
         db,
         log.append,
         settings.log_partitions,
         run_delivery=settings.run_worker,
+        tracker=services.tracker,
+        in_app=services.notifications,
         config=DeliveryConfig(
             batch_size=settings.delivery_batch_size, lease=settings.delivery_lease
         ),
@@ -332,3 +349,18 @@ def build(
     if sends is None:  # journeys' action steps queue into messaging's outbox
         services.journeys.sends = services.messaging.sends
     return services
+
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+def tracker_for(settings: Settings, secrets: Callable[[str], str]) -> TokenTracker:
+    """Signs and reads tracking links: with ``TIDINGS_SECRET_KEY``, else with the key this
+    installation made on its first start (``secrets("tracking_key")``, kept in the
+    database); links start with ``TIDINGS_PUBLIC_URL`` (``serve``/``api`` set it to their
+    own address when unset)."""
+    if settings.secret_key is not None:
+        key: str | Callable[[], str] = settings.secret_key.get_secret_value()
+    else:
+        key = lambda: secrets("tracking_key")  # noqa: E731  read on first use
+    return TokenTracker(key, settings.public_url or DEFAULT_PUBLIC_URL)

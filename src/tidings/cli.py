@@ -290,9 +290,12 @@ def _run_http(settings: Settings, listener: socket.socket) -> None:
     from tidings.api.protocol import with_header_timeout
     from tidings.bootstrap import build
 
-    host, port = listener.getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-
+    bound, port = listener.getsockname()[:2]
+    host = f"[{bound}]" if ":" in bound else bound
+    if settings.public_url is None:  # links in messages point at this server
+        public_url = _public_url(bound, port)
+        settings = settings.model_copy(update={"public_url": public_url})
+        os.environ["TIDINGS_PUBLIC_URL"] = public_url  # and the worker child's links too
     if settings.log_writer == "auto":
         writer = "process" if _cores() >= 2 else "thread"
         settings = settings.model_copy(update={"log_writer": writer})
@@ -331,6 +334,15 @@ def _run_http(settings: Settings, listener: socket.socket) -> None:
     finally:
         if child is not None:
             child.stop()
+
+
+def _public_url(host: str, port: int) -> str:
+    """The address ``serve``/``api`` listen on, as a URL (a wildcard: this machine)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _worker_mode(settings: Settings) -> str:

@@ -129,6 +129,18 @@ class Settings(BaseSettings):
         description="Seconds a connection may take to send a request's headers before it "
         "is closed (`serve` and `api`); 0 turns it off.",
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Signs tracking and unsubscribe links (at least 16 characters; changing "
+        "it invalidates links already sent). Unset: a random key made on first start and "
+        "kept in the database (table instance_secrets), so every node shares it.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address links in messages start with (tracking, unsubscribe), "
+        "e.g. https://tidings.example.com. Unset: the address `serve`/`api` listen on.",
+    )
 
     @property
     def database_url_value(self) -> str:

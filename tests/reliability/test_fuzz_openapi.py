@@ -66,6 +66,9 @@ pytestmark = pytest.mark.filterwarnings(
 OPERATIONS: list[tuple[str, str]] = [
     ("GET", "/api/health"),
     ("POST", "/api/client/events"),
+    ("GET", "/api/client/notifications"),
+    ("PUT", "/api/client/notifications/{notification_id}"),
+    ("POST", "/api/inbound/sms/{provider_id}"),
     ("POST", "/api/client/identify"),
     ("POST", "/api/client/alias"),
     ("POST", "/api/client/devices"),

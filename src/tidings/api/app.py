@@ -29,10 +29,12 @@ from tidings.api.errors import (
     problem_response,
     request_id_of,
 )
+from tidings.api.inbound import inbound_router
 from tidings.api.ingest import IngestRoutes
 from tidings.api.journeys import journeys_router
 from tidings.api.lists import lists_router
 from tidings.api.middleware import RequestIdMiddleware
+from tidings.api.notifications import notifications_router
 from tidings.api.openapi import add_ingest_paths, add_segment_paths
 from tidings.api.providers import providers_router
 from tidings.api.ratelimit import with_rate_limits
@@ -43,6 +45,7 @@ from tidings.api.segment import SegmentRoutes
 from tidings.api.segment_settings import segment_settings_router
 from tidings.api.subscriptions import subscriptions_router
 from tidings.api.templates import templates_router
+from tidings.api.tracking import tracking_router
 from tidings.api.users import users_router
 from tidings.bootstrap import Services
 from tidings.domain.errors import FieldError, TidingsError
@@ -210,6 +213,22 @@ def create_app(
         app.include_router(campaigns_router(services, keys))
         app.include_router(templates_router(services, keys))
     app.include_router(reporting_router(services, keys))  # before /users/{external_id}
+    messaging = services.messaging
+    if messaging is not None and services.tracker is not None:
+        app.include_router(
+            tracking_router(services, services.tracker, unsubscribe=messaging.unsubscribe)
+        )
+        app.include_router(
+            inbound_router(
+                messaging.inbound_provider,
+                lambda project_id, phone: messaging.subscriptions.unsubscribe_channel_by_phone(
+                    project_id, phone
+                ),
+                public_url=services.settings.public_url,
+            )
+        )
+    if services.notifications is not None:
+        app.include_router(notifications_router(services, keys, services.notifications))
     app.include_router(users_router(services, keys))
     app.include_router(lists_router(services, keys))
     app.include_router(schema_router(services, keys))

@@ -8,6 +8,10 @@ that made it (a ``pipeline.processor.BatchHook``, wired in ``bootstrap``).
   reference) is skipped as ``merged``.
 - **Erasure**: the profile's states go, and its pending sends are skipped as
   ``user_erased``.
+- **Tracking events** (``email_opened``, ``email_clicked``, ``email_bounced`` with
+  ``data.campaign_id``): the campaign's ``delivery`` counters, in
+  the transaction that stores the event, so a replayed or duplicate event (same message
+  id, dropped before the hooks) never counts twice.
 
 Idempotent with the batch: a failed batch rolls back, hooks included.
 """
@@ -19,13 +23,31 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tidings.messaging.campaigns import CampaignStore
 from tidings.store.tables_messaging import sends, user_subscriptions
 
 __all__ = ["MessagingBatchHook"]
 
 
+_COUNTERS = {
+    "email_opened": "opens",
+    "email_clicked": "clicks",
+    "email_bounced": "bounced",
+}  # ``unsubscribed`` is counted by SubscriptionStore.set_state, which knows the campaign
+
+
 class MessagingBatchHook:
     def apply(self, conn: Connection, facts: Any, now: int) -> None:
+        counts: dict[tuple[int, str], int] = {}
+        for event in facts.events:
+            counter = _COUNTERS.get(event["name"])
+            data = event.get("data") or {}
+            campaign_id = data.get("campaign_id") if isinstance(data, dict) else None
+            if counter is not None and type(campaign_id) is int:
+                key = (campaign_id, counter)
+                counts[key] = counts.get(key, 0) + 1
+        for (campaign_id, counter), by in sorted(counts.items()):
+            CampaignStore.bump_stat(conn, campaign_id, counter, by)
         for _project_id, absorbed, survivor in facts.merges:
             self._merge(conn, absorbed, survivor, now)
         for _project_id, profile_id in facts.erased:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import sqlalchemy as sa
+
+from tidings.domain.errors import NotFound
 from tidings.domain.tracking import InAppSink, Tracker
 from tidings.messaging.campaigns import CampaignStore
 from tidings.messaging.delivery import AdapterFactory, Delivery, DeliveryConfig
@@ -15,6 +19,7 @@ from tidings.messaging.sends import OutboxSends
 from tidings.messaging.subscriptions import SubscriptionStore
 from tidings.messaging.worker import DeliveryWorker
 from tidings.store.database import Database
+from tidings.store.tables_messaging import providers
 
 __all__ = ["Messaging", "build_messaging"]
 
@@ -32,6 +37,41 @@ class Messaging:
     def start(self) -> None:
         if self.worker is not None:
             self.worker.start()
+
+    def unsubscribe(
+        self, project_id: int, profile_id: str, subscription_id: int | None, campaign_id: int | None
+    ) -> None:
+        """An unsubscribe link was followed (or posted one-click): the message's
+        subscription type, else its campaign's, goes to state 0 for this user."""
+        if subscription_id is None and campaign_id is not None:
+            try:
+                subscription_id = self.campaigns.campaign(project_id, campaign_id)[
+                    "subscription_id"
+                ]
+            except NotFound:
+                subscription_id = None
+        if subscription_id is None:
+            return
+        self.subscriptions.set_state(
+            None,
+            project_id,
+            profile_id,
+            subscription_id,
+            0,
+            self.subscriptions.clock(),
+            source="unsubscribe_link",
+            campaign_id=campaign_id,
+        )
+
+    def inbound_provider(self, provider_id: int) -> tuple[int, str, Mapping[str, Any]] | None:
+        """(project, type, data with its secrets) of a provider, for its inbound webhook."""
+        with self.campaigns.reader.connect() as conn:
+            row = conn.execute(
+                sa.select(providers.c.project_id, providers.c.type, providers.c.data).where(
+                    providers.c.id == provider_id
+                )
+            ).first()
+        return None if row is None else (row.project_id, row.type, row.data)
 
     def stop(self) -> None:
         if self.worker is not None:

@@ -298,7 +298,9 @@ from tidings.store import (  # noqa: E402
     tables_admin,
     tables_journeys,
     tables_messaging,
+    tables_notifications,
     tables_reporting,
 )
 
 __all__ += ["tables_admin", "tables_journeys", "tables_messaging", "tables_reporting"]
+__all__ += ["tables_notifications"]

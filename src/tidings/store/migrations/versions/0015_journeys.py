@@ -3,7 +3,7 @@ entrance key and occurrence), paths, timers, waits, step counters, the outbox of
 step emits, rate windows, schedule runs and the list changes handled.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
