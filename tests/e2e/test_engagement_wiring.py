@@ -216,13 +216,31 @@ async def test_journey_mail_is_tracked_counted_and_unsubscribed(
     assert by_name["email_sent"]["data"]["journey_id"] == journey_id
     assert isinstance(by_name["email_sent"]["data"]["step_id"], int)
 
-    # RFC 8058 one-click unsubscribe from the header.
+    steps = await _get(client, project, f"/journeys/{journey_id}/steps")
+    assert by_name["email_sent"]["data"]["step_id"] == steps["welcome"]["id"]
+    for name in ("email_opened", "email_clicked"):
+        assert by_name[name]["data"]["journey_id"] == journey_id, by_name[name]
+
+    # A mail scanner following the link (GET) does not unsubscribe; the one-click POST
+    # (RFC 8058) from the header does, and once only however often it comes.
+    confirm = await client.get(_path(one_click[1:-1]))
+    assert confirm.status_code == 200
+    states = await _get(client, project, "/users/ada/subscriptions")
+    assert {s["subscription_id"]: s["state"] for s in states["results"]}[
+        campaign["subscription_id"]
+    ] != 0
     posted = await client.post(
         _path(one_click[1:-1]),
         content=b"List-Unsubscribe=One-Click",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert posted.status_code == 200, posted.text
+    again = await client.post(
+        _path(one_click[1:-1]),
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert again.status_code == 200, again.text
     await drain(services)
     states = await _get(client, project, "/users/ada/subscriptions")
     by_type = {s["subscription_id"]: s["state"] for s in states["results"]}
@@ -237,8 +255,8 @@ async def test_journey_mail_is_tracked_counted_and_unsubscribed(
     await deliver(services)
     assert len(inbox.mail) == 1
     listed = await _get(client, project, f"/campaigns/{campaign['id']}/sends")
-    states_of_sends = sorted(s["state"] for s in listed["results"])
-    assert states_of_sends == ["sent", "skipped"], listed
+    outcomes = sorted((s["state"], s.get("reason")) for s in listed["results"])
+    assert outcomes == [("sent", None), ("skipped", "unsubscribed")], listed
 
 
 async def test_in_app_campaign_reaches_the_sdk_notifications_route(
