@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from tidings.admin.journeys import journeys_routes
 from tidings.admin.lists import lists_routes
 from tidings.admin.people import people_routes
 from tidings.admin.project import project_routes
@@ -46,6 +47,7 @@ def admin_app(services: Services) -> AdminApp:
             *project_routes(admin),
             *people_routes(admin),
             *lists_routes(admin),
+            *journeys_routes(admin),
             Mount("/static", static, name="static"),
         ],
         exception_handlers={404: not_found},
