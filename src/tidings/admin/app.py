@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from tidings.admin.campaigns import campaigns_routes
 from tidings.admin.journeys import journeys_routes
 from tidings.admin.lists import lists_routes
 from tidings.admin.people import people_routes
@@ -48,6 +49,7 @@ def admin_app(services: Services) -> AdminApp:
             *people_routes(admin),
             *lists_routes(admin),
             *journeys_routes(admin),
+            *campaigns_routes(admin),
             Mount("/static", static, name="static"),
         ],
         exception_handlers={404: not_found},

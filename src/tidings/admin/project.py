@@ -30,7 +30,16 @@ def switch(page: Page) -> Response:
     """The project switcher's target (a GET form, so it works without JavaScript)."""
     raw = page.query("project")
     section = page.query("section") or "users"
-    if section not in {"users", "events", "lists", "journeys", "schema", "keys", "settings"}:
+    if section not in {
+        "users",
+        "events",
+        "lists",
+        "journeys",
+        "campaigns",
+        "schema",
+        "keys",
+        "settings",
+    }:
         section = "users"
     if not raw.isdigit():
         return page.redirect("/admin/")
