@@ -18,6 +18,7 @@ from tidings.admin.journeys import journeys_routes
 from tidings.admin.lists import lists_routes
 from tidings.admin.people import people_routes
 from tidings.admin.project import project_routes
+from tidings.admin.reports import reports_routes
 from tidings.admin.signin import signin_routes
 from tidings.admin.web import Admin, Refusal, SecurityHeaders, refused
 from tidings.bootstrap import Services
@@ -50,6 +51,7 @@ def admin_app(services: Services) -> AdminApp:
             *lists_routes(admin),
             *journeys_routes(admin),
             *campaigns_routes(admin),
+            *reports_routes(admin),
             Mount("/static", static, name="static"),
         ],
         exception_handlers={404: not_found},
