@@ -29,8 +29,20 @@ def test_steps_sit_one_layer_below_their_deepest_parent() -> None:
     yes = next(e for e in drawn.edges if e.label == "yes")
     assert (yes.x1, yes.y1) == (by["gate"].x + BOX_W // 2, by["gate"].y + BOX_H)
     assert (yes.x2, yes.y2) == (by["wait"].x + BOX_W // 2, by["wait"].y)
+    no = next(e for e in drawn.edges if e.label == "no")
+    assert yes.y1 < yes.label_y < yes.y2 and no.y1 < no.label_y < no.y2
     for b in drawn.boxes:
         assert b.x >= 0 and b.x + BOX_W <= drawn.width and b.y + BOX_H <= drawn.height
+
+
+def test_yes_and_no_to_the_same_step_have_their_labels_apart() -> None:
+    steps = _steps(
+        Step("g", "gate", children=(Child("d", "yes"), Child("d", "no")), id=1),
+        Step("d", "delay", id=2),
+    )
+    yes, no = layout(steps).edges
+    assert (yes.x1, yes.y1, yes.x2, yes.y2) == (no.x1, no.y1, no.x2, no.y2)
+    assert yes.label_x + 20 < no.label_x  # "yes" left of the line, "no" right of it
 
 
 def test_boxes_of_a_layer_do_not_overlap_and_long_names_are_shortened() -> None:

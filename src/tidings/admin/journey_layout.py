@@ -39,6 +39,8 @@ class Edge:
     x2: int
     y2: int
     label: str | None  # "yes", "no", "weight 50" or None
+    label_x: int = 0
+    label_y: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,12 @@ def layout(
                 continue
             cx, cy = position[child.uuid]
             label = child.path or (f"weight {child.ratio}" if child.ratio is not None else None)
-            edges.append(Edge(x + BOX_W // 2, y + BOX_H, cx + BOX_W // 2, cy, label))
+            x1, y1, x2, y2 = x + BOX_W // 2, y + BOX_H, cx + BOX_W // 2, cy
+            # "yes" left of its line, anything else right: two paths to one child stay legible.
+            shift = -26 if child.path == "yes" else 6
+            edges.append(
+                Edge(x1, y1, x2, y2, label, (x1 + x2) // 2 + shift, y1 + (y2 - y1) * 2 // 5)
+            )
     height = MARGIN * 2 + (max(layers, default=-1) + 1) * (BOX_H + GAP_Y) - (GAP_Y if layers else 0)
     return Layout(full + 2 * MARGIN, max(height, 0), tuple(boxes), tuple(edges))
 
