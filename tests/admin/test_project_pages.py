@@ -29,7 +29,18 @@ async def _as(
 async def test_every_page_answers_with_the_security_headers(
     owner: httpx.AsyncClient, project: Project
 ) -> None:
-    for section in ("users", "events", "lists", "lists/new", "schema", "keys", "settings"):
+    for section in (
+        "users",
+        "events",
+        "lists",
+        "lists/new",
+        "journeys",
+        "campaigns",
+        "reports",
+        "schema",
+        "keys",
+        "settings",
+    ):
         response = await owner.get(f"/admin/p/{project.id}/{section}")
         assert response.status_code == 200, (section, response.text)
         assert response.headers["content-type"].startswith("text/html")

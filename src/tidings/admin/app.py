@@ -13,9 +13,12 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from tidings.admin.campaigns import campaigns_routes
+from tidings.admin.journeys import journeys_routes
 from tidings.admin.lists import lists_routes
 from tidings.admin.people import people_routes
 from tidings.admin.project import project_routes
+from tidings.admin.reports import reports_routes
 from tidings.admin.signin import signin_routes
 from tidings.admin.web import Admin, Refusal, SecurityHeaders, refused
 from tidings.bootstrap import Services
@@ -46,6 +49,9 @@ def admin_app(services: Services) -> AdminApp:
             *project_routes(admin),
             *people_routes(admin),
             *lists_routes(admin),
+            *journeys_routes(admin),
+            *campaigns_routes(admin),
+            *reports_routes(admin),
             Mount("/static", static, name="static"),
         ],
         exception_handlers={404: not_found},

@@ -8,6 +8,8 @@ from starlette.routing import Route
 from tidings.admin.web import Admin, Page, Refusal, route
 from tidings.domain import fields
 from tidings.domain.auth import Role, Scope
+from tidings.domain.errors import InvalidRequest
+from tidings.domain.origins import normalise_origins
 
 __all__ = ["project_routes"]
 
@@ -28,7 +30,16 @@ def switch(page: Page) -> Response:
     """The project switcher's target (a GET form, so it works without JavaScript)."""
     raw = page.query("project")
     section = page.query("section") or "users"
-    if section not in {"users", "events", "lists", "schema", "keys", "settings"}:
+    if section not in {
+        "users",
+        "events",
+        "lists",
+        "journeys",
+        "campaigns",
+        "schema",
+        "keys",
+        "settings",
+    }:
         section = "users"
     if not raw.isdigit():
         return page.redirect("/admin/")
@@ -68,14 +79,68 @@ def settings(page: Page) -> Response:
         if not errors:
             page.admin.views.update_project(page.pid, name=name, locale=locale, timezone=timezone)
             return page.redirect(page.url("/settings", saved="1"))
+    return _settings_page(page, values=values, errors=errors, saved=saved)
+
+
+def _settings_page(
+    page: Page,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    saved: bool = False,
+    origins: dict[str, str] | None = None,
+    origin_error: str | None = None,
+) -> Response:
+    project = page.project
+    assert project is not None
+    if values is None:
+        values = {
+            "name": project.name,
+            "locale": project.locale or "",
+            "timezone": project.timezone or "",
+        }
+    if origins is None:
+        allowed = project.allowed_origins
+        origins = {
+            "mode": "any" if allowed is None else "list",
+            "origins": "\n".join(allowed or ()),
+        }
     return page.render(
         "settings.html",
         nav="settings",
         values=values,
-        errors=errors,
+        errors=errors or {},
         saved=saved,
-        status=400 if errors else 200,
+        origins=origins,
+        origin_error=origin_error,
+        origins_saved=page.query("saved") == "origins",
+        status=400 if errors or origin_error else 200,
     )
+
+
+def allowed_origins(page: Page) -> Response:
+    """Where the project's public key may be used from in browsers (CORS)."""
+    mode = page.form.get("mode", "")
+    text = page.form.get("origins", "")
+    kept = {"mode": mode if mode in {"any", "list"} else "list", "origins": text[:20_000]}
+    if mode == "any":
+        page.admin.services.projects.set_allowed_origins(page.pid, None)
+        return page.redirect(page.url("/settings", saved="origins"))
+    items = [item for item in text.replace(",", " ").split() if item]
+    error = None
+    if mode != "list":
+        error = "Choose any origin, or only the origins listed."
+    elif not items:
+        error = "List at least one origin, or choose any origin."
+    else:
+        try:
+            origins = normalise_origins(items)
+        except InvalidRequest as exc:
+            error = exc.message
+    if error is not None:
+        return _settings_page(page, origins=kept, origin_error=error)
+    page.admin.services.projects.set_allowed_origins(page.pid, origins)
+    return page.redirect(page.url("/settings", saved="origins"))
 
 
 def keys(page: Page) -> Response:
@@ -140,6 +205,13 @@ def project_routes(admin: Admin) -> list[Route]:
         route("/", home, admin, role=None),
         route("/switch", switch, admin, role=None),
         route("/p/{pid}/settings", settings, admin, methods=["GET", "POST"]),
+        route(
+            "/p/{pid}/settings/origins",
+            allowed_origins,
+            admin,
+            role=Role.ADMIN,
+            methods=["POST"],
+        ),
         route("/p/{pid}/keys", keys, admin, role=Role.ADMIN, methods=["GET", "POST"]),
         route(
             "/p/{pid}/keys/{key_id}/revoke", revoke_key, admin, role=Role.ADMIN, methods=["POST"]

@@ -48,11 +48,14 @@ LOGIN_CSRF_COOKIE = "tidings_admin_login"
 MAX_BODY = 1024 * 1024 + 64 * 1024  # a 1 MB CSV pasted or uploaded, plus the form around it
 
 # No inline script or style anywhere: what an escaping mistake let through would not run.
+# Frames: only the admin's own template previews (which set their own, stricter policy and
+# are always shown in ``<iframe sandbox="">``).
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
         b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        b"connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        b"base-uri 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -312,7 +315,9 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(SECURITY_HEADERS)
+                own = {name.lower() for name, _ in headers}
+                # A response with its own policy (a template preview) keeps it.
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in own)
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
