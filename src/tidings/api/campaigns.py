@@ -28,6 +28,7 @@ from tidings.api.messaging_wire import (
     ERRORS,
     Body,
     document_bodies,
+    ignored_body,
     json_body,
     json_response,
     page_answer,
@@ -36,6 +37,7 @@ from tidings.api.messaging_wire import (
     resource_id,
 )
 from tidings.bootstrap import Services
+from tidings.domain import limits
 from tidings.domain.auth import Role
 from tidings.domain.errors import (
     Conflict,
@@ -249,6 +251,7 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
     async def duplicate_campaign(request: Request, id: str) -> Response:
         project_id = await _auth(request, Role.EDITOR)
         campaign_id = resource_id(id, "campaign")
+        await ignored_body(request)
         return json_response(
             await run_in_threadpool(
                 lambda: _present(store.duplicate_campaign(project_id, campaign_id))
@@ -282,8 +285,9 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
             if record is not None:
                 return _replay(record, digest)
         body = Body(value, _TRIGGER)
-        user = body.obj("user", required=True)
-        event = body.obj("event")
+        # 'user' and 'event' hold a 'data' object of up to MAX_DEPTH levels
+        user = body.obj("user", required=True, max_depth=limits.MAX_DEPTH + 1)
+        event = body.obj("event", max_depth=limits.MAX_DEPTH + 1)
         body.done()
         assert user is not None
         traits = {k: v for k, v in user.items() if k in _USER_KNOWN}

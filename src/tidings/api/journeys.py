@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from tidings.api import lists_wire, wire
 from tidings.api.auth import AuthContext, KeyCache
 from tidings.api.lists_wire import json_object, problem, read_body
+from tidings.api.messaging_wire import document_bodies
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role, authorize
@@ -200,7 +201,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
     async def create_journey(request: Request) -> Response:
         auth = await _auth(request, Role.EDITOR)
         raw, _ = await read_body(request)
-        given = _fields(json_object(raw), create=True)
+        given = _fields(json_object(raw, refuse_nul=True), create=True)
         row = await run_in_threadpool(
             lambda: store.create(
                 auth.project.id,
@@ -233,7 +234,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
         raw, _ = await read_body(request)
-        given = _fields(json_object(raw), create=False)
+        given = _fields(json_object(raw, refuse_nul=True), create=False)
         if given.get("status") == "live":
             authorize(auth.key, secret=True, role=Role.PUBLISHER)
         await _found(auth.project.id, journey_id)
@@ -285,7 +286,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
         raw, _ = await read_body(request)
-        steps = parse_steps(json_object(raw))
+        steps = parse_steps(json_object(raw, refuse_nul=True))
         await _found(auth.project.id, journey_id)
         stored = await run_in_threadpool(
             lambda: store.put_steps(auth.project.id, journey_id, steps, now=_now())
@@ -322,7 +323,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         auth = await _auth(request, Role.EDITOR)
         journey_id = _journey_id(id)
         raw, _ = await read_body(request)
-        body = json_object(raw)
+        body = json_object(raw, refuse_nul=True)
         for name in body:
             if name not in ("user", "event", "entrance_id"):
                 raise InvalidRequest(
@@ -387,10 +388,11 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         auth = await _auth(request, Role.SUPPORT)
         row = await _found(auth.project.id, _journey_id(id))
         raw, _ = await read_body(request)
-        body = json_object(raw)
+        body = json_object(raw, refuse_nul=True)
         result = await run_in_threadpool(
             lambda: simulate(services.db.reader, row, body, now=_now())
         )
         return _json(result)
 
+    document_bodies(router)  # the bodies read by hand, in the OpenAPI document
     return router

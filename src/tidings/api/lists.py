@@ -247,7 +247,7 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
         once = _Idempotent(services, request, auth.project.id, raw)
         if (replay := await once.replay()) is not None:
             return replay
-        given = lists_wire.list_fields(lists_wire.json_object(raw))
+        given = lists_wire.list_fields(lists_wire.json_object(raw, refuse_nul=True))
         result = await once.run(
             lambda: store.create(
                 auth.project.id,
@@ -285,7 +285,7 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
         once = _Idempotent(services, request, auth.project.id, raw)
         if (replay := await once.replay()) is not None:
             return replay
-        body = lists_wire.json_object(raw)
+        body = lists_wire.json_object(raw, refuse_nul=True)
         current = await _found(auth.project.id, list_id)
         given = lists_wire.list_fields(body, current_type=current.type)
         result = await once.run(

@@ -35,6 +35,7 @@ __all__ = [
     "READ",
     "WRITE",
     "Responses",
+    "check_json",
     "json_object",
     "list_fields",
     "member_rows",
@@ -167,7 +168,9 @@ async def read_body(request: Request, *, csv: bool = False) -> tuple[bytes, bool
     return b"".join(chunks), is_csv
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes, *, refuse_nul: bool = False) -> dict[str, Any]:
+    """The body's JSON object; nested at most :data:`limits.MAX_BODY_DEPTH` levels, and
+    with ``refuse_nul`` no NUL character in a key or string (400 on ``body`` if not)."""
     if not raw:
         raise _body_error("parameter_missing", "The body is empty; send a JSON object.")
     try:
@@ -177,11 +180,32 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise _body_error("parameter_invalid_format", message) from None
     except RecursionError:  # the parser's own stack limit, far past ours
         raise wire.too_deep() from None
-    if wire.may_be_too_deep(raw) and limits.deeper_than(body, limits.MAX_BODY_DEPTH):
+    if refuse_nul:
+        check_json(raw, body)
+    elif wire.may_be_too_deep(raw) and limits.deeper_than(body, limits.MAX_BODY_DEPTH):
         raise wire.too_deep()
     if not isinstance(body, dict):
         raise _body_error("parameter_invalid_format", "The body must be a JSON object.")
     return body
+
+
+def check_json(raw: bytes, body: Any) -> None:
+    """400 on ``body`` when the decoded JSON body ``body`` (of ``raw``) nests deeper than
+    :data:`limits.MAX_BODY_DEPTH` levels or holds a NUL character in a key or a string:
+    checked before a handler reads a field, so nothing of such a body is stored."""
+    if not isinstance(body, dict | list):
+        if isinstance(body, str) and "\x00" in body:
+            raise _body_error("parameter_invalid_format", "The body has a NUL character.")
+        return
+    nul = wire.nul_possible(raw)
+    if not nul and not wire.may_be_too_deep(raw):
+        return
+    problem = limits.json_problem(body, max_depth=limits.MAX_BODY_DEPTH, nul_possible=nul)
+    if problem is None:
+        return
+    if "deeper" in problem:
+        raise wire.too_deep()
+    raise _body_error("parameter_invalid_format", f"The body {problem}.")
 
 
 def _body_error(code: str, message: str) -> InvalidRequest:

@@ -13,11 +13,20 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from tidings.api import lists_wire, wire
+from tidings.api.bodies import read_limited
 from tidings.api.presenters import iso
-from tidings.domain import fields
+from tidings.domain import fields, limits
 from tidings.domain.errors import InvalidRequest, NotFound
 
-__all__ = ["Body", "json_body", "json_response", "page_answer", "request_hash", "resource_id"]
+__all__ = [
+    "Body",
+    "ignored_body",
+    "json_body",
+    "json_response",
+    "page_answer",
+    "request_hash",
+    "resource_id",
+]
 
 _encode = msgspec.json.Encoder().encode
 MAX_ID = 2**31 - 1  # resource ids are 32-bit integers in both databases
@@ -29,14 +38,34 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 async def json_body(request: Request) -> tuple[bytes, Any]:
-    """The raw body and its JSON value (any JSON: objects and arrays)."""
+    """The raw body and its JSON value (any JSON: objects and arrays), nested at most
+    :data:`limits.MAX_BODY_DEPTH` levels and free of NUL characters (400 if not)."""
     raw, _ = await lists_wire.read_body(request)
     if not raw:
         raise InvalidRequest("The body is empty; send JSON.", code="parameter_missing")
     try:
-        return raw, _decode(raw)
+        value = _decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:  # the parser's own stack limit, far past ours
+        raise wire.too_deep() from None
+    lists_wire.check_json(raw, value)
+    return raw, value
+
+
+async def ignored_body(request: Request) -> None:
+    """For a route that reads nothing of its body: one sent anyway is still JSON within
+    the limits (depth, NUL, size), or 400/413, as on every route; an empty body is fine."""
+    raw = await read_limited(request, wire.MAX_BODY_BYTES)
+    if not raw.strip():
+        return
+    try:
+        value = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}.", param="body") from None
+    except RecursionError:
+        raise wire.too_deep() from None
+    lists_wire.check_json(raw, value)
 
 
 def request_hash(request: Request, raw: bytes) -> str:
@@ -75,7 +104,7 @@ def document_bodies(router: Any) -> None:
     handler checks it), so that the OpenAPI document and its fuzzing see it."""
     for route in router.routes:
         methods: set[str] = getattr(route, "methods", None) or set()
-        if methods & {"POST", "PATCH"}:
+        if methods & {"POST", "PATCH", "PUT"}:
             extra = dict(route.openapi_extra or {})
             extra.setdefault(
                 "requestBody",
@@ -169,12 +198,22 @@ class Body:
             return None
         return value
 
-    def obj(self, name: str, *, required: bool = False) -> dict[str, Any] | None:
+    def obj(
+        self, name: str, *, required: bool = False, max_depth: int = limits.MAX_DEPTH
+    ) -> dict[str, Any] | None:
+        """The free-form object in ``name``: nested at most ``max_depth`` levels (the
+        object itself is level 1), without NUL characters."""
         value = self._get(name, required)
         if value is _MISSING:
             return None
         if not isinstance(value, dict):
             self.problems.add(self._p(name), "parameter_invalid_format", "Must be an object.")
+            return None
+        problem = limits.json_problem(value, max_depth=max_depth)
+        if problem is not None:
+            if "deeper" in problem and max_depth > limits.MAX_DEPTH:
+                problem += f" (a 'data' in it: {limits.MAX_DEPTH})"
+            self.problems.add(self._p(name), "parameter_invalid_format", f"'{name}' {problem}.")
             return None
         return value
 

@@ -19,17 +19,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from tidings.api import wire
 from tidings.api.auth import KeyCache
 from tidings.api.bodies import read_limited
+from tidings.api.lists_wire import check_json
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
 from tidings.domain.errors import InvalidRequest, NotFound
+from tidings.store import cursors
 from tidings.store.notifications import Notification, NotificationStore
 
 __all__ = ["notifications_router", "present_notification"]
 
 _encode = msgspec.json.Encoder().encode
-_CURSOR = re.compile(r"^[0-9]{1,18}$")
 _ID = re.compile(r"^[0-9]{1,18}$")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -96,8 +98,9 @@ def notifications_router(
                 code="parameter_missing",
                 param="x-external-id",
             )
-        if cursor is not None and not _CURSOR.match(cursor):
-            raise InvalidRequest("cursor is not one this API gave.", param="cursor")
+        before: int | None = None
+        if cursor is not None:  # a bad cursor: 400 parameter_invalid_format (store.cursors)
+            (before,) = cursors.decode(cursor, tuple[int])
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT}.", param="limit")
         project_id = auth.project.id
@@ -109,20 +112,26 @@ def notifications_router(
                 project_id,
                 found[0],
                 clock(),
-                before=int(cursor) if cursor else None,
+                before=before,
                 limit=limit + 1,
             )
         more = len(rows) > limit
         rows = rows[:limit]
         body = {
             "results": [present_notification(n) for n in rows],
-            "nextCursor": str(rows[-1].id) if more else None,
+            "nextCursor": cursors.encode(rows[-1].id) if more else None,
             "prevCursor": None,
             "limit": limit,
         }
         return Response(_encode(body), media_type="application/json")
 
-    @router.put("/notifications/{notification_id}", summary="Mark a notification read")
+    @router.put(
+        "/notifications/{notification_id}",
+        summary="Mark a notification read",
+        openapi_extra={  # read by hand; optional (the user may be named by headers)
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}}
+        },
+    )
     async def mark_read(notification_id: str, request: Request) -> Response:
         auth = await keys.authenticate(request, secret=False)
         raw = await read_limited(request, MAX_BODY)
@@ -132,6 +141,9 @@ def notifications_router(
                 body = msgspec.json.decode(raw)
             except msgspec.DecodeError as exc:
                 raise InvalidRequest(f"The body is not valid JSON: {exc}.", param="body") from None
+            except RecursionError:  # the parser's own stack limit, far past ours
+                raise wire.too_deep() from None
+            check_json(raw, body)  # depth and NUL: 400 before anything is read
         if not isinstance(body, dict):
             raise InvalidRequest("Expected a JSON object.", param="body")
         external_id = _identity(

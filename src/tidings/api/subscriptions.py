@@ -28,6 +28,7 @@ from tidings.api.messaging_wire import (
     ERRORS,
     Body,
     document_bodies,
+    ignored_body,
     json_body,
     json_response,
     present_time,
@@ -362,6 +363,7 @@ def subscriptions_router(services: Services, keys: KeyCache) -> APIRouter:
     )
     async def session(request: Request, external_id: str) -> Response:
         project_id = await _auth(request, Role.EDITOR)
+        await ignored_body(request)
         profile_id = await _profile_id(project_id, external_id)
         token = _serializer().dumps({"p": project_id, "u": profile_id})
         return json_response(

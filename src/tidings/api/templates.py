@@ -27,7 +27,7 @@ from tidings.api.messaging_wire import (
     resource_id,
 )
 from tidings.bootstrap import Services
-from tidings.domain import fields
+from tidings.domain import fields, limits
 from tidings.domain.auth import Role
 from tidings.domain.channels import Message, Outcome
 from tidings.domain.errors import Conflict, ValidationFailed
@@ -192,8 +192,8 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
         row = await run_in_threadpool(store.template, project_id, resource_id(id, "template"))
         _, value = await json_body(request)
         body = Body(value, _PREVIEW)
-        for name in _PREVIEW:
-            body.obj(name)
+        for name in _PREVIEW:  # 'user' and 'event' may hold a 'data' of 32 levels
+            body.obj(name, max_depth=limits.MAX_DEPTH + 1)
         body.done()
         user = value.get("user") or {}
         recipient = {
@@ -215,7 +215,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
         body = Body(value, _PROOF)
         recipient_raw = body.string("recipient", required=True, max_length=4096)
         for name in ("user", "event", "context"):
-            body.obj(name)
+            body.obj(name, max_depth=limits.MAX_DEPTH + 1)
         body.done()
         assert recipient_raw is not None
         recipient: dict[str, Any] = {}

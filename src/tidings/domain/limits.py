@@ -62,7 +62,7 @@ _CONTAINERS = (dict, list)
 
 
 def json_problem(
-    value: Mapping[str, Any], *, max_depth: int = MAX_DEPTH, nul_possible: bool = True
+    value: Mapping[str, Any] | list[Any], *, max_depth: int = MAX_DEPTH, nul_possible: bool = True
 ) -> str | None:
     """Why this free-form object cannot be stored and read back, or None.
 

@@ -7,10 +7,9 @@ is what the engine's graph cache compares.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -24,6 +23,7 @@ from tidings.domain.journeys import (
     publish_errors,
 )
 from tidings.journeys.sql import insert_ignore
+from tidings.store import cursors
 from tidings.store.database import Writer
 from tidings.store.tables_journeys import (
     journey_entrances,
@@ -220,7 +220,7 @@ def move_off_removed(conn: Connection, graph: Graph, now: int) -> int:
 
 
 def _cursor(kind: str, value: int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
+    return cursors.encode(kind, value)
 
 
 class JourneyStore:
@@ -294,15 +294,12 @@ class JourneyStore:
         )
         before: int | None = None
         after: int | None = None
-        if cursor:
-            try:
-                kind, value = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
-                if kind == "b":
-                    before = int(value)
-                elif kind == "a":
-                    after = int(value)
-            except ValueError:
-                pass
+        if cursor:  # store.cursors: a forged or stale-format cursor is a 400
+            kind, value = cursors.decode(cursor, tuple[Literal["a", "b"], int])
+            if kind == "b":
+                before = value
+            else:
+                after = value
         if after is not None:
             query = query.where(journeys.c.id > after).order_by(journeys.c.id.asc())
         else:

@@ -20,6 +20,7 @@ from tidings.domain.errors import Conflict, NotFound, ValidationFailed
 from tidings.domain.messaging import check_transition
 from tidings.messaging.sql import insert_ignoring
 from tidings.messaging.templates import prepare
+from tidings.store import cursors
 from tidings.store.database import Writer
 from tidings.store.tables import lists, profiles
 from tidings.store.tables_messaging import (
@@ -95,11 +96,11 @@ class Page:
 
 
 def _cursor(raw: str | None) -> int | None:
+    """The id a page continues below (``store.cursors``: a bad cursor is a 400)."""
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise ValidationFailed("Unknown cursor.", param="cursor")
-    return int(raw)
+    (before,) = cursors.decode(raw, tuple[int])
+    return int(before)
 
 
 def _page(rows: Sequence[Any], limit: int, cursor: int | None, key: Callable[[Any], int]) -> Page:
@@ -107,8 +108,8 @@ def _page(rows: Sequence[Any], limit: int, cursor: int | None, key: Callable[[An
     rows = rows[:limit]
     return Page(
         results=[dict(r._mapping) for r in rows],
-        next_cursor=str(key(rows[-1])) if more and rows else None,
-        prev_cursor=None if cursor is None else (str(key(rows[0]) + 1) if rows else None),
+        next_cursor=cursors.encode(key(rows[-1])) if more and rows else None,
+        prev_cursor=cursors.encode(key(rows[0]) + 1) if cursor is not None and rows else None,
         limit=limit,
     )
 

@@ -18,18 +18,17 @@ RFC 3339.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
 from tidings.reporting.filters import GROUPS, EventFilter
+from tidings.store import cursors
 from tidings.store.rollups import day_sql
 from tidings.store.tables import events, identities, profiles
 from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
@@ -129,28 +128,20 @@ _CursorShape = tuple[Literal[1], str, Literal["asc", "desc"], Literal["n", "p"],
 
 
 def _encode_cursor(f: EventFilter, direction: Direction, kind: str, at: tuple[int, str]) -> str:
-    raw = msgspec.json.encode([1, f.fingerprint(), direction, kind, at[0], at[1]])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode(1, f.fingerprint(), direction, kind, at[0], at[1])
 
 
 def _decode_cursor(cursor: str, f: EventFilter, direction: Direction) -> tuple[str, int, str]:
-    bad = InvalidRequest("cursor: not a cursor this server issued.", param="cursor")
-    if len(cursor) > 512 or not cursor.isascii():
-        raise bad
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        _, fingerprint, made_for, kind, created_at, event_id = msgspec.json.decode(
-            raw, type=_CursorShape
-        )
-    except (ValueError, msgspec.DecodeError):
-        raise bad from None
+    """The position in ``cursor`` (checked by ``store.cursors``), which must have been made
+    for this filter (its digest) and direction: 400 ``parameter_invalid_format`` if not."""
+    _, fingerprint, made_for, kind, created_at, event_id = cursors.decode(cursor, _CursorShape)
     if fingerprint != f.fingerprint() or made_for != direction:
         raise InvalidRequest(
             "cursor: made for other filters or another direction; start again without it.",
             param="cursor",
         )
     if not event_id.startswith("evt_") or len(event_id) > 32:
-        raise bad
+        raise cursors.invalid_cursor()
     return kind, created_at, event_id
 
 
