@@ -77,6 +77,8 @@ async def test_without_a_sink_in_app_sends_fail_with_the_reason(
     services: Services, client: httpx.AsyncClient, project: Project
 ) -> None:
     manual(services)
+    assert services.messaging is not None
+    services.messaging.delivery.in_app = None  # a delivery built without the notifications
     campaign = await trigger_campaign(client, project, channel="in_app", template=IN_APP)
     await post(
         client, project, f"/campaigns/{campaign['id']}/trigger", {"user": {"external_id": "u1"}}
