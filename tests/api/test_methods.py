@@ -13,7 +13,8 @@ from tests.conftest import Project, bearer
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("GET", "/api/client/events", "POST"),  # a fast ingest route
+        ("PUT", "/api/client/events", "GET, POST"),  # fast POST ingest, FastAPI GET reads
+        ("GET", "/api/client/alias", "POST"),  # a fast ingest route alone
         ("PUT", "/api/client/identify", "POST"),
         ("GET", "/v1/batch", "POST"),  # the Segment API's fast routes
         ("PUT", "/api/client/users", "DELETE, GET, PATCH"),  # fast PATCH, FastAPI GET/DELETE

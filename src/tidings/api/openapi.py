@@ -198,12 +198,12 @@ _ERASE_ERRORS = {
 def _document_reads(paths: dict[str, Any]) -> None:
     """FastAPI documents its own 422 for bad parameters; Tidings answers 400 problems."""
     for path, operations in paths.items():
-        if not path.startswith("/api/client/"):
-            continue
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             if "HTTPValidationError" in str(responses.get("422", "")):  # FastAPI's own only
                 responses.pop("422")
+            if not path.startswith("/api/client/"):
+                continue  # e.g. the inbound SMS webhook: its own authentication and errors
             errors = {**_READ_ERRORS, **(_ERASE_ERRORS if method == "delete" else {})}
             for status, response in errors.items():
                 responses.setdefault(status, response)
