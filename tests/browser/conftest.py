@@ -57,7 +57,10 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: a Playwright sync API left running would refuse to start
+# again in the next browser module ("Sync API inside the asyncio loop"), and keeps its own
+# event loop around while the rest of the suite runs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")

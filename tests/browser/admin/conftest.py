@@ -1,14 +1,12 @@
 """A real ``tidings serve`` and Debian's chromium, driven by Playwright (no browser download).
 
 Skips, saying why, when chromium or Playwright is missing; fails instead when
-``TIDINGS_TEST_REQUIRE_SERVICES`` is set. (A shared chromium fixture for every browser
-test is coming in tests/browser/conftest.py; this one is the admin UI's own until then.)
+``TIDINGS_TEST_REQUIRE_SERVICES`` is set. Chromium itself comes from the shared
+fixture in tests/browser/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,41 +17,14 @@ import pytest
 
 from tests.e2e.server import Server, create_project, run_cli
 
-CHROMIUM = os.environ.get("TIDINGS_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EMAIL = "owner@example.com"
 PASSWORD = "a long browser password"
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("TIDINGS_TEST_REQUIRE_SERVICES"):
-        pytest.fail(f"TIDINGS_TEST_REQUIRE_SERVICES is set but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("Playwright is not installed (pip install -e '.[dev]')")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        _unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+@pytest.fixture(scope="module")
+def chromium(browser: Any) -> Any:
+    """The shared chromium of tests/browser/conftest.py."""
+    return browser
 
 
 @dataclass
