@@ -132,8 +132,9 @@ def test_partitions_are_kept_ahead_and_events_land_in_their_month(pg: Database) 
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'events_209103'"
             )
         }
-    # primary key, profile timeline, profile events by name and time, created_at (BRIN)
-    assert len(indexes) == 4
+    # primary key, profile timeline, profile events by name and time, created_at (BRIN),
+    # the project's events by time (reporting, migration 0016)
+    assert len(indexes) == 5
 
 
 def test_rows_in_the_default_partition_move_into_a_new_months_partition(pg: Database) -> None:
