@@ -62,7 +62,9 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def _journey_id(raw: str) -> int:
-    if not _ID.match(raw):
+    # Ids are 32-bit integers: a larger one names no journey (and PostgreSQL would refuse
+    # to compare it with the column).
+    if not _ID.match(raw) or int(raw) > 2_147_483_647:
         raise NotFound(f"No journey with id '{raw[:40]}'.", param="id")
     return int(raw)
 
