@@ -13,8 +13,8 @@ from tests.conftest import CONTRACT
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ("src", "tests", "scripts", "bench", "clients", ".ci")
-# A path climbing out of the repository: "../shared", parents[2] / "shared", an absolute
-# path into the machine the project was built on.
+# A path climbing out of the repository (up a level into the shared folder, or a parent
+# index joined with it), or an absolute path into the machine the project was built on.
 OUTSIDE = re.compile(r"\.\./shared|parents\[\d\]\s*/\s*[\"']shared|/work/shared|/work/wt/")
 
 
