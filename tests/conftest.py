@@ -45,6 +45,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'tidings.db'}",
         "key_cache_ttl": 0,
+        # A loaded test machine can take seconds to answer one read; the outage tests set
+        # their own short timeout.
+        "key_lookup_timeout": 30.0,
         "sqlite_synchronous": "NORMAL",
         "demo_project": False,
     }

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         description="FULL survives power loss; NORMAL survives process crashes only.",
     )
     key_cache_ttl: float = Field(default=5.0, ge=0, description="Seconds an API key stays cached.")
+    key_lookup_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a request waits for its API key to be read before it is "
+        "answered from the last known answer (or 503 for a key never seen).",
+    )
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     event_retention_days: int = Field(
         default=0,

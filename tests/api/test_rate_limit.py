@@ -182,3 +182,13 @@ async def test_rate_limits_are_off_by_default(limited: Any) -> None:
         for _ in range(50):
             response = await client.get("/api/client/users", headers=bearer(project.sk))
             assert response.status_code == 200, response.text
+
+
+def test_the_key_lookup_timeout_is_a_setting(tmp_path: Path) -> None:
+    services = make_services(make_settings(tmp_path, key_lookup_timeout=0.25))
+    try:
+        app = create_app(services, manage_lifecycle=False)
+        assert app.state.keys.lookup_timeout == 0.25
+    finally:
+        services.close()
+    assert Settings.model_fields["key_lookup_timeout"].default == 2.0

@@ -20,6 +20,7 @@ Chromium, Playwright or npm missing: the tests are skipped, saying why, unless
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -156,11 +157,19 @@ def npm_packages() -> Path:
     """``node_modules`` with the packages of tests/browser/package.json, installed once."""
     wanted = json.loads(PACKAGE_JSON.read_text())["dependencies"]
     modules = NPM_CACHE / "node_modules"
+    NPM_CACHE.mkdir(parents=True, exist_ok=True)
+    # Test processes run in parallel (pytest-xdist): one installs, the others wait for it.
+    with open(NPM_CACHE / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _install(wanted, modules)
+    return modules
+
+
+def _install(wanted: dict[str, str], modules: Path) -> None:
     if not all(_installed(modules, name) == version for name, version in wanted.items()):
         npm = shutil.which("npm")
         if npm is None:
             unavailable("npm is not installed (apt-get install npm)")
-        NPM_CACHE.mkdir(parents=True, exist_ok=True)
         shutil.copy(PACKAGE_JSON, NPM_CACHE / "package.json")
         result = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-package-lock"],
@@ -172,7 +181,6 @@ def npm_packages() -> Path:
         )
         if result.returncode != 0:
             unavailable(f"npm install failed in {NPM_CACHE}: {result.stderr[-2000:]}")
-    return modules
 
 
 def _installed(modules: Path, name: str) -> str | None:

@@ -192,6 +192,8 @@ def assert_unavailable(response: httpx.Response) -> dict[str, Any]:
 def in_process(
     tmp_path: Path, database_url: str, **overrides: Any
 ) -> tuple[Services, httpx.AsyncClient]:
+    # The production key lookup timeout: an outage must answer 503 within it.
+    overrides.setdefault("key_lookup_timeout", 2.0)
     services = make_services(make_settings(tmp_path, database_url=database_url, **overrides))
     app = create_app(services, manage_lifecycle=False)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")

@@ -193,7 +193,12 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
-    keys = KeyCache(services.projects, services.settings.key_cache_ttl)
+    keys = KeyCache(
+        services.projects,
+        services.settings.key_cache_ttl,
+        lookup_timeout=services.settings.key_lookup_timeout,
+    )
+    app.state.keys = keys
     ingest = IngestRoutes(services, keys)
     app.state.ingest = ingest
 
