@@ -9,24 +9,47 @@ thread (``asyncio.to_thread``), so they never block the loop.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
-from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
+from ._base import AsyncClosing
 from ._batching import BatchingClient
 from ._http import DEFAULT_TIMEOUT
-from ._models import UpsertResult
+from ._ops import as_method, named_methods
 from ._queue import Dropped
 from ._retry import RetryPolicy
 
 __all__ = ["AsyncBatchingClient"]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+Method = Callable[Concatenate[BatchingClient, P], T]
+AsyncMethod = Callable[Concatenate["AsyncBatchingClient", P], Coroutine[Any, Any, T]]
 
-class AsyncBatchingClient:
+
+def _at_once(method: Method[P, T]) -> AsyncMethod[P, T]:
+    """A coroutine method calling ``method`` of the batching client, which never blocks."""
+
+    async def call(self: AsyncBatchingClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return method(self._sync, *args, **kwargs)
+
+    return as_method(call, method)
+
+
+def _in_thread(method: Method[P, T]) -> AsyncMethod[P, T]:
+    """A coroutine method running ``method`` of the batching client in a worker thread."""
+
+    async def call(self: AsyncBatchingClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(method, self._sync, *args, **kwargs)
+
+    return as_method(call, method)
+
+
+@named_methods
+class AsyncBatchingClient(AsyncClosing):
     """The asyncio face of ``BatchingClient``: same options, same guarantees, awaited calls.
 
     ``await client.track(...)`` queues and returns the ``message_id`` at once;
@@ -98,27 +121,7 @@ class AsyncBatchingClient:
     def __repr__(self) -> str:
         return f"AsyncBatchingClient(base_url={self.base_url!r})"
 
-    async def track(
-        self,
-        event: str,
-        properties: Mapping[str, Any] | None = None,
-        *,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        user: Mapping[str, Any] | None = None,
-        created_at: dt.datetime | str | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """Queue an event and return its ``message_id`` at once (see ``Client.track``)."""
-        return self._sync.track(
-            event,
-            properties,
-            external_id=external_id,
-            anonymous_id=anonymous_id,
-            user=user,
-            created_at=created_at,
-            message_id=message_id,
-        )
+    track = _at_once(BatchingClient.track)
 
     # ``timeout`` is a delivery budget handed to the sender, not a cancellation scope.
     async def flush(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
@@ -129,137 +132,9 @@ class AsyncBatchingClient:
         """Deliver what can be delivered within ``timeout``; see ``BatchingClient.close``."""
         await asyncio.to_thread(self._sync.close, timeout)
 
-    async def __aenter__(self) -> AsyncBatchingClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def identify(
-        self,
-        *,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        email: str | None = None,
-        phone: str | None = None,
-        timezone: str | None = None,
-        locale: str | None = None,
-        traits: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Create or update a profile at once (see ``Client.identify``)."""
-        await asyncio.to_thread(
-            lambda: self._sync.identify(
-                external_id=external_id,
-                anonymous_id=anonymous_id,
-                email=email,
-                phone=phone,
-                timezone=timezone,
-                locale=locale,
-                traits=traits,
-            )
-        )
-
-    async def alias(self, *, anonymous_id: str, external_id: str) -> None:
-        """Merge the anonymous profile into the known user (see ``Client.alias``)."""
-        await asyncio.to_thread(
-            lambda: self._sync.alias(anonymous_id=anonymous_id, external_id=external_id)
-        )
-
-    async def register_device(
-        self,
-        *,
-        device_id: str,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        token: str | None = None,
-        os: str | None = None,
-        os_version: str | None = None,
-        model: str | None = None,
-        app_build: str | None = None,
-        app_version: str | None = None,
-        sdk_version: str | None = None,
-    ) -> None:
-        """Register a device (see ``Client.register_device``)."""
-        await asyncio.to_thread(
-            lambda: self._sync.register_device(
-                device_id=device_id,
-                external_id=external_id,
-                anonymous_id=anonymous_id,
-                token=token,
-                os=os,
-                os_version=os_version,
-                model=model,
-                app_build=app_build,
-                app_version=app_version,
-                sdk_version=sdk_version,
-            )
-        )
-
-    async def upsert_users(
-        self, users: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
-    ) -> UpsertResult:
-        """Create or update 1-100 profiles (see ``Client.upsert_users``)."""
-        return await asyncio.to_thread(
-            lambda: self._sync.upsert_users(users, idempotency_key=idempotency_key)
-        )
-
-    async def trigger_campaign(
-        self,
-        campaign_id: str | int,
-        *,
-        external_id: str,
-        email: str | None = None,
-        phone: str | None = None,
-        timezone: str | None = None,
-        locale: str | None = None,
-        traits: Mapping[str, Any] | None = None,
-        event: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> None:
-        """Send a trigger campaign to one user (see ``Client.trigger_campaign``)."""
-        await asyncio.to_thread(
-            lambda: self._sync.trigger_campaign(
-                campaign_id,
-                external_id=external_id,
-                email=email,
-                phone=phone,
-                timezone=timezone,
-                locale=locale,
-                traits=traits,
-                event=event,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    async def trigger_journey(
-        self,
-        journey_id: str | int,
-        *,
-        external_id: str,
-        email: str | None = None,
-        phone: str | None = None,
-        timezone: str | None = None,
-        locale: str | None = None,
-        traits: Mapping[str, Any] | None = None,
-        event: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> None:
-        """Enter one user into a journey (see ``Client.trigger_journey``)."""
-        await asyncio.to_thread(
-            lambda: self._sync.trigger_journey(
-                journey_id,
-                external_id=external_id,
-                email=email,
-                phone=phone,
-                timezone=timezone,
-                locale=locale,
-                traits=traits,
-                event=event,
-                idempotency_key=idempotency_key,
-            )
-        )
+    identify = _in_thread(BatchingClient.identify)
+    alias = _in_thread(BatchingClient.alias)
+    register_device = _in_thread(BatchingClient.register_device)
+    upsert_users = _in_thread(BatchingClient.upsert_users)
+    trigger_campaign = _in_thread(BatchingClient.trigger_campaign)
+    trigger_journey = _in_thread(BatchingClient.trigger_journey)

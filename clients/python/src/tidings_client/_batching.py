@@ -10,21 +10,23 @@ child process forked from the host starts with an empty queue of its own.
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 import httpx
 
+from . import _calls as calls
 from . import _payloads as p
+from ._base import ClientBase
 from ._client import Client
 from ._exceptions import TidingsConnectionError, TidingsError
 from ._http import DEFAULT_TIMEOUT, connection_error, error_from_response
+from ._ops import Track, as_method, named_methods
 from ._queue import Dropped, DropReason, DropReporter, MemoryQueue
 from ._retry import RetryPolicy, is_retryable, retry_after_of
 from ._spool import Item, Spool, SpoolFullError
@@ -39,7 +41,22 @@ MAX_BATCH_BYTES = 950_000
 _SPLIT_STATUSES = frozenset({400, 413, 422})
 """Answers that may be caused by one event of a batch: split the batch to find it."""
 
+P = ParamSpec("P")
 
+
+def _queued(
+    spec: Callable[Concatenate[ClientBase[Any, Any], P], Track],
+) -> Callable[Concatenate[BatchingClient, P], str]:
+    """``track`` that queues the event and returns its ``message_id`` at once."""
+
+    def track(self: BatchingClient, /, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Queue an event and return its ``message_id`` at once (see ``Client.track``)."""
+        return self._enqueue(spec(self, *args, **kwargs))
+
+    return as_method(track, spec, "str")
+
+
+@named_methods
 class BatchingClient(Client):
     """A ``Client`` whose ``track`` returns at once; events are sent in the background.
 
@@ -158,30 +175,8 @@ class BatchingClient(Client):
 
     # -- track ----------------------------------------------------------------------------
 
-    def track(
-        self,
-        event: str,
-        properties: Mapping[str, Any] | None = None,
-        *,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        user: Mapping[str, Any] | None = None,
-        created_at: dt.datetime | str | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """Queue an event and return its ``message_id`` at once (see ``Client.track``)."""
-        body = p.track_body(
-            event,
-            properties,
-            external_id=external_id,
-            anonymous_id=anonymous_id,
-            user=user,
-            created_at=created_at,
-            message_id=message_id,
-            convert=self._convert,
-        )
-        mid = str(body["message_id"])
-        raw = p.dumps(body)
+    def _enqueue(self, op: Track) -> str:
+        mid, raw = op.message_id, op.event
         reason: DropReason | None = None
         error: TidingsError | None = None
         if self._closing:
@@ -213,6 +208,8 @@ class BatchingClient(Client):
         else:
             self._ensure_sender()
         return mid
+
+    track = _queued(calls.track)
 
     # -- flush and close ------------------------------------------------------------------
 

@@ -2,26 +2,50 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
-from . import _fork
-from ._base import Call, ClientBase
-from ._exceptions import TidingsError
-from ._http import DEFAULT_TIMEOUT, connection_error, error_from_response
-from ._models import UpsertResult
-from ._reporting import AggregationRow, Event, EventPage
-from ._retry import RetryPolicy, retry_after_of
+from . import _calls as calls
+from ._base import ClientBase
+from ._ops import Attempts, Op, Pages, as_method, named_methods, result_of
+from ._reporting import Event, EventPage
 
 __all__ = ["Client"]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+Spec = Callable[Concatenate[ClientBase[Any, Any], P], T]
 
-class Client(ClientBase):
+
+def _blocking(spec: Spec[P, Op[T]]) -> Callable[Concatenate[Client, P], T]:
+    """The blocking method performing the op ``spec`` returns."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._perform(spec(self, *args, **kwargs))
+
+    return as_method(method, spec, result_of(spec))
+
+
+def _blocking_pages(spec: Spec[P, Pages]) -> Callable[Concatenate[Client, P], Iterator[Event]]:
+    """The generator method fetching page after page as it is iterated."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[Event]:
+        pages = spec(self, *args, **kwargs)
+        op: Op[EventPage] | None = pages.first()
+        while op is not None:
+            page = self._perform(op)
+            yield from page.results
+            op = pages.after(page)
+
+    return as_method(method, spec, "Iterator[Event]")
+
+
+@named_methods
+class Client(ClientBase[httpx.BaseTransport, httpx.Client]):
     """A synchronous client for the Tidings client API (``/api/client``).
 
     Each call sends one request and returns when the server has answered; a failure raises a
@@ -43,36 +67,12 @@ class Client(ClientBase):
         transport: an ``httpx.BaseTransport``, e.g. ``tidings_client.testing.RecordingTransport``.
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        convert_keys: bool = True,
-        retry: RetryPolicy | None = None,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            api_key,
-            base_url=base_url,
-            timeout=timeout,
-            convert_keys=convert_keys,
-            retry=retry,
-            headers=headers,
-        )
-        self._transport = transport
-        self._http = self._new_http()
-        self._sleep: Callable[[float], None] = time.sleep
-        _fork.register(self)
-
     def _new_http(self) -> httpx.Client:
         return httpx.Client(transport=self._transport, timeout=self._timeout)
 
-    def _after_fork_in_child(self) -> None:
-        # The parent's pool shares sockets with the parent: leave it, never close it here.
-        self._http = self._new_http()
+    @staticmethod
+    def _sleep(seconds: float) -> None:
+        time.sleep(seconds)
 
     def close(self) -> None:
         """Close the connection pool. The client cannot be used afterwards."""
@@ -89,295 +89,27 @@ class Client(ClientBase):
     ) -> None:
         self.close()
 
-    def _send(self, call: Call) -> httpx.Response:
-        method, url, headers, content = self._build(call)
-        retries = 0
+    def _perform(self, op: Op[T]) -> T:
+        method, url, headers, content = self._build(op.call)
+        attempts = Attempts(self._retry)
         while True:
-            error: TidingsError
+            answer: httpx.Response | httpx.RequestError
             try:
-                response = self._http.request(method, url, headers=headers, content=content)
+                answer = self._http.request(method, url, headers=headers, content=content)
             except httpx.RequestError as exc:
-                error = connection_error(exc)
-            else:
-                if response.is_success:
-                    return response
-                error = error_from_response(response)
-            if not self._retry.should_retry(retries, error):
-                raise error
-            self._sleep(self._retry.delay(retries, retry_after_of(error)))
-            retries += 1
+                answer = exc
+            outcome = attempts.outcome(answer)
+            if isinstance(outcome, httpx.Response):
+                return op.read(outcome)
+            self._sleep(outcome)
 
-    # -- calls --------------------------------------------------------------------------
-
-    def track(
-        self,
-        event: str,
-        properties: Mapping[str, Any] | None = None,
-        *,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        user: Mapping[str, Any] | None = None,
-        created_at: dt.datetime | str | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        """Record that a user did ``event``; returns the event's ``message_id``.
-
-        ``properties`` become the event's ``data``; ``user`` (``email``, ``phone``,
-        ``timezone``, ``locale``, ``data``) updates the profile on the way. ``created_at`` is a
-        timezone-aware datetime or an ISO-8601 string (default: when the server receives it).
-        A ``message_id`` is generated when none is given; the server stores an event once per
-        ``message_id``, so sending it again is harmless.
-        """
-        call, mid = self._track_call(
-            event,
-            properties,
-            external_id=external_id,
-            anonymous_id=anonymous_id,
-            user=user,
-            created_at=created_at,
-            message_id=message_id,
-        )
-        self._send(call)
-        return mid
-
-    def identify(
-        self,
-        *,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        email: str | None = None,
-        phone: str | None = None,
-        timezone: str | None = None,
-        locale: str | None = None,
-        traits: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Create or update a profile; traits are shallow-merged (a ``None`` value clears one).
-
-        Giving both ids links the anonymous history to the known user.
-        """
-        self._send(
-            self._identify_call(
-                external_id=external_id,
-                anonymous_id=anonymous_id,
-                email=email,
-                phone=phone,
-                timezone=timezone,
-                locale=locale,
-                traits=traits,
-            )
-        )
-
-    def alias(self, *, anonymous_id: str, external_id: str) -> None:
-        """Merge the anonymous profile (and its events) into the known user."""
-        self._send(self._alias_call(anonymous_id=anonymous_id, external_id=external_id))
-
-    def register_device(
-        self,
-        *,
-        device_id: str,
-        external_id: str | None = None,
-        anonymous_id: str | None = None,
-        token: str | None = None,
-        os: str | None = None,
-        os_version: str | None = None,
-        model: str | None = None,
-        app_build: str | None = None,
-        app_version: str | None = None,
-        sdk_version: str | None = None,
-    ) -> None:
-        """Register (or update) a device and its push token for a user."""
-        self._send(
-            self._device_call(
-                device_id=device_id,
-                external_id=external_id,
-                anonymous_id=anonymous_id,
-                token=token,
-                os=os,
-                os_version=os_version,
-                model=model,
-                app_build=app_build,
-                app_version=app_version,
-                sdk_version=sdk_version,
-            )
-        )
-
-    def upsert_users(
-        self, users: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
-    ) -> UpsertResult:
-        """Create or update 1-100 profiles at once (secret key); one result per item.
-
-        Each item is ``{external_id?, anonymous_id?, email?, phone?, timezone?, locale?,
-        data?}`` with at least one id. Items fail independently: check ``result.failed``.
-        """
-        return self._upsert_result(self._send(self._users_call(users, idempotency_key)))
-
-    def trigger_campaign(
-        self,
-        campaign_id: str | int,
-        *,
-        external_id: str,
-        email: str | None = None,
-        phone: str | None = None,
-        timezone: str | None = None,
-        locale: str | None = None,
-        traits: Mapping[str, Any] | None = None,
-        event: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> None:
-        """Send a trigger campaign to one user (secret key); ``event`` feeds the template.
-
-        A draft or stopped campaign raises ``ConflictError``. Pass an ``idempotency_key``
-        to make a retried trigger send at most once.
-        """
-        self._send(
-            self._trigger_call(
-                "campaigns",
-                campaign_id,
-                idempotency_key,
-                external_id=external_id,
-                email=email,
-                phone=phone,
-                timezone=timezone,
-                locale=locale,
-                traits=traits,
-                event=event,
-            )
-        )
-
-    def trigger_journey(
-        self,
-        journey_id: str | int,
-        *,
-        external_id: str,
-        email: str | None = None,
-        phone: str | None = None,
-        timezone: str | None = None,
-        locale: str | None = None,
-        traits: Mapping[str, Any] | None = None,
-        event: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> None:
-        """Enter one user into a journey (secret key); ``event`` is the entrance event data.
-
-        A draft or stopped journey raises ``ConflictError``.
-        """
-        self._send(
-            self._trigger_call(
-                "journeys",
-                journey_id,
-                idempotency_key,
-                external_id=external_id,
-                email=email,
-                phone=phone,
-                timezone=timezone,
-                locale=locale,
-                traits=traits,
-                event=event,
-            )
-        )
-
-    # -- reporting reads ------------------------------------------------------------------
-
-    def events_page(
-        self,
-        start: dt.datetime | str,
-        end: dt.datetime | str,
-        *,
-        event_names: Sequence[str] = (),
-        external_ids: Sequence[str] = (),
-        anonymous_ids: Sequence[str] = (),
-        campaign_ids: Sequence[int] = (),
-        include_payload: bool = False,
-        direction: str = "desc",
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> EventPage:
-        """One page of the project's events in ``created_at`` order (``direction``).
-
-        ``start`` (inclusive) and ``end`` (exclusive) are timezone-aware datetimes or
-        RFC 3339 strings; the lists filter by any of their values (users by external or
-        anonymous id together). Secret key.
-        """
-        call = self._events_call(
-            start,
-            end,
-            event_names=event_names,
-            external_ids=external_ids,
-            anonymous_ids=anonymous_ids,
-            campaign_ids=campaign_ids,
-            include_payload=include_payload,
-            direction=direction,
-            limit=limit,
-            cursor=cursor,
-        )
-        return EventPage.from_json(self._json(self._send(call)))
-
-    def events(
-        self,
-        start: dt.datetime | str,
-        end: dt.datetime | str,
-        *,
-        event_names: Sequence[str] = (),
-        external_ids: Sequence[str] = (),
-        anonymous_ids: Sequence[str] = (),
-        campaign_ids: Sequence[int] = (),
-        include_payload: bool = False,
-        direction: str = "desc",
-        page_size: int = 100,
-    ) -> Iterator[Event]:
-        """Every event of the filter, fetched page by page as you iterate (the cursor never skips or
-        repeats an event, even while new ones arrive).
-
-        ``start`` (inclusive) and ``end`` (exclusive) are timezone-aware datetimes or
-        RFC 3339 strings; the lists filter by any of their values (users by external or
-        anonymous id together). Secret key.
-        """
-        cursor: str | None = None
-        while True:
-            page = self.events_page(
-                start,
-                end,
-                event_names=event_names,
-                external_ids=external_ids,
-                anonymous_ids=anonymous_ids,
-                campaign_ids=campaign_ids,
-                include_payload=include_payload,
-                direction=direction,
-                limit=page_size,
-                cursor=cursor,
-            )
-            yield from page.results
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
-
-    def aggregations(
-        self,
-        start: dt.datetime | str,
-        end: dt.datetime | str,
-        *,
-        group_by: Sequence[str] = (),
-        event_names: Sequence[str] = (),
-        external_ids: Sequence[str] = (),
-        anonymous_ids: Sequence[str] = (),
-        campaign_ids: Sequence[int] = (),
-        limit: int = 1000,
-    ) -> list[AggregationRow]:
-        """Counts, unique users and first/last seen, grouped by any of ``event_name``, ``campaign``,
-        ``user`` and ``day`` (UTC); no ``group_by``: one total row.
-
-        ``start`` (inclusive) and ``end`` (exclusive) are timezone-aware datetimes or
-        RFC 3339 strings; the lists filter by any of their values (users by external or
-        anonymous id together). Secret key.
-        """
-        call = self._aggregations_call(
-            start,
-            end,
-            group_by=group_by,
-            event_names=event_names,
-            external_ids=external_ids,
-            anonymous_ids=anonymous_ids,
-            campaign_ids=campaign_ids,
-            limit=limit,
-        )
-        return AggregationRow.list_from_json(self._json(self._send(call)))
+    track = _blocking(calls.track)
+    identify = _blocking(calls.identify)
+    alias = _blocking(calls.alias)
+    register_device = _blocking(calls.register_device)
+    upsert_users = _blocking(calls.upsert_users)
+    trigger_campaign = _blocking(calls.trigger_campaign)
+    trigger_journey = _blocking(calls.trigger_journey)
+    events_page = _blocking(calls.events_page)
+    events = _blocking_pages(calls.events)
+    aggregations = _blocking(calls.aggregations)

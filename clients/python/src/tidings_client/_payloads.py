@@ -1,7 +1,7 @@
 """Request bodies: argument checks, key conversion and JSON encoding.
 
-Pure functions shared by every client, so a sync, async or batched call sends the very
-same bytes for the same arguments.
+Pure functions for the calls of ``_calls``, shared by every client, so a sync, async or
+batched call sends the very same bytes for the same arguments.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from ._keys import convert_keys
 
 __all__ = [
     "MAX_ITEMS",
-    "alias_body",
-    "device_body",
+    "compact",
     "dumps",
-    "identify_body",
+    "id_value",
+    "mapping",
     "new_message_id",
-    "track_body",
+    "timestamp",
     "trigger_body",
+    "user_ids",
     "users_body",
 ]
 
@@ -40,7 +41,7 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
-def _id(name: str, value: object) -> str | None:
+def id_value(name: str, value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -61,12 +62,17 @@ def _check_external_id(name: str, value: str) -> None:
         raise ValueError(f"{name} must not be '.' or '..' (it names the user in URLs)")
 
 
-def _require_id(call: str, external_id: str | None, anonymous_id: str | None) -> None:
-    if external_id is None and anonymous_id is None:
+def user_ids(
+    call: str, external_id: str | None, anonymous_id: str | None
+) -> tuple[str | None, str | None]:
+    """The checked ids of a call about one user; at least one of them is needed."""
+    ext, anon = id_value("external_id", external_id), id_value("anonymous_id", anonymous_id)
+    if ext is None and anon is None:
         raise ValueError(f"{call}() needs an external_id or an anonymous_id (or both)")
+    return ext, anon
 
 
-def _timestamp(value: dt.datetime | str | None) -> str | None:
+def timestamp(value: dt.datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if not isinstance(value, dt.datetime):
@@ -77,7 +83,7 @@ def _timestamp(value: dt.datetime | str | None) -> str | None:
     return value.isoformat()
 
 
-def _mapping(name: str, value: Mapping[str, Any] | None, convert: bool) -> dict[str, Any] | None:
+def mapping(name: str, value: Mapping[str, Any] | None, convert: bool) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -85,129 +91,30 @@ def _mapping(name: str, value: Mapping[str, Any] | None, convert: bool) -> dict[
     return convert_keys(value) if convert else dict(value)
 
 
-def _compact(body: dict[str, Any]) -> dict[str, Any]:
+def compact(body: dict[str, Any]) -> dict[str, Any]:
     """Leave out absent fields rather than sending nulls."""
     return {k: v for k, v in body.items() if v is not None}
-
-
-def track_body(
-    event: str,
-    properties: Mapping[str, Any] | None,
-    *,
-    external_id: str | None,
-    anonymous_id: str | None,
-    user: Mapping[str, Any] | None,
-    created_at: dt.datetime | str | None,
-    message_id: str | None,
-    convert: bool,
-) -> dict[str, Any]:
-    """One element of the ``POST /events`` array; always carries a ``message_id``."""
-    if not isinstance(event, str) or not event:
-        raise ValueError("track() needs a non-empty event name")
-    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
-    _require_id("track", ext, anon)
-    return _compact(
-        {
-            "name": event,
-            "external_id": ext,
-            "anonymous_id": anon,
-            "data": _mapping("properties", properties, convert),
-            "user": _mapping("user", user, convert),
-            "created_at": _timestamp(created_at),
-            "message_id": _id("message_id", message_id) or new_message_id(),
-        }
-    )
-
-
-def identify_body(
-    *,
-    external_id: str | None,
-    anonymous_id: str | None,
-    email: str | None,
-    phone: str | None,
-    timezone: str | None,
-    locale: str | None,
-    traits: Mapping[str, Any] | None,
-    convert: bool,
-) -> dict[str, Any]:
-    """The body of ``POST /identify``; traits travel as ``data``."""
-    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
-    _require_id("identify", ext, anon)
-    return _compact(
-        {
-            "external_id": ext,
-            "anonymous_id": anon,
-            "email": email,
-            "phone": phone,
-            "timezone": timezone,
-            "locale": locale,
-            "data": _mapping("traits", traits, convert),
-        }
-    )
-
-
-def alias_body(*, anonymous_id: str, external_id: str) -> dict[str, Any]:
-    """The body of ``POST /alias``: both ids are needed to link them."""
-    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
-    if ext is None or anon is None:
-        raise ValueError("alias() needs both an anonymous_id and an external_id")
-    return {"anonymous_id": anon, "external_id": ext}
-
-
-def device_body(
-    *,
-    device_id: str,
-    external_id: str | None,
-    anonymous_id: str | None,
-    token: str | None,
-    os: str | None,
-    os_version: str | None,
-    model: str | None,
-    app_build: str | None,
-    app_version: str | None,
-    sdk_version: str | None,
-) -> dict[str, Any]:
-    """The body of ``POST /devices``."""
-    ext, anon = _id("external_id", external_id), _id("anonymous_id", anonymous_id)
-    _require_id("register_device", ext, anon)
-    if not device_id:
-        raise ValueError("register_device() needs a device_id")
-    return _compact(
-        {
-            "external_id": ext,
-            "anonymous_id": anon,
-            "device_id": device_id,
-            "token": token,
-            "os": os,
-            "os_version": os_version,
-            "model": model,
-            "app_build": app_build,
-            "app_version": app_version,
-            "sdk_version": sdk_version,
-        }
-    )
 
 
 def users_body(users: Sequence[Mapping[str, Any]], *, convert: bool) -> list[dict[str, Any]]:
     """The array of ``POST /users/batch``: 1-100 profiles, each with an id."""
     if isinstance(users, Mapping | str | bytes):
         raise TypeError("upsert_users() takes a list of user mappings")
-    items = [_mapping(f"users[{i}]", u, convert) or {} for i, u in enumerate(users)]
+    items = [mapping(f"users[{i}]", u, convert) or {} for i, u in enumerate(users)]
     if not 1 <= len(items) <= MAX_ITEMS:
         raise ValueError(f"upsert_users() takes 1 to {MAX_ITEMS} users, got {len(items)}")
     out = []
     for i, item in enumerate(items):
-        ext = _id(f"users[{i}].external_id", item.get("external_id"))
-        anon = _id(f"users[{i}].anonymous_id", item.get("anonymous_id"))
+        ext = id_value(f"users[{i}].external_id", item.get("external_id"))
+        anon = id_value(f"users[{i}].anonymous_id", item.get("anonymous_id"))
         if ext is None and anon is None:
             raise ValueError(f"upsert_users(): users[{i}] needs an external_id or anonymous_id")
         item.update(external_id=ext, anonymous_id=anon)
-        out.append(_compact(item))
+        out.append(compact(item))
     return out
 
 
 def trigger_body(
-    *,
     external_id: str,
     email: str | None,
     phone: str | None,
@@ -216,22 +123,24 @@ def trigger_body(
     traits: Mapping[str, Any] | None,
     event: Mapping[str, Any] | None,
     convert: bool,
+    /,
 ) -> dict[str, Any]:
-    """The body of ``POST /campaigns/{id}/trigger`` and ``/journeys/{id}/trigger``."""
-    ext = _id("external_id", external_id)
+    """The body of ``POST /campaigns/{id}/trigger`` and ``/journeys/{id}/trigger``; the
+    arguments in the order of the two calls' parameters."""
+    ext = id_value("external_id", external_id)
     if ext is None:
         raise ValueError("trigger_campaign()/trigger_journey() need an external_id")
-    user = _compact(
+    user = compact(
         {
             "external_id": ext,
             "email": email,
             "phone": phone,
             "timezone": timezone,
             "locale": locale,
-            "data": _mapping("traits", traits, convert),
+            "data": mapping("traits", traits, convert),
         }
     )
-    return _compact({"user": user, "event": _mapping("event", event, convert)})
+    return compact({"user": user, "event": mapping("event", event, convert)})
 
 
 def _default(value: Any) -> Any:

@@ -33,14 +33,15 @@ def _parse_time(value: Any) -> dt.datetime | None:
 def events_query(
     start: dt.datetime | str,
     end: dt.datetime | str,
-    *,
-    event_names: Iterable[str] = (),
-    external_ids: Iterable[str] = (),
-    anonymous_ids: Iterable[str] = (),
-    campaign_ids: Iterable[int] = (),
-    extra: Sequence[tuple[str, str]] = (),
+    event_names: Iterable[str],
+    external_ids: Iterable[str],
+    anonymous_ids: Iterable[str],
+    campaign_ids: Iterable[int],
+    extra: Sequence[tuple[str, str]],
+    /,
 ) -> str:
-    """``from=…&to=…&event_name[]=…`` for the reporting routes."""
+    """``from=…&to=…&event_name[]=…`` for the reporting routes; the filters in the order of
+    the reporting calls' parameters."""
     pairs: list[tuple[str, str]] = [("from", _time(start, "start")), ("to", _time(end, "end"))]
     pairs += [("event_name[]", n) for n in event_names]
     pairs += [("external_id[]", x) for x in external_ids]
