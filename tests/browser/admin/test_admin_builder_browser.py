@@ -122,8 +122,10 @@ def test_a_rule_the_builder_cannot_draw_stays_in_the_json_view(page: Any, site: 
 
 
 def _loaded(page: Any, selector: str) -> bool:
+    """The image arrived and decoded (an SVG the browser could not read has no width)."""
     image = page.wait_for_selector(selector)
-    return bool(page.evaluate("img => img.complete && img.naturalWidth > 0", image))
+    page.wait_for_function("img => img.complete", arg=image)
+    return bool(page.evaluate("img => img.naturalWidth > 0", image))
 
 
 def test_see_the_charts_on_the_reports_page(page: Any, site: Site) -> None:
