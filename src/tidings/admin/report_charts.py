@@ -129,13 +129,13 @@ def growth_svg(history: list[dict[str, Any]]) -> str:
         x_label_rotation=60,
         show_minor_x_labels=False,
         legend_at_bottom=True,
-        fill=False,
+        legend_at_bottom_columns=3,
         dots_size=2,
         style=STYLE,
     )
     chart.x_labels = [d["day"][5:] for d in history]
     chart.x_labels_major = [d["day"][5:] for d in history[::7]]
-    chart.add("Members", [d["size"] for d in history])
+    chart.add("Members", [d["size"] for d in history], fill=True)
     chart.add("Entered", [d["entered"] for d in history])
     chart.add("Left", [d["left"] for d in history])
     return str(chart.render(is_unicode=True))
@@ -182,6 +182,7 @@ def conversion_svg(found: Conversion) -> str:
         width=860,
         height=max(200, 80 + 44 * len(found.steps)),
         legend_at_bottom=True,
+        legend_at_bottom_columns=2,
         style=STYLE,
     )
     # Top step first: pygal draws a horizontal bar chart's first label at the bottom.
