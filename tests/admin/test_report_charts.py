@@ -27,7 +27,9 @@ def _list(services: Services, project: Project, name: str) -> int:
     return store.create(project.id, name=name, type="static", rule=None, tags=[], now=1).id
 
 
-def _changes(services: Services, project: Project, list_id: int, moves: list[tuple[int, str]]) -> None:
+def _changes(
+    services: Services, project: Project, list_id: int, moves: list[tuple[int, str]]
+) -> None:
     with services.db.writer.begin() as conn:
         conn.execute(
             sa.insert(list_changes),
@@ -64,8 +66,13 @@ async def test_list_growth_shows_members_per_day_for_the_chosen_list(
         services,
         project,
         busy,
-        [(today - 40 * DAY, "entered"), (today - 2 * DAY, "entered"), (today - 2 * DAY, "entered"),
-         (today - DAY + 5, "left"), (today + 10, "entered")],
+        [
+            (today - 40 * DAY, "entered"),
+            (today - 2 * DAY, "entered"),
+            (today - 2 * DAY, "entered"),
+            (today - DAY + 5, "left"),
+            (today + 10, "entered"),
+        ],
     )
     page = await owner.get(f"/admin/p/{project.id}/reports")  # the newest list first
     assert page.status_code == 200
@@ -90,7 +97,9 @@ async def test_list_growth_shows_members_per_day_for_the_chosen_list(
 async def test_journey_step_conversion_and_goal(
     owner: httpx.AsyncClient, services: Services, project: Project
 ) -> None:
-    journey_id = _journey(services, project, _graph(PAYLOADS[0]), settings={"goal": {"event_name": "Bought"}})
+    journey_id = _journey(
+        services, project, _graph(PAYLOADS[0]), settings={"goal": {"event_name": "Bought"}}
+    )
     store = services.journey_store
     assert isinstance(store, JourneyStore)
     page = await owner.get(f"/admin/p/{project.id}/reports")
@@ -102,22 +111,49 @@ async def test_journey_step_conversion_and_goal(
         conn.execute(
             sa.insert(journey_step_stats),
             [
-                {"journey_id": journey_id, "step_id": by_type["entrance"], "shard": 0,
-                 "entered": 10, "completed": 10, "failed": 0},
-                {"journey_id": journey_id, "step_id": by_type["gate"], "shard": 0,
-                 "entered": 10, "completed": 8, "failed": 1},
-                {"journey_id": journey_id, "step_id": by_type["gate"], "shard": 1,
-                 "entered": 0, "completed": 0, "failed": 1},
+                {
+                    "journey_id": journey_id,
+                    "step_id": by_type["entrance"],
+                    "shard": 0,
+                    "entered": 10,
+                    "completed": 10,
+                    "failed": 0,
+                },
+                {
+                    "journey_id": journey_id,
+                    "step_id": by_type["gate"],
+                    "shard": 0,
+                    "entered": 10,
+                    "completed": 8,
+                    "failed": 1,
+                },
+                {
+                    "journey_id": journey_id,
+                    "step_id": by_type["gate"],
+                    "shard": 1,
+                    "entered": 0,
+                    "completed": 0,
+                    "failed": 1,
+                },
             ],
         )
         conn.execute(
             sa.insert(journey_entrances),
             [
-                {"project_id": project.id, "journey_id": journey_id,
-                 "entrance_step_id": by_type["entrance"], "profile_id": f"p{n}",
-                 "entrance_key": "", "occurrence": "1", "step_id": None, "state": "done",
-                 "holdout": False, "created_at": 1, "updated_at": 1,
-                 "goal_at": 5 if n < 3 else None}
+                {
+                    "project_id": project.id,
+                    "journey_id": journey_id,
+                    "entrance_step_id": by_type["entrance"],
+                    "profile_id": f"p{n}",
+                    "entrance_key": "",
+                    "occurrence": "1",
+                    "step_id": None,
+                    "state": "done",
+                    "holdout": False,
+                    "created_at": 1,
+                    "updated_at": 1,
+                    "goal_at": 5 if n < 3 else None,
+                }
                 for n in range(4)
             ],
         )
@@ -126,7 +162,10 @@ async def test_journey_step_conversion_and_goal(
     assert page.status_code == 200
     assert "3 of 4 entrances reached the goal (75.0%)." in page.text
     assert f'src="/admin/p/{project.id}/reports/journeys/{journey_id}.svg"' in page.text
-    assert '<td class="num">10</td><td class="num">8</td><td class="num">2</td><td class="num">80.0%</td>' in page.text
+    assert (
+        '<td class="num">10</td><td class="num">8</td><td class="num">2</td><td class="num">80.0%</td>'
+        in page.text
+    )
     assert_inert(page.text)
     chart = await owner.get(f"/admin/p/{project.id}/reports/journeys/{journey_id}.svg")
     assert chart.status_code == 200 and "<svg" in chart.text

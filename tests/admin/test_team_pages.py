@@ -36,7 +36,9 @@ def _roles(services: Services, project_id: int) -> dict[str, str]:
     with services.db.reader.connect() as conn:
         rows = conn.execute(
             sa.select(admin_accounts.c.email, admin_roles.c.role)
-            .select_from(admin_roles.join(admin_accounts, admin_accounts.c.id == admin_roles.c.account_id))
+            .select_from(
+                admin_roles.join(admin_accounts, admin_accounts.c.id == admin_roles.c.account_id)
+            )
             .where(admin_roles.c.project_id == project_id)
         ).all()
     return {str(r.email): str(r.role) for r in rows}
@@ -165,7 +167,10 @@ async def test_a_non_admin_cannot_see_or_manage_the_team(
         "eve@example.com": "support",
         "pub@example.com": "publisher",
     }
-    assert AdminStore(services.db.writer, services.db.reader).credentials("mallory@example.com") is None
+    assert (
+        AdminStore(services.db.writer, services.db.reader).credentials("mallory@example.com")
+        is None
+    )
 
 
 async def test_team_forms_need_their_csrf_token(
@@ -181,7 +186,9 @@ async def test_team_forms_need_their_csrf_token(
         answer = await owner.post(f"/admin/p/{project.id}{path}", data={"csrf": "forged", **data})
         assert answer.status_code == 403 and "CSRF" in answer.text
     assert _roles(services, project.id) == {"fay@example.com": "editor"}
-    answer = await owner.post("/admin/account", data={"current": PASSWORD, "new": NEW_PASSWORD, "again": NEW_PASSWORD})
+    answer = await owner.post(
+        "/admin/account", data={"current": PASSWORD, "new": NEW_PASSWORD, "again": NEW_PASSWORD}
+    )
     assert answer.status_code == 403
 
 
@@ -192,7 +199,10 @@ async def test_the_last_admin_cannot_remove_or_demote_themself(
     ida = await _as(services, new_client, "ida@example.com", {project.id: Role.ADMIN})
     ida_id = _account_id(services, "ida@example.com")
     token = csrf_of((await ida.get(f"/admin/p/{project.id}/team")).text)
-    for path, data in [(f"/team/{ida_id}/remove", {}), (f"/team/{ida_id}/role", {"role": "editor"})]:
+    for path, data in [
+        (f"/team/{ida_id}/remove", {}),
+        (f"/team/{ida_id}/role", {"role": "editor"}),
+    ]:
         answer = await ida.post(f"/admin/p/{project.id}{path}", data={"csrf": token, **data})
         assert answer.status_code == 409 and "last admin" in answer.text
     assert _roles(services, project.id) == {"ida@example.com": "admin"}
@@ -265,7 +275,12 @@ async def test_change_ones_own_password(
     token = csrf_of(page.text)
     wrong = await kim.post(
         "/admin/account",
-        data={"csrf": token, "current": "not it at all", "new": NEW_PASSWORD, "again": NEW_PASSWORD},
+        data={
+            "csrf": token,
+            "current": "not it at all",
+            "new": NEW_PASSWORD,
+            "again": NEW_PASSWORD,
+        },
     )
     assert wrong.status_code == 400 and "not your current password" in wrong.text
     for new, again, message in [

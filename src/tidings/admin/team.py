@@ -56,7 +56,9 @@ def _wait(page: Page, subject: str, allowed: int) -> int:
 
 def _record(page: Page, subject: str) -> None:
     now = page.admin.clock()
-    page.admin.store.record_failure([subject], now=now, forget_before=now - page.admin.limits.window)
+    page.admin.store.record_failure(
+        [subject], now=now, forget_before=now - page.admin.limits.window
+    )
 
 
 def _minutes(wait: int) -> str:

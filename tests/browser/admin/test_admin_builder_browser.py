@@ -68,14 +68,32 @@ def test_build_a_rule_with_the_builder_and_see_the_count(page: Any, site: Site) 
         "group": "parent",
         "operator": "or",
         "children": [
-            {"type": "string", "group": "user", "path": "data.tier", "operator": "=", "value": "gold"},
-            {"type": "string", "group": "user", "path": "data.tier", "operator": "=", "value": "tin"},
+            {
+                "type": "string",
+                "group": "user",
+                "path": "data.tier",
+                "operator": "=",
+                "value": "gold",
+            },
+            {
+                "type": "string",
+                "group": "user",
+                "path": "data.tier",
+                "operator": "=",
+                "value": "tin",
+            },
             {
                 "type": "wrapper",
                 "group": "parent",
                 "operator": "and",
                 "children": [
-                    {"type": "number", "group": "user", "path": "data.visits", "operator": ">=", "value": 3}
+                    {
+                        "type": "number",
+                        "group": "user",
+                        "path": "data.visits",
+                        "operator": ">=",
+                        "value": 3,
+                    }
                 ],
             },
         ],
@@ -147,9 +165,7 @@ def test_see_the_charts_on_the_reports_page(page: Any, site: Site) -> None:
     assert "no journeys yet" in page.locator("#journey-conversion").inner_text()
 
 
-def test_invite_a_team_member_who_signs_in_and_changes_the_password(
-    page: Any, site: Site
-) -> None:
+def test_invite_a_team_member_who_signs_in_and_changes_the_password(page: Any, site: Site) -> None:
     sign_in(page, site)
     page.click("nav.side >> text=Team")
     assert EMAIL in page.locator("table").inner_text()
