@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from tests.admin.conftest import PASSWORD, Clock, csrf_of, make_account, sign_in
 from tests.admin.test_escaping import PAYLOADS, assert_inert
+from tests.admin.test_project_pages import _as
 from tests.conftest import Project
 from tidings.admin.team import INVITES_PER_WINDOW
 from tidings.bootstrap import Services
@@ -18,18 +19,6 @@ from tidings.store.admin import AdminStore
 from tidings.store.tables_admin import admin_accounts, admin_roles
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-async def _as(
-    services: Services,
-    new_client: Callable[[], httpx.AsyncClient],
-    email: str,
-    roles: dict[int, Role],
-) -> httpx.AsyncClient:
-    make_account(services, email, roles=roles)
-    browser = new_client()
-    assert (await sign_in(browser, email)).status_code == 303
-    return browser
 
 
 def _roles(services: Services, project_id: int) -> dict[str, str]:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.auth import Role
 from tidings.domain.errors import Conflict, NotFound
+from tidings.store.admin import insert_account, put_role
 from tidings.store.database import Writer
 from tidings.store.tables_admin import admin_accounts, admin_roles
 
@@ -78,16 +79,7 @@ class ProjectTeam:
                     "with `tidings admin`, not here.",
                     param="account",
                 )
-            where = sa.and_(
-                admin_roles.c.account_id == account_id, admin_roles.c.project_id == project_id
-            )
-            conn.execute(sa.delete(admin_roles).where(where))
-            if role is not None:
-                conn.execute(
-                    sa.insert(admin_roles).values(
-                        account_id=account_id, project_id=project_id, role=role.name.lower()
-                    )
-                )
+            put_role(conn, account_id, project_id, role)
             if _admins(conn, project_id) == 0:
                 raise Conflict(  # the with block rolls the change back
                     "This is the project's last admin: give another account the admin role "
@@ -99,33 +91,9 @@ class ProjectTeam:
         self, project_id: int, email: str, password_hash: str, role: Role, *, now: int
     ) -> int:
         """A new (non-owner) account with ``role`` in the project, in one transaction."""
-        email = email.lower()
         with self.writer.begin() as conn:
-            taken = conn.execute(
-                sa.select(admin_accounts.c.id).where(admin_accounts.c.email == email)
-            ).first()
-            if taken is not None:
-                raise Conflict(f"An account for {email} exists already.", param="email")
-            try:
-                account_id = int(
-                    conn.execute(
-                        sa.insert(admin_accounts).returning(admin_accounts.c.id),
-                        {
-                            "email": email,
-                            "password_hash": password_hash,
-                            "owner": False,
-                            "created_at": now,
-                            "updated_at": now,
-                        },
-                    ).scalar_one()
-                )
-            except sa.exc.IntegrityError:
-                raise Conflict(f"An account for {email} exists already.", param="email") from None
-            conn.execute(
-                sa.insert(admin_roles).values(
-                    account_id=account_id, project_id=project_id, role=role.name.lower()
-                )
-            )
+            account_id = insert_account(conn, email, password_hash, owner=False, now=now)
+            put_role(conn, account_id, project_id, role)
         return account_id
 
 
