@@ -18,7 +18,7 @@ from tidings.domain.auth import Role
 from tidings.journeys.store import JourneyStore
 from tidings.reporting.queries import day_text
 from tidings.store.lists import ListStore
-from tidings.store.tables import list_changes
+from tidings.store.tables import list_changes, lists
 from tidings.store.tables_journeys import journey_entrances, journey_step_stats
 
 
@@ -74,6 +74,8 @@ async def test_list_growth_shows_members_per_day_for_the_chosen_list(
             (today + 10, "entered"),
         ],
     )
+    with services.db.writer.begin() as conn:  # the list's own counter, as the store keeps it
+        conn.execute(sa.update(lists).where(lists.c.id == busy).values(users_count=3))
     page = await owner.get(f"/admin/p/{project.id}/reports")  # the newest list first
     assert page.status_code == 200
     assert "“Buyers” has 3 members: 3 entered and 1 left in the last 30 days." in page.text
@@ -196,3 +198,21 @@ async def test_a_support_account_sees_the_charts_and_a_stranger_does_not(
     path = f"/admin/p/{project.id}/reports/lists/{list_id}.svg"
     assert (await sue.get(path)).status_code == 200
     assert (await stranger.get(path)).status_code == 404
+
+
+def test_counting_back_from_the_list_counter_gives_the_same_history(
+    services: Services, project: Project
+) -> None:
+    from tidings.reporting.history import list_history
+
+    list_id = _list(services, project, "Counted")
+    start = 1_800_000_000_000_000 - 1_800_000_000_000_000 % DAY
+    moves = [(start - 9 * DAY, "entered"), (start - 3 * DAY, "entered"), (start + 5, "entered")]
+    moves += [(start + DAY + 1, "left"), (start + 2 * DAY, "entered"), (start + 4 * DAY, "left")]
+    _changes(services, project, list_id, moves)
+    end = start + 5 * DAY
+    with services.db.reader.connect() as conn:
+        forward = list_history(conn, project.id, list_id, start, end)
+        back = list_history(conn, project.id, list_id, start, end, size_at_end=forward[-1]["size"])
+    assert [d["size"] for d in forward] == [3, 2, 3, 3, 2]
+    assert back == forward

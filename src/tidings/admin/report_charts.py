@@ -3,7 +3,8 @@ page's table and as an SVG chart (pygal) of its own response, as ``reports.chart
 
 - List growth: a list's size at the end of each of the last 30 UTC days, with the
   members who entered and left, from its enter/leave facts
-  (``reporting.history.list_history``, the implementation of ``GET /lists/{id}/history``).
+  (``reporting.history.list_history``, the implementation of ``GET /lists/{id}/history``),
+  counted back from the list's member counter.
 - Journey step conversion: per step (in the graph's layers, from the entrances down)
   how many entered and completed it, from the journey's per-step counters
   (``JourneyStore.stats``), and how many entrances reached the journey's goal
@@ -94,7 +95,7 @@ def pick(page: Page) -> dict[str, Any]:
     lists, journeys = choices(page)
     chosen_list: ListRow | None = _chosen(page.query("list"), lists)
     chosen_journey: JourneyRow | None = _chosen(page.query("journey"), journeys)
-    history = growth(page, chosen_list.id) if chosen_list else []
+    history = growth(page, chosen_list) if chosen_list else []
     return {
         "lists": lists,
         "journeys": journeys,
@@ -115,10 +116,15 @@ def window(now: int) -> tuple[int, int]:
     return end - DAYS * DAY, end
 
 
-def growth(page: Page, list_id: int) -> list[dict[str, Any]]:
-    start, end = window(page.admin.clock())
+def growth(page: Page, row: ListRow) -> list[dict[str, Any]]:
+    """The list's members per day: counted back from its own member counter, so only the
+    window's enter/leave facts are read (a page view never sums a list's whole past)."""
+    now = page.admin.clock()
+    start, end = window(now)
     with page.admin.services.db.reader.connect() as conn:
-        return list_history(conn, page.pid, list_id, start, end)
+        return list_history(
+            conn, page.pid, row.id, start, min(end, now + 1), size_at_end=row.users_count
+        )
 
 
 def growth_svg(history: list[dict[str, Any]]) -> str:
@@ -146,7 +152,7 @@ def _list_chart(page: Page) -> Response:
     found = page.admin.lists.get(page.pid, int(raw)) if raw.isdigit() and len(raw) < 18 else None
     if found is None:
         raise Refusal(404, "No such list", "This project has no such list.")
-    return svg_response(growth_svg(growth(page, found.id)))
+    return svg_response(growth_svg(growth(page, found)))
 
 
 # -- journey step conversion ---------------------------------------------------------------

@@ -240,6 +240,9 @@
     if (focusNew) {
       var paths = host.querySelectorAll(".rule-path");
       if (paths.length) paths[paths.length - 1].focus();
+    } else if (said) {
+      // A row or group was removed with its button: keep the keyboard in the builder.
+      host.querySelector("[data-add=condition]").focus();
     }
     changed();
   }
