@@ -216,3 +216,11 @@ def test_counting_back_from_the_list_counter_gives_the_same_history(
         back = list_history(conn, project.id, list_id, start, end, size_at_end=forward[-1]["size"])
     assert [d["size"] for d in forward] == [3, 2, 3, 3, 2]
     assert back == forward
+
+
+async def test_the_project_switcher_keeps_the_reports_section(
+    owner: httpx.AsyncClient, project: Project
+) -> None:
+    moved = await owner.get(f"/admin/switch?project={project.id}&section=reports")
+    assert moved.status_code == 303
+    assert moved.headers["location"] == f"/admin/p/{project.id}/reports"
