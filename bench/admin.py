@@ -146,7 +146,7 @@ def seed(db: Database, project_id: int, profiles: int, events: int, now: int) ->
 
 def lists(db: Database, project_id: int, now: int) -> tuple[int, int]:
     """A static list of 10,000 members and a dynamic list (its members written as a
-    back-fill would: every fourth profile of the first 40,000)."""
+    back-fill would: every fourth profile of the first 40,000), with their enter facts."""
     with db.writer.begin() as conn:
         ids = []
         for name, kind, rule, count in (
@@ -175,6 +175,22 @@ def lists(db: Database, project_id: int, now: int) -> tuple[int, int]:
                     "VALUES (:l, :p, 1, :a)"
                 ),
                 [{"l": list_id, "p": f"prf_{n * step:026d}", "a": now - n} for n in range(count)],
+            )
+            # Their enter facts, over the last 20 days: the reports' list growth reads them.
+            conn.execute(
+                sa.text(
+                    "INSERT INTO list_changes (project_id, list_id, profile_id, change, "
+                    "list_version, created_at) VALUES (:pr, :l, :p, 'entered', 1, :a)"
+                ),
+                [
+                    {
+                        "pr": project_id,
+                        "l": list_id,
+                        "p": f"prf_{n * step:026d}",
+                        "a": now - (n % 20) * 86_400_000_000 - n,
+                    }
+                    for n in range(count)
+                ],
             )
             ids.append(int(list_id))
     return ids[0], ids[1]
@@ -235,6 +251,11 @@ def measure(
         "data schema": lambda: client.get(f"{base}/schema"),
         "API keys": lambda: client.get(f"{base}/keys"),
         "settings": lambda: client.get(f"{base}/settings"),
+        "reports (events, list growth)": lambda: client.get(
+            f"{base}/reports", params={"list": str(list_ids[0])}
+        ),
+        "list growth chart": lambda: client.get(f"{base}/reports/lists/{list_ids[0]}.svg"),
+        "team": lambda: client.get(f"{base}/team"),
         "rule editor's live count (not a page view)": lambda: client.post(
             f"{base}/lists/preview",
             json={"rule": json.dumps(RULE)},

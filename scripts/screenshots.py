@@ -99,6 +99,7 @@ def _seed(url: str, pk: str, sk: str) -> None:
             "app_version": "3.2.0",
         },
     ).raise_for_status()
+    _journey(client, {"Authorization": f"Bearer {sk}"})
     names = ["App opened", "Viewed product", "Added to cart", "Order placed", "Searched"]
     events = []
     for n in range(160):
@@ -122,6 +123,40 @@ def _seed(url: str, pk: str, sk: str) -> None:
     # A synchronous call: answered once everything before it is applied.
     client.post(
         "/api/client/users/batch", headers={"Authorization": f"Bearer {sk}"}, json=[{"external_id": "cus_1000"}]
+    ).raise_for_status()
+
+
+def _journey(client: httpx.Client, secret: dict[str, str]) -> None:
+    """A live journey that the seeded events run through: its graph, counts and conversion."""
+    made = client.post(
+        "/api/client/journeys",
+        headers=secret,
+        json={
+            "name": "Browse to buy",
+            "description": "Nudges people who look at products but do not add them to a cart.",
+            "settings": {"goal": {"event_name": "Order placed", "within": {"days": 7}}},
+        },
+    )
+    made.raise_for_status()
+    journey_id = made.json()["id"]
+    carted = {"type": "wrapper", "group": "event", "path": "name", "value": "Added to cart",
+              "operator": "and", "children": []}
+    steps = {
+        "in": {"type": "entrance", "name": "Viewed a product",
+               "data": {"trigger": "event", "event_name": "Viewed product"},
+               "children": [{"external_id": "carted"}]},
+        "carted": {"type": "gate", "name": "Added to cart?", "data": {"rule": carted},
+                   "children": [{"external_id": "bought", "path": "yes"},
+                                {"external_id": "later", "path": "no"}]},
+        "bought": {"type": "exit", "name": "In the cart", "data": {}},
+        "later": {"type": "delay", "name": "Wait a day",
+                  "data": {"format": "duration", "duration": {"days": 1}},
+                  "children": [{"external_id": "done"}]},
+        "done": {"type": "exit", "name": "Done", "data": {}},
+    }
+    client.put(f"/api/client/journeys/{journey_id}/steps", headers=secret, json=steps).raise_for_status()
+    client.patch(
+        f"/api/client/journeys/{journey_id}", headers=secret, json={"status": "live"}
     ).raise_for_status()
 
 
@@ -184,16 +219,23 @@ def _shoot(url: str, pid: int) -> None:
         # Lists: a dynamic one with the live count, a static one with members.
         page.goto(f"{base}/lists/new")
         page.fill("#f-name", "Pro customers in Australia")
-        rule = {
-            "type": "wrapper",
-            "group": "parent",
-            "operator": "and",
-            "children": [
-                {"type": "string", "group": "user", "path": "data.plan", "operator": "=", "value": "pro"},
-                {"type": "string", "group": "user", "path": "data.country", "operator": "=", "value": "AU"},
-            ],
-        }
-        page.fill("#f-rule", json.dumps(rule, indent=2))
+        # The rule builder: plan = pro, and a group: country AU or NZ.
+        first = page.locator(".rule-row").nth(0)
+        first.locator(".rule-path").fill("data.plan")
+        first.locator(".rule-operator").select_option("=")
+        first.locator(".rule-value").fill("pro")
+        page.click("button[data-add=group]")
+        nested = page.locator(".rule-group.nested")
+        nested.locator(".rule-combinator").select_option("or")
+        for n, country in enumerate(["AU", "NZ"]):
+            if n:
+                nested.locator("button[data-add=condition]").click()
+            row = nested.locator(".rule-row").nth(n)
+            row.locator(".rule-path").fill("data.country")
+            row.locator(".rule-operator").select_option("=")
+            row.locator(".rule-value").fill(country)
+        page.locator(".rule-value").last.blur()
+        page.wait_for_timeout(600)  # the count follows the last keystroke
         page.wait_for_selector('#rule-check[aria-busy="false"] [data-count]')
         page.fill("#f-tags", "marketing, au")
         save("list-editor", full=True)
@@ -208,6 +250,7 @@ def _shoot(url: str, pid: int) -> None:
         page.goto(f"{base}/lists")
         save("lists")
         page.click("table >> text=Beta testers")
+        list_id = page.url.rsplit("/", 1)[-1]
         save("list", full=True)
         page.goto(f"{base}/keys")
         page.fill("#f-name", "Checkout service")
@@ -217,6 +260,24 @@ def _shoot(url: str, pid: int) -> None:
         save("schema", full=True)
         page.goto(f"{base}/settings")
         save("settings")
+        page.goto(f"{base}/journeys")
+        save("journeys")
+        page.click("table a >> nth=0")
+        save("journey", full=True)
+        page.goto(f"{base}/campaigns")
+        save("campaigns")
+        page.goto(f"{base}/reports?list=" + list_id)
+        for chart in page.locator("img.chart").all():
+            page.wait_for_function("img => img.complete", arg=chart.element_handle())
+        save("reports", full=True)
+        page.goto(f"{base}/team")
+        page.fill("#f-email", "sam@acme.example")
+        page.select_option("#f-role", "editor")
+        page.click("button:has-text('Invite')")
+        page.fill("#f-email", "lee@acme.example")
+        page.select_option("#f-role", "support")
+        page.click("button:has-text('Invite')")
+        save("team", full=True)
         browser.close()
 
 

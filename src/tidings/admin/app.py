@@ -20,6 +20,7 @@ from tidings.admin.people import people_routes
 from tidings.admin.project import project_routes
 from tidings.admin.reports import reports_routes
 from tidings.admin.signin import signin_routes
+from tidings.admin.team import team_routes
 from tidings.admin.web import Admin, Refusal, SecurityHeaders, refused
 from tidings.bootstrap import Services
 
@@ -52,6 +53,7 @@ def admin_app(services: Services) -> AdminApp:
             *journeys_routes(admin),
             *campaigns_routes(admin),
             *reports_routes(admin),
+            *team_routes(admin),
             Mount("/static", static, name="static"),
         ],
         exception_handlers={404: not_found},

@@ -1,5 +1,6 @@
-"""Lists: the index, a list with its members, the dynamic rule's editor (validated JSON,
-errors shown where they are, a live count), and CSV imports into static lists.
+"""Lists: the index, a list with its members, the dynamic rule's editor (a visual builder
+of conditions and groups over the data schema's paths, kept in sync with the validated
+JSON text, errors shown where they are, a live count), and CSV imports into static lists.
 
 The live count (``/lists/preview``) runs the rule over the project's newest
 ``PREVIEW_SAMPLE`` profiles only, so it answers in bounded time whatever the project's
@@ -21,7 +22,7 @@ from tidings.domain.auth import Role
 from tidings.domain.errors import FieldError, InvalidRequest, TidingsError, ValidationFailed
 from tidings.domain.membership import Tally, read_member_csv
 from tidings.domain.rules import parse_rule, rule_to_json
-from tidings.domain.rules.model import Rule
+from tidings.domain.rules.model import OPERATORS, PROFILE_COLUMNS, Rule
 from tidings.segments.compile import compile_rule
 from tidings.store.lists import UNSET, ListRow
 from tidings.store.tables import profiles
@@ -114,22 +115,28 @@ def index(page: Page) -> Response:
     )
 
 
-def _paths(page: Page) -> list[str]:
-    """Paths the rule editor offers: the profile's fields and the traits seen so far."""
-    fixed = ["external_id", "email", "phone", "timezone", "locale", "created_at"]
+def _paths(page: Page) -> list[dict[str, str]]:
+    """Paths the rule editor offers, with their type: the profile's fields and the traits
+    seen so far (objects left out: a rule compares values, not whole objects)."""
+    fixed = [{"path": name, "type": kind} for name, kind in PROFILE_COLUMNS.items()]
     traits, _ = page.admin.services.schema.list(page.pid, source="trait", limit=500)
-    seen = [f"data.{p['path']}" for p in traits]
-    return list(dict.fromkeys(fixed + seen))[:500]
+    seen = [
+        {"path": f"data.{p['path']}", "type": p["type"]} for p in traits if p["type"] in OPERATORS
+    ]
+    unique = {p["path"]: p for p in fixed + seen}  # a path seen with two types: the last
+    return list(unique.values())[:500]
 
 
 def _editor(page: Page, template: str, **context: Any) -> Response:
     errors: dict[str, Any] = context.pop("errors", {})
+    paths = _paths(page)
     return page.render(
         template,
         status=400 if errors else 200,
         nav="lists",
         errors=errors,
-        paths=_paths(page),
+        paths=[p["path"] for p in paths],
+        builder=json.dumps({"paths": paths, "operators": OPERATORS}),
         sample=PREVIEW_SAMPLE,
         **context,
     )

@@ -36,6 +36,7 @@ def switch(page: Page) -> Response:
         "lists",
         "journeys",
         "campaigns",
+        "reports",
         "schema",
         "keys",
         "settings",

@@ -11,29 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pygal
-from pygal.style import Style
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tidings.admin.report_charts import (
+    CHART_POLICY,
+    DAY,
+    DAYS,
+    STYLE,
+    chart_routes,
+    pick,
+    svg_response,
+    window,
+)
 from tidings.admin.web import Admin, Page, route
 from tidings.reporting import queries
 from tidings.reporting.filters import EventFilter
 
-__all__ = ["CHART_POLICY", "DAYS", "reports_routes"]
+__all__ = ["CHART_POLICY", "DAY", "DAYS", "reports_routes"]
 
-DAYS = 30
-DAY = 86_400_000_000
 TOP_NAMES = 20
-CHART_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
-_STYLE = Style(
-    background="white",
-    plot_background="white",
-    foreground="#2d3748",
-    foreground_strong="#1a202c",
-    foreground_subtle="#a0aec0",
-    colors=("#3b6fd8",),
-    font_family="system-ui, sans-serif",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +41,8 @@ class Report:
     truncated: bool
 
 
-def _window(now: int) -> tuple[int, int]:
-    end = now - now % DAY + DAY  # today included: rollups are per whole UTC day
-    return end - DAYS * DAY, end
-
-
 def report(page: Page) -> Report:
-    start, end = _window(page.admin.clock())
+    start, end = window(page.admin.clock())
     f = EventFilter(project_id=page.pid, start=start, end=end)
     with page.admin.services.db.reader.connect() as conn:
         found = queries.aggregate(conn, f, ("event_name", "day"), limit=10_000)
@@ -73,7 +65,7 @@ def chart_svg(days: list[tuple[str, int]]) -> str:
         show_legend=False,
         x_label_rotation=60,
         show_minor_x_labels=False,
-        style=_STYLE,
+        style=STYLE,
     )
     chart.x_labels = [day[5:] for day, _ in days]  # MM-DD
     chart.x_labels_major = [day[5:] for day, _ in days[::7]]
@@ -89,19 +81,17 @@ def reports(page: Page) -> Response:
         report=found,
         days=DAYS,
         peak=max((count for _, count in found.days), default=0),
+        **pick(page),
     )
 
 
 def chart(page: Page) -> Response:
-    return Response(
-        chart_svg(report(page).days),
-        media_type="image/svg+xml",
-        headers={"content-security-policy": CHART_POLICY},
-    )
+    return svg_response(chart_svg(report(page).days))
 
 
 def reports_routes(admin: Admin) -> list[Route]:
     return [
         route("/p/{pid}/reports", reports, admin),
         route("/p/{pid}/reports/events.svg", chart, admin),
+        *chart_routes(admin),
     ]

@@ -38,7 +38,7 @@ from tidings.domain.admin import (
     token_hash,
 )
 
-__all__ = ["signin_routes"]
+__all__ = ["open_session", "signin_routes"]
 
 MAX_LOGIN_FORM = 8 * 1024
 
@@ -48,6 +48,25 @@ def _next(raw: str | None) -> str:
     if raw and raw.startswith("/admin/") and not raw.startswith("//") and "\\" not in raw:
         return raw
     return "/admin/"
+
+
+def open_session(
+    admin: Admin, request: Request, response: Response, account_id: int, now: int
+) -> None:
+    """A new session for the account, its cookie set on ``response``."""
+    token = new_token()
+    admin.store.create_session(
+        account_id, token_hash(token), new_token(), now=now, expires_at=now + SESSION_LIFETIME
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_LIFETIME // 1_000_000,
+        path="/admin",
+        secure=admin.secure(request),
+        httponly=True,
+        samesite="lax",
+    )
 
 
 def signin_routes(admin: Admin) -> list[Route]:
@@ -127,21 +146,8 @@ def signin_routes(admin: Admin) -> list[Route]:
         if admin.passwords.needs_rehash(stored_hash):
             admin.store.rehash(account_id, admin.passwords.hash(password), now=now)
         admin.store.clear_failures(by_email)
-        token = new_token()
-        expires = now + SESSION_LIFETIME
-        admin.store.create_session(
-            account_id, token_hash(token), new_token(), now=now, expires_at=expires
-        )
         response = RedirectResponse(_next(fields.get("next")), status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=SESSION_LIFETIME // 1_000_000,
-            path="/admin",
-            secure=admin.secure(request),
-            httponly=True,
-            samesite="lax",
-        )
+        open_session(admin, request, response, account_id, now)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/admin")
         return response
 

@@ -21,7 +21,7 @@ from tidings.store.tables_admin import (
     admin_sessions,
 )
 
-__all__ = ["AdminStore", "Session"]
+__all__ = ["AdminStore", "Session", "insert_account", "put_role"]
 
 
 class Session:
@@ -44,28 +44,8 @@ class AdminStore:
 
     def create_account(self, email: str, password_hash: str, *, owner: bool, now: int) -> int:
         """A new account (``email`` already normalised); Conflict if the email is taken."""
-        email = email.lower()
         with self.writer.begin() as conn:
-            taken = conn.execute(
-                sa.select(admin_accounts.c.id).where(admin_accounts.c.email == email)
-            ).first()
-            if taken is not None:
-                raise Conflict(f"An account for {email} exists already.", param="email")
-            try:
-                return int(
-                    conn.execute(
-                        sa.insert(admin_accounts).returning(admin_accounts.c.id),
-                        {
-                            "email": email,
-                            "password_hash": password_hash,
-                            "owner": owner,
-                            "created_at": now,
-                            "updated_at": now,
-                        },
-                    ).scalar_one()
-                )
-            except sa.exc.IntegrityError:  # created meanwhile by another process
-                raise Conflict(f"An account for {email} exists already.", param="email") from None
+            return insert_account(conn, email, password_hash, owner=owner, now=now)
 
     def set_password(self, email: str, password_hash: str, *, now: int) -> int:
         with self.writer.begin() as conn:
@@ -89,16 +69,7 @@ class AdminStore:
             ).scalar_one_or_none()
             if account_id is None:
                 raise NotFound(f"No account for {email}.", param="email")
-            where = sa.and_(
-                admin_roles.c.account_id == account_id, admin_roles.c.project_id == project_id
-            )
-            conn.execute(sa.delete(admin_roles).where(where))
-            if role is not None:
-                conn.execute(
-                    sa.insert(admin_roles).values(
-                        account_id=account_id, project_id=project_id, role=role.name.lower()
-                    )
-                )
+            put_role(conn, int(account_id), project_id, role)
         return int(account_id)
 
     def credentials(self, email: str) -> tuple[int, str] | None:
@@ -217,3 +188,42 @@ class AdminStore:
             conn.execute(
                 sa.delete(admin_login_failures).where(admin_login_failures.c.subject == subject)
             )
+
+
+def insert_account(
+    conn: Connection, email: str, password_hash: str, *, owner: bool, now: int
+) -> int:
+    """Insert an account in the caller's transaction; Conflict if the email is taken."""
+    email = email.lower()
+    taken = conn.execute(
+        sa.select(admin_accounts.c.id).where(admin_accounts.c.email == email)
+    ).first()
+    if taken is not None:
+        raise Conflict(f"An account for {email} exists already.", param="email")
+    try:
+        return int(
+            conn.execute(
+                sa.insert(admin_accounts).returning(admin_accounts.c.id),
+                {
+                    "email": email,
+                    "password_hash": password_hash,
+                    "owner": owner,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            ).scalar_one()
+        )
+    except sa.exc.IntegrityError:  # created meanwhile by another process
+        raise Conflict(f"An account for {email} exists already.", param="email") from None
+
+
+def put_role(conn: Connection, account_id: int, project_id: int, role: Role | None) -> None:
+    """Set the account's role in the project (None: no access), in the caller's transaction."""
+    where = sa.and_(admin_roles.c.account_id == account_id, admin_roles.c.project_id == project_id)
+    conn.execute(sa.delete(admin_roles).where(where))
+    if role is not None:
+        conn.execute(
+            sa.insert(admin_roles).values(
+                account_id=account_id, project_id=project_id, role=role.name.lower()
+            )
+        )
