@@ -12,6 +12,7 @@ in a template runs. With JavaScript, the editor re-submits it as one types and a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -140,10 +141,27 @@ def form_data(channel: str, form: Mapping[str, str], base: Mapping[str, Any]) ->
     return data
 
 
-def field_errors(exc: TidingsError) -> dict[str, str]:
+def _mjml_where(message: str, source: str) -> str:
+    """The MJML parser names an unknown tag without its place: find it in the source."""
+    found = re.match(r"MJML: '([A-Za-z0-9:_-]+)'$", message)
+    if found is None:
+        return message
+    tag = found.group(1)
+    at = source.find("<" + tag)
+    if at < 0:
+        return message
+    line = source.count("\n", 0, at) + 1
+    column = at - (source.rfind("\n", 0, at) + 1) + 1
+    return f"MJML: unknown or misplaced tag <{tag}> at line {line}, column {column}"
+
+
+def field_errors(exc: TidingsError, data: Mapping[str, Any] | None = None) -> dict[str, str]:
     """A save's problems by editor field (``data.mjml`` and ``data.html`` are the body)."""
     out: dict[str, str] = {}
+    mjml = (data or {}).get("mjml")
     for e in exc.errors or [FieldError(exc.param or "", exc.code, exc.message)]:
+        if e.param == "data.mjml" and isinstance(mjml, str):
+            e = FieldError(e.param, e.code, _mjml_where(e.message, mjml))
         name = e.param.removeprefix("data.")
         if name in ("html", "mjml") and name not in out:
             name = "body" if "body" not in out else name
@@ -191,7 +209,7 @@ def editor(page: Page) -> Response:
                 url = f"/campaigns/{campaign['id']}/templates/{saved['id']}/edit"
                 return page.redirect(page.url(url, done="saved"))
             except TidingsError as exc:
-                errors = field_errors(exc)
+                errors = field_errors(exc, data)
     return page.render(
         "template_form.html",
         status=400 if errors else 200,
@@ -222,7 +240,8 @@ def preview(page: Page) -> Response:
     try:
         compiled = prepare(campaign["channel"], data)
     except TidingsError as exc:
-        return preview_response(None, "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items()))
+        problems = field_errors(exc, data)
+        return preview_response(None, "; ".join(f"{k}: {v}" for k, v in problems.items()))
     context = {"campaign_id": campaign["id"], "template_id": found["id"] if found else None}
     message, error = render_message(page, campaign["channel"], data, compiled, context)
     return preview_response(message, error)
@@ -236,7 +255,7 @@ def check(page: Page) -> Response:
     try:
         compiled = prepare(campaign["channel"], data)
     except TidingsError as exc:
-        errors = field_errors(exc)
+        errors = field_errors(exc, data)
     else:
         context = {"campaign_id": campaign["id"], "template_id": found["id"] if found else None}
         message, error = render_message(page, campaign["channel"], data, compiled, context)
