@@ -13,7 +13,8 @@ import httpx
 from tests.admin.conftest import csrf_of
 from tests.admin.test_escaping import PAYLOADS
 from tests.admin.test_journey_editor import as_role, assert_text_only
-from tests.conftest import Project
+from tests.conftest import Project, bearer
+from tests.messaging.helpers import API, deliver, logger_provider, manual, trigger_campaign
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role
 from tidings.messaging.campaigns import CampaignStore
@@ -254,3 +255,28 @@ async def test_payloads_in_campaign_and_list_names_stay_text(
     refused = await _form(owner, f"{base}/new", _blast(PAYLOADS[2], send_at=PAYLOADS[0]))
     assert refused.status_code == 400
     assert_text_only(refused.text)
+
+
+async def test_the_campaign_page_shows_every_stage_of_the_funnel_with_its_share(
+    owner: httpx.AsyncClient, client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    manual(services)
+    await logger_provider(client, project)
+    campaign = await trigger_campaign(client, project)
+    for who in ("u1", "u2"):
+        response = await client.post(
+            f"{API}/campaigns/{campaign['id']}/trigger",
+            json={"user": {"external_id": who, "email": f"{who}@example.com"}},
+            headers=bearer(project.sk),
+        )
+        assert response.status_code == 200, response.text
+    page = await owner.get(f"/admin/p/{project.id}/campaigns/{campaign['id']}")
+    assert '<dt>Pending</dt><dd>2</dd><dd class="share">100.0% of total</dd>' in page.text
+    assert "<dt>Opens</dt><dd>0</dd></div>" in page.text  # nothing sent: no share of it
+    assert await deliver(services) == 2
+    with services.db.writer.begin() as conn:
+        CampaignStore.bump_stat(conn, campaign["id"], "opens")
+    page = await owner.get(f"/admin/p/{project.id}/campaigns/{campaign['id']}")
+    assert '<dt>Sent</dt><dd>2</dd><dd class="share">100.0% of total</dd>' in page.text
+    assert '<dt>Skipped</dt><dd>0</dd><dd class="share">0.0% of total</dd>' in page.text
+    assert '<dt>Opens</dt><dd>1</dd><dd class="share">50.0% of sent</dd>' in page.text

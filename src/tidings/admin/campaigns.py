@@ -36,6 +36,28 @@ __all__ = [
 
 PAGE_SIZE = 25
 FUNNEL = ("total", "sent", "failed", "opens", "clicks", "bounced", "unsubscribed")
+# A campaign's own page: every stage, each but the total with its share of the one before
+# it that it is counted against (sends of the total; opens, clicks… of the sent).
+DETAIL_FUNNEL = (
+    ("total", None),
+    ("pending", "total"),
+    ("sent", "total"),
+    ("failed", "total"),
+    ("skipped", "total"),
+    ("opens", "sent"),
+    ("clicks", "sent"),
+    ("bounced", "sent"),
+    ("unsubscribed", "sent"),
+)
+
+
+def shares(delivery: dict[str, int]) -> dict[str, str]:
+    """Each stage's share of its base, as ``42.5%`` (none when the base is 0)."""
+    out: dict[str, str] = {}
+    for key, base in DETAIL_FUNNEL:
+        if base is not None and delivery.get(base):
+            out[key] = f"{100 * delivery.get(key, 0) / delivery[base]:.1f}% of {base}"
+    return out
 # The preview frame's own policy (it replaces the admin's for that response).
 PREVIEW_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
@@ -111,13 +133,15 @@ def campaigns(page: Page) -> Response:
 def campaign(page: Page) -> Response:
     store = campaign_store(page)
     row = campaign_row(page, store)
+    delivery = store.delivery(row["id"])
     templates = store.templates(page.pid, 100, None, campaign_id=row["id"]).results
     return page.render(
         "campaign.html",
         nav="campaigns",
         campaign=row,
-        delivery=store.delivery(row["id"]),
-        funnel=FUNNEL,
+        delivery=delivery,
+        funnel=[key for key, _ in DETAIL_FUNNEL],
+        shares=shares(delivery),
         templates=templates,
         actions=actions_for(row) if page.may(Role.PUBLISHER) else [],
         may_edit=page.may(Role.EDITOR),
