@@ -12,7 +12,8 @@ import httpx
 
 from tests.admin.conftest import csrf_of
 from tests.admin.test_escaping import PAYLOADS
-from tests.admin.test_journey_editor import as_role, assert_text_only
+from tests.admin.test_journey_editor import assert_text_only
+from tests.admin.test_journey_pages import _as as as_role
 from tests.conftest import Project, bearer
 from tests.messaging.helpers import API, deliver, logger_provider, manual, trigger_campaign
 from tidings.bootstrap import Services

@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 
-from tests.admin.conftest import csrf_of, make_account, sign_in
+from tests.admin.conftest import csrf_of
 from tests.admin.test_escaping import PAYLOADS
+from tests.admin.test_journey_pages import _as as as_role
 from tests.conftest import Project
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role
@@ -64,16 +65,6 @@ def graph(gate_name: str = "Bought?", *, with_rule: bool = True) -> dict[str, An
         "gate": gate,
         "bye": {"type": "exit", "name": "Goodbye", "data": {}},
     }
-
-
-async def as_role(
-    services: Services, new_client: Callable[[], httpx.AsyncClient], role: Role, pid: int
-) -> httpx.AsyncClient:
-    email = f"{role.name.lower()}-j@example.com"
-    make_account(services, email, roles={pid: role})
-    browser = new_client()
-    assert (await sign_in(browser, email)).status_code == 303
-    return browser
 
 
 def _journey(

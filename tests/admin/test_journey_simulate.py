@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from tests.admin.conftest import csrf_of
 from tests.admin.test_escaping import PAYLOADS
-from tests.admin.test_journey_editor import _journey, as_role, assert_text_only
+from tests.admin.test_journey_editor import _journey, assert_text_only
+from tests.admin.test_journey_pages import _as as as_role
 from tests.conftest import Project
 from tests.messaging.helpers import trigger_campaign
 from tidings.bootstrap import Services

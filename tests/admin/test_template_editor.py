@@ -16,7 +16,8 @@ from aiosmtpd.controller import Controller
 
 from tests.admin.conftest import csrf_of
 from tests.admin.test_escaping import PAYLOADS
-from tests.admin.test_journey_editor import as_role, assert_text_only
+from tests.admin.test_journey_editor import assert_text_only
+from tests.admin.test_journey_pages import _as as as_role
 from tests.conftest import Project
 from tests.messaging.helpers import post
 from tidings.admin.campaigns import PREVIEW_POLICY
