@@ -51,13 +51,6 @@ DETAIL_FUNNEL = (
 )
 
 
-def shares(delivery: dict[str, int]) -> dict[str, str]:
-    """Each stage's share of its base, as ``42.5%`` (none when the base is 0)."""
-    out: dict[str, str] = {}
-    for key, base in DETAIL_FUNNEL:
-        if base is not None and delivery.get(base):
-            out[key] = f"{100 * delivery.get(key, 0) / delivery[base]:.1f}% of {base}"
-    return out
 # The preview frame's own policy (it replaces the admin's for that response).
 PREVIEW_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
@@ -79,6 +72,15 @@ _NOTES = {
     "draft": "Back to draft: nothing more is sent.",
     "aborting": "Aborting: pending sends are skipped.",
 }
+
+
+def shares(delivery: dict[str, int]) -> dict[str, str]:
+    """Each stage's share of its base, as ``42.5%`` (none when the base is 0)."""
+    out: dict[str, str] = {}
+    for key, base in DETAIL_FUNNEL:
+        if base is not None and delivery.get(base):
+            out[key] = f"{100 * delivery.get(key, 0) / delivery[base]:.1f}% of {base}"
+    return out
 
 
 def actions_for(campaign: dict[str, Any]) -> list[tuple[str, str]]:
