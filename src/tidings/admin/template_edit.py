@@ -210,21 +210,39 @@ def editor(page: Page) -> Response:
                 return page.redirect(page.url(url, done="saved"))
             except TidingsError as exc:
                 errors = field_errors(exc, data)
+    if page.request.method == "POST":
+        locale = page.form.get("locale", "")
+    note = {"saved": "Saved.", "proof": "Proof sent."}.get(page.query("done"))
+    return _page(page, campaign, found, locale or "", values, errors=errors, note=note)
+
+
+def _page(
+    page: Page,
+    campaign: dict[str, Any],
+    found: dict[str, Any] | None,
+    locale: str,
+    values: dict[str, str],
+    *,
+    errors: dict[str, str] | None = None,
+    note: str | None = None,
+    proof_error: str | None = None,
+    recipient: str = "",
+) -> Response:
+    """The editor page; 400 when it shows a problem."""
     return page.render(
         "template_form.html",
-        status=400 if errors else 200,
+        status=400 if errors or proof_error else 200,
         nav="campaigns",
         campaign=campaign,
         tpl=found,
-        locale=page.form.get("locale", locale or "")
-        if page.request.method == "POST"
-        else (locale or ""),
-        fields=FIELDS[channel],
+        locale=locale,
+        fields=FIELDS[campaign["channel"]],
         values=values,
-        errors=errors,
+        errors=errors or {},
         may_edit=page.may(Role.EDITOR),
-        note={"saved": "Saved.", "proof": "Proof sent."}.get(page.query("done")),
-        proof_error=None,
+        note=note,
+        proof_error=proof_error,
+        recipient=recipient,
     )
 
 
@@ -296,21 +314,8 @@ def proof(page: Page) -> Response:
     if problem is None:
         url = f"/campaigns/{campaign['id']}/templates/{found['id']}/edit"
         return page.redirect(page.url(url, done="proof"))
-    return page.render(
-        "template_form.html",
-        status=400,
-        nav="campaigns",
-        campaign=campaign,
-        tpl=found,
-        locale=found["locale"],
-        fields=FIELDS[campaign["channel"]],
-        values=form_values(campaign["channel"], found["data"]),
-        errors={},
-        may_edit=page.may(Role.EDITOR),
-        note=None,
-        proof_error=problem,
-        recipient=raw,
-    )
+    values = form_values(campaign["channel"], found["data"])
+    return _page(page, campaign, found, found["locale"], values, proof_error=problem, recipient=raw)
 
 
 def _send_proof(
