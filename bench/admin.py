@@ -196,6 +196,49 @@ def lists(db: Database, project_id: int, now: int) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
+def engagement(db: Database, project_id: int, now: int) -> tuple[int, int, int]:
+    """A journey (the admin's example graph) and an email campaign with one template:
+    what the journey editor, the simulation, the campaign form and the template editor
+    show. Ids: (journey, campaign, template)."""
+    from tidings.admin.journey_edit import EXAMPLE_GRAPH
+    from tidings.domain.journeys import parse_steps
+    from tidings.journeys.store import JourneyStore
+    from tidings.messaging.campaigns import CampaignStore
+    from tidings.messaging.subscriptions import SubscriptionStore
+
+    journeys = JourneyStore(db.writer, db.reader)
+    journey = journeys.create(
+        project_id, name="Onboarding", description=None, tags=[], settings={}, now=now
+    )
+    journeys.put_steps(project_id, journey.id, parse_steps(EXAMPLE_GRAPH), now=now)
+    with db.writer.begin() as conn:
+        SubscriptionStore.ensure_defaults(conn, project_id, now)
+    with db.reader.connect() as conn:
+        sub = conn.execute(
+            sa.text(
+                "SELECT id FROM subscription_types WHERE project_id = :p AND "
+                "default_channel = 'email'"
+            ),
+            {"p": project_id},
+        ).scalar_one()
+    campaigns = CampaignStore(db.writer, db.reader)
+    campaign = campaigns.create_campaign(
+        project_id,
+        {"type": "trigger", "name": "Welcome", "channel": "email", "subscription_id": sub},
+    )
+    template = campaigns.create_template(
+        project_id,
+        campaign["id"],
+        "en",
+        {
+            "from": {"name": "Shop", "address": "shop@example.com"},
+            "subject": "Hi {{ user.first_name | default: 'there' }}",
+            "html": "<p>Hello {{ user.first_name | default: 'friend' }}</p>",
+        },
+    )
+    return journey.id, int(campaign["id"]), int(template["id"])
+
+
 def _port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -217,7 +260,12 @@ def _sign_in(client: httpx.Client) -> str:
 
 
 def measure(
-    url: str, project_id: int, profiles: int, list_ids: tuple[int, int], requests: int
+    url: str,
+    project_id: int,
+    profiles: int,
+    list_ids: tuple[int, int],
+    requests: int,
+    engaged: tuple[int, int, int] = (1, 1, 1),
 ) -> dict[str, Any]:
     rng = random.Random(11)
     client = httpx.Client(base_url=url, timeout=60, follow_redirects=False)
@@ -256,6 +304,32 @@ def measure(
         ),
         "list growth chart": lambda: client.get(f"{base}/reports/lists/{list_ids[0]}.svg"),
         "team": lambda: client.get(f"{base}/team"),
+        "journey": lambda: client.get(f"{base}/journeys/{engaged[0]}"),
+        "journey editor": lambda: client.get(f"{base}/journeys/{engaged[0]}/edit"),
+        "journey simulation (a dry run, not a page view)": lambda: client.post(
+            f"{base}/journeys/{engaged[0]}/simulate",
+            data={
+                "csrf": csrf,
+                "external_id": f"cus_{rng.randrange(profiles)}",
+                "events": '[{"name": "Signed Up"}]',
+                "traits": "",
+            },
+        ),
+        "campaign": lambda: client.get(f"{base}/campaigns/{engaged[1]}"),
+        "campaign form": lambda: client.get(f"{base}/campaigns/{engaged[1]}/edit"),
+        "template editor": lambda: client.get(
+            f"{base}/campaigns/{engaged[1]}/templates/{engaged[2]}/edit"
+        ),
+        "template live preview (not a page view)": lambda: client.post(
+            f"{base}/campaigns/{engaged[1]}/templates/{engaged[2]}/preview",
+            data={
+                "csrf": csrf,
+                "from.address": "shop@example.com",
+                "subject": "Hi",
+                "format": "html",
+                "body": "<p>Hello {{ user.first_name | default: 'friend' }}</p>",
+            },
+        ),
         "rule editor's live count (not a page view)": lambda: client.post(
             f"{base}/lists/preview",
             json={"rule": json.dumps(RULE)},
@@ -311,7 +385,7 @@ def main() -> None:
         seeded = args.keep is not None and args.keep.exists()
         db = open_database(url, sqlite_synchronous="NORMAL")
         seconds = 0.0
-        project_id, list_ids = 1, (1, 2)
+        project_id, list_ids, engaged = 1, (1, 2), (1, 1, 1)
         if not seeded:
             migrate.upgrade(db.writer)
             now = time.time_ns() // 1000
@@ -327,6 +401,7 @@ def main() -> None:
             print(f"seeding {args.profiles:,} profiles and {args.events:,} events…", flush=True)
             seconds = seed(db, project_id, args.profiles, args.events, now)
             list_ids = lists(db, project_id, now)
+            engaged = engagement(db, project_id, now)
             print(f"seeded in {seconds:.0f} s", flush=True)
         db.dispose()
         port = _port()
@@ -346,7 +421,7 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            results = measure(base, project_id, args.profiles, list_ids, args.requests)
+            results = measure(base, project_id, args.profiles, list_ids, args.requests, engaged)
         finally:
             server.terminate()
             server.wait(20)

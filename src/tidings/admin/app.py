@@ -13,7 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from tidings.admin.campaign_edit import campaign_edit_routes
 from tidings.admin.campaigns import campaigns_routes
+from tidings.admin.journey_edit import journey_edit_routes
 from tidings.admin.journeys import journeys_routes
 from tidings.admin.lists import lists_routes
 from tidings.admin.people import people_routes
@@ -21,6 +23,7 @@ from tidings.admin.project import project_routes
 from tidings.admin.reports import reports_routes
 from tidings.admin.signin import signin_routes
 from tidings.admin.team import team_routes
+from tidings.admin.template_edit import template_edit_routes
 from tidings.admin.web import Admin, Refusal, SecurityHeaders, refused
 from tidings.bootstrap import Services
 
@@ -50,7 +53,11 @@ def admin_app(services: Services) -> AdminApp:
             *project_routes(admin),
             *people_routes(admin),
             *lists_routes(admin),
+            # Before the pages they share a path with (``…/new`` is not an id).
+            *journey_edit_routes(admin),
             *journeys_routes(admin),
+            *campaign_edit_routes(admin),
+            *template_edit_routes(admin),
             *campaigns_routes(admin),
             *reports_routes(admin),
             *team_routes(admin),

@@ -6,35 +6,44 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tidings.admin.journey_checks import by_step
 from tidings.admin.journey_layout import BOX_H, BOX_W, layout
 from tidings.admin.web import Admin, Page, Refusal, route
 from tidings.domain.auth import Role
 from tidings.domain.errors import Conflict, ValidationFailed
+from tidings.domain.journeys import publish_errors
 from tidings.journeys.store import JourneyRow, JourneyStore
 
-__all__ = ["journeys_routes"]
+__all__ = ["journey_row", "journey_store", "journeys_routes"]
 
 PAGE_SIZE = 50
-_NOTES = {"live": "The journey is live.", "off": "The journey is paused."}
+_NOTES = {
+    "live": "The journey is live.",
+    "off": "The journey is paused.",
+    "archived": "The journey is archived (and stopped).",
+    "unarchived": "The journey is no longer archived.",
+}
 
 
-def _store(page: Page) -> JourneyStore:
+def journey_store(page: Page) -> JourneyStore:
     store = page.admin.services.journey_store
     if store is None:
         raise Refusal(404, "No journeys", "Journeys are not enabled on this server.")
     return store
 
 
-def _journey(page: Page, store: JourneyStore) -> JourneyRow:
+def journey_row(page: Page, store: JourneyStore) -> JourneyRow:
     raw = page.param("journey_id")
-    row = store.get(page.pid, int(raw)) if raw.isdigit() and len(raw) <= 12 else None
+    # Ids are 32-bit: a larger one names no journey (and PostgreSQL would refuse it).
+    ok = raw.isdigit() and len(raw) <= 12 and int(raw) < 2**31
+    row = store.get(page.pid, int(raw)) if ok else None
     if row is None:
         raise Refusal(404, "No such journey", "This project has no such journey.")
     return row
 
 
 def journeys(page: Page) -> Response:
-    store = _store(page)
+    store = journey_store(page)
     cursor = page.query("cursor") or None
     rows, next_cursor, prev_cursor = store.page(page.pid, limit=PAGE_SIZE, cursor=cursor)
     return page.render(
@@ -43,12 +52,13 @@ def journeys(page: Page) -> Response:
         rows=rows,
         next_url=page.url("/journeys", cursor=next_cursor) if next_cursor else None,
         prev_url=page.url("/journeys", cursor=prev_cursor) if prev_cursor else None,
+        may_edit=page.may(Role.EDITOR),
     )
 
 
 def journey(page: Page, *, error: str | None = None) -> Response:
-    store = _store(page)
-    row = _journey(page, store)
+    store = journey_store(page)
+    row = journey_row(page, store)
     steps = store.steps(row.id)
     stats = store.stats(row.id)
     return page.render(
@@ -62,12 +72,15 @@ def journey(page: Page, *, error: str | None = None) -> Response:
         error=error,
         note=_NOTES.get(page.query("done")),
         may_publish=page.may(Role.PUBLISHER),
+        may_edit=page.may(Role.EDITOR),
+        graph_errors=by_step(publish_errors(steps), steps).messages() if steps else {},
+        visited=set(),
     )
 
 
 def _set_status(page: Page, status: str) -> Response:
-    store = _store(page)
-    row = _journey(page, store)
+    store = journey_store(page)
+    row = journey_row(page, store)
     try:
         store.update(page.pid, row.id, now=page.admin.clock(), values={}, status=status)
     except (Conflict, ValidationFailed) as exc:
