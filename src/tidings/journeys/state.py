@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tidings.domain.rules import ProfileFacts
+from tidings.journeys.graphs import Graph, load_graph
 from tidings.journeys.sql import add_counts, insert_ignore_many, upsert_many
-from tidings.journeys.store import Graph, load_graph
 from tidings.store.tables_journeys import (
     journey_entrances,
     journey_outbox,
