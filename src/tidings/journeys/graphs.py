@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from tidings.domain.errors import ValidationFailed
@@ -36,6 +37,8 @@ __all__ = [
     "journey_of",
     "load_graph",
     "move_off_removed",
+    "recheck_waits",
+    "redecide_delays",
     "step_of",
 ]
 
@@ -53,6 +56,7 @@ class JourneyRow:
     created_at: int
     updated_at: int
     published_at: int | None
+    live_at: int | None = None  # when it last went live (published or turned back on)
 
     @property
     def parsed_settings(self) -> JourneySettings:
@@ -85,6 +89,7 @@ def journey_of(row: Any) -> JourneyRow:
         created_at=row.created_at,
         updated_at=row.updated_at,
         published_at=row.published_at,
+        live_at=row.live_at,
     )
 
 
@@ -217,3 +222,35 @@ def move_off_removed(conn: Connection, graph: Graph, now: int) -> int:
             )
         moved += 1
     return moved
+
+
+def redecide_delays(conn: Connection, step_ids: list[int], now: int) -> None:
+    """Entrances waiting at delays whose settings an edit changed are decided again at
+    once (their ``run`` timer becomes a ``move`` due now): the new duration, time or date
+    counts from their arrival, as if it had been there all along."""
+    t = journey_timers
+    moving = sa.select(t.c.entrance_id).where(t.c.kind == "move").scalar_subquery()
+    conn.execute(
+        sa.update(t)
+        .where(t.c.step_id.in_(step_ids), t.c.kind == "run", t.c.entrance_id.not_in(moving))
+        .values(kind="move", due_at=now)
+    )
+
+
+def recheck_waits(conn: Connection, journey_id: int, now: int) -> None:
+    """A journey turned back on: each of its pending waits is looked at again at once
+    (a ``recheck`` timer), against the events and list changes since the entrance
+    arrived at the wait, which an off journey did not act on."""
+    w, e, t = journey_waits, journey_entrances, journey_timers
+    pending = (
+        sa.select(w.c.project_id, e.c.journey_id, w.c.entrance_id, w.c.step_id)
+        .add_columns(sa.literal("recheck"), sa.literal(now, sa.BigInteger))
+        .select_from(w.join(e, e.c.id == w.c.entrance_id))
+        .where(e.c.journey_id == journey_id, e.c.state.in_(("running", "waiting")))
+    )
+    insert = postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)
+    conn.execute(
+        insert.from_select(
+            ["project_id", "journey_id", "entrance_id", "step_id", "kind", "due_at"], pending
+        ).on_conflict_do_nothing()
+    )

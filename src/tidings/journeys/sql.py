@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["add_counts", "insert_ignore", "insert_ignore_many", "skip_locked", "upsert_many"]
+__all__ = [
+    "add_counts",
+    "ids_in",
+    "insert_ignore",
+    "insert_ignore_many",
+    "skip_locked",
+    "upsert_many",
+]
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -85,3 +92,11 @@ def skip_locked(conn: Connection, query: sa.Select[Any], *of: Any) -> sa.Select[
     if conn.dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True, of=list(of) or None)
     return query
+
+
+def ids_in(conn: Connection, column: Any, ids: list[int]) -> Any:
+    """``column IN ids`` for thousands of ids: one array parameter on PostgreSQL
+    (``= ANY``), a parameter each on SQLite (callers keep ``ids`` under its 32,766)."""
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.literal(list(ids), postgresql.ARRAY(sa.BigInteger)))
+    return column.in_(list(ids))

@@ -25,6 +25,8 @@ from tidings.journeys.graphs import (
     journey_of,
     load_graph,
     move_off_removed,
+    recheck_waits,
+    redecide_delays,
 )
 from tidings.store import cursors
 from tidings.store.database import Writer
@@ -165,6 +167,7 @@ class JourneyStore:
             if row is None:
                 raise NotFound(f"No journey with id {journey_id}.", param="id")
             changes = dict(values)
+            resumed = False
             if archived is not None:
                 changes["archived"] = archived
                 if archived and (status or row.status) == "live":
@@ -189,8 +192,13 @@ class JourneyStore:
                         )
                     if row.published_at is None:
                         changes["published_at"] = now
+                    changes["live_at"] = now
+                    if row.status == "off":
+                        resumed = True
                 changes["status"] = status
             self._bump(conn, journey_id, now, **changes)
+            if resumed:
+                recheck_waits(conn, journey_id, now)
             row = conn.execute(sa.select(journeys).where(journeys.c.id == journey_id)).one()
         self._notify(journey_id)
         return journey_of(row)
@@ -252,6 +260,7 @@ class JourneyStore:
                     sa.select(journey_steps).where(journey_steps.c.journey_id == journey_id)
                 )
             }
+            changed_delays: list[int] = []
             for uuid, step in steps.items():
                 values = {
                     "type": step.type,
@@ -265,6 +274,13 @@ class JourneyStore:
                     "removed_at": None,
                 }
                 if uuid in existing:
+                    before = existing[uuid]
+                    if (
+                        before.type == "delay"
+                        and before.removed_at is None
+                        and (step.type != "delay" or dict(before.data or {}) != dict(step.data))
+                    ):
+                        changed_delays.append(before.id)
                     conn.execute(
                         sa.update(journey_steps)
                         .where(journey_steps.c.id == existing[uuid].id)
@@ -283,6 +299,8 @@ class JourneyStore:
                     .where(journey_steps.c.id.in_(gone))
                     .values(removed_at=now, updated_at=now)
                 )
+            if changed_delays:
+                redecide_delays(conn, changed_delays, now)
             self._bump(conn, journey_id, now)
             graph = load_graph(conn, journey_id)
             assert graph is not None
