@@ -342,11 +342,14 @@ async def test_two_workers_fire_each_timer_once_and_retake_a_dead_claim(
     ]
     fired = [0, 0]
 
+    start = threading.Barrier(2)
+
     def work(i: int) -> None:
-        while True:
-            n = workers[i].run_due(limit=20)
-            if n == 0:
-                return
+        start.wait()
+        idle = 0
+        while idle < 3:  # small bulk transactions, so that both workers take part
+            n = workers[i].fire_due(limit=20) + workers[i].run_ready(limit=20)
+            idle = 0 if n else idle + 1
             fired[i] += n
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]

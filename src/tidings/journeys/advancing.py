@@ -26,7 +26,7 @@ from tidings.domain.journeys.steps import window_start
 from tidings.domain.rules import EventFact
 from tidings.domain.sending import Sends
 from tidings.journeys.graphs import Graph
-from tidings.journeys.sql import add_counts
+from tidings.journeys.sql import add_counts, ids_in
 from tidings.journeys.state import (
     ACTIVE,
     EntranceState,
@@ -94,13 +94,14 @@ class Advancer:
     @staticmethod
     def load_profiles(conn: Connection, ids: Iterable[str]) -> dict[str, Profile]:
         wanted = sorted(set(ids))
-        out: dict[str, Profile] = {}
-        for i in range(0, len(wanted), 500):
+        if not wanted:
+            return {}
+        return {
+            row.id: profile_of(row)
             for row in conn.execute(
-                sa.select(profiles).where(profiles.c.id.in_(wanted[i : i + 500]))
-            ):
-                out[row.id] = profile_of(row)
-        return out
+                sa.select(profiles).where(ids_in(conn, profiles.c.id, wanted, sa.String))
+            )
+        }
 
     # -- running steps ----------------------------------------------------------------------
 
@@ -371,7 +372,7 @@ class Advancer:
                     ),
                 )
             )
-            .where(journey_entrances.c.id.in_(list(ids)))
+            .where(ids_in(conn, journey_entrances.c.id, ids))
         ).all()
         for r in rows:
             out[r.id] = EntranceState(

@@ -32,11 +32,12 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from tidings.journeys.graphs import Graph
 from tidings.journeys.runner import StepRunner
-from tidings.journeys.sql import add_counts, ids_in, insert_ignore_many, skip_locked
+from tidings.journeys.sql import add_counts, id_values, ids_in, skip_locked
 from tidings.journeys.state import ACTIVE, EntranceState, Profile, Tx, stats_shard
 from tidings.journeys.waits import happened_meanwhile
 from tidings.store.tables_journeys import (
@@ -179,10 +180,14 @@ class TimerRunner(StepRunner):
             .where(ids_in(conn, p.c.entrance_id, ids), p.c.step_id == step_id)
             .values(completed_at=now, outcome="completed")
         )
-        insert_ignore_many(
-            conn,
-            p,
-            [{"entrance_id": i, "step_id": next_id, "entered_at": now} for i in ids],
+        opened = id_values(conn, ids).add_columns(
+            sa.literal(next_id, sa.Integer), sa.literal(now, sa.BigInteger)
+        )
+        insert = postgresql.insert(p) if conn.dialect.name == "postgresql" else sqlite.insert(p)
+        conn.execute(
+            insert.from_select(
+                ["entrance_id", "step_id", "entered_at"], opened.where(sa.true())
+            ).on_conflict_do_nothing()
         )
         tx = Tx(now)
         tx.counts[(journey_id, step_id)][1] += len(ids)
@@ -267,7 +272,9 @@ class TimerRunner(StepRunner):
         due = conn.execute(skip_locked(conn, query, journey_timers)).all()
         if not due:
             return 0
-        conn.execute(sa.delete(journey_timers).where(journey_timers.c.id.in_([t.id for t in due])))
+        conn.execute(
+            sa.delete(journey_timers).where(ids_in(conn, journey_timers.c.id, [t.id for t in due]))
+        )
         tx = Tx(now)
         self.graphs.refresh(conn)
         states = self.states(conn, [t.entrance_id for t in due])
