@@ -5,6 +5,7 @@ while it was off, and none missed however long the worker was away."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,6 +34,17 @@ async def _paths(
     )
     assert r.status_code == 200, r.text
     return list(r.json()["results"])
+
+
+def _order(user: str, clock: Clock) -> dict[str, Any]:
+    """``user`` orders cart ``user`` now, by the test's clock."""
+    at = datetime.fromtimestamp(clock() / 1e6, tz=UTC).isoformat()
+    return {
+        "name": "Order placed",
+        "external_id": user,
+        "data": {"cart_id": user},
+        "created_at": at,
+    }
 
 
 def _outcome(entrance: dict[str, Any], step: str) -> str | None:
@@ -96,18 +108,10 @@ async def test_a_timeout_that_passed_while_off_counts_the_event_before_it(
     await drain(services)
     await _status(client, project, journey_id, "off")
     clock.advance(HOUR)
-    await send_events(
-        client,
-        project,
-        [{"name": "Order placed", "external_id": "dan", "data": {"cart_id": "dan"}}],
-    )
+    await send_events(client, project, [_order("dan", clock)])
     await drain(services)
     clock.advance(4 * HOUR)  # eve orders after her wait's timeout: too late
-    await send_events(
-        client,
-        project,
-        [{"name": "Order placed", "external_id": "eve", "data": {"cart_id": "eve"}}],
-    )
+    await send_events(client, project, [_order("eve", clock)])
     await drain(services)
     await tick(services)
     await _status(client, project, journey_id, "live")

@@ -278,6 +278,7 @@ class TimerRunner(StepRunner):
         tx = Tx(now)
         self.graphs.refresh(conn)
         states = self.states(conn, [t.entrance_id for t in due])
+        timeouts = {t.entrance_id: t.due_at for t in due if t.kind == "timeout"}
         people = self.load_profiles(conn, {s.profile_id for s in states.values()})
         for timer in due:
             state = states.get(timer.entrance_id)
@@ -289,7 +290,7 @@ class TimerRunner(StepRunner):
                 continue
             resumed = None
             if timer.kind in ("timeout", "recheck"):
-                resumed = self._wait_ends(conn, graph, state, profile, timer, now)
+                resumed = self._wait_ends(conn, graph, state, profile, timer, now, timeouts)
                 if resumed is None:
                     continue  # the awaited event came first, or (recheck) nothing yet
             elif timer.step_id != state.step_id:
@@ -300,7 +301,13 @@ class TimerRunner(StepRunner):
 
     @staticmethod
     def _wait_ends(
-        conn: Connection, graph: Graph, state: EntranceState, profile: Profile, timer: Any, now: int
+        conn: Connection,
+        graph: Graph,
+        state: EntranceState,
+        profile: Profile,
+        timer: Any,
+        now: int,
+        timeouts: dict[int, int],
     ) -> str | None:
         """A wait's timeout (or a recheck after the journey was off): the path it leaves
         on, or None when it does not end now. Events and list changes from while the
@@ -314,6 +321,16 @@ class TimerRunner(StepRunner):
         hit = False
         if (graph.journey.live_at or 0) > state.arrived_at:
             until = timer.due_at if timer.kind == "timeout" else now
+            if timer.kind == "recheck":  # what came after the wait's timeout does not count
+                timeout = (
+                    timeouts.get(state.id)
+                    or conn.execute(
+                        sa.select(t.c.due_at).where(
+                            t.c.entrance_id == state.id, t.c.kind == "timeout"
+                        )
+                    ).scalar()
+                )
+                until = min(until, timeout if timeout is not None else until)
             hit = happened_meanwhile(conn, step, state, wait, profile, until=until, now=now)
         if timer.kind == "recheck" and not hit:
             return None
