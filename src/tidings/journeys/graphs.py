@@ -176,29 +176,18 @@ def move_off_removed(conn: Connection, graph: Graph, now: int) -> int:
             current = by_uuid_any.get(first)
         conn.execute(sa.delete(journey_timers).where(journey_timers.c.entrance_id == entrance_id))
         conn.execute(sa.delete(journey_waits).where(journey_waits.c.entrance_id == entrance_id))
+        conn.execute(
+            sa.update(journey_path)
+            .where(journey_path.c.entrance_id == entrance_id, journey_path.c.step_id == step_id)
+            .values(completed_at=now, outcome="step_removed")
+        )
         if target is None:
             conn.execute(
                 sa.update(journey_entrances)
                 .where(journey_entrances.c.id == entrance_id)
                 .values(state="done", ended_at=now, updated_at=now)
             )
-            conn.execute(
-                sa.update(journey_path)
-                .where(
-                    journey_path.c.entrance_id == entrance_id,
-                    journey_path.c.step_id == step_id,
-                )
-                .values(completed_at=now, outcome="step_removed")
-            )
         else:
-            conn.execute(
-                sa.update(journey_path)
-                .where(
-                    journey_path.c.entrance_id == entrance_id,
-                    journey_path.c.step_id == step_id,
-                )
-                .values(completed_at=now, outcome="step_removed")
-            )
             conn.execute(
                 sa.update(journey_entrances)
                 .where(journey_entrances.c.id == entrance_id)
