@@ -8,8 +8,11 @@
   step, profile, entrance key, occurrence)**: the database, not a check, makes entering
   exactly-once (``occurrence`` is ``0`` unless the entrance allows re-entry).
 - ``journey_path``: the steps an entrance went through, one row per (entrance, step).
-- ``journey_timers``: what must happen at ``due_at`` (a delay ends, a wait times out, a
-  goal's window closes); claimed in the transaction that applies it.
+- ``journey_timers``: what must happen at ``due_at``, one row per (entrance, kind):
+  ``run`` (a step held until then: a delay, quiet hours, a throttle), ``ready`` (a delay
+  fired in bulk: its next step runs, see ``journeys/timers.py``), ``timeout`` (a wait's),
+  ``recheck`` (a wait of a journey turned back on), ``move`` (an edit moved the entrance
+  or changed its delay: decide again now); claimed in the transaction that applies it.
 - ``journey_waits``: entrances waiting at a wait step for an event or a list change.
 - ``journey_step_stats``: per-step counters (entered, completed, failed), in shards:
   each transaction adds to the shard of its thread, so that workers side by side do not
