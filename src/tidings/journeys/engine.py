@@ -33,17 +33,13 @@ from sqlalchemy.engine import Connection
 
 from tidings.domain.ingest import LogEntry, partition_of
 from tidings.domain.journeys import lookup_path
-from tidings.journeys.runner import Clock, Entering, StepRunner
-from tidings.journeys.sql import add_counts, skip_locked
-from tidings.journeys.state import ACTIVE, Tx, key_text, stats_shard
+from tidings.journeys.runner import Clock, Entering
+from tidings.journeys.sql import skip_locked
+from tidings.journeys.state import Tx, key_text
+from tidings.journeys.timers import TimerRunner
 from tidings.store.tables import identities
 from tidings.store.tables_journeys import (
-    journey_entrances,
     journey_outbox,
-    journey_rates,
-    journey_step_stats,
-    journey_timers,
-    journey_waits,
     journeys,
 )
 
@@ -52,125 +48,9 @@ __all__ = ["Clock", "Entering", "JourneyEngine"]
 logger = logging.getLogger(__name__)
 
 
-class JourneyEngine(StepRunner):
-    """The step runner, with the timers, the outbox drain and the API's trigger."""
-
-    # -- timers --------------------------------------------------------------------------------
-
-    def run_due(self, now: int | None = None, limit: int = 500) -> int:
-        """Apply due timers of live journeys (at most ``limit``) in one transaction;
-        answers how many. A failure applies them one by one, so that one bad entrance
-        (marked failed) does not hold up the rest."""
-        now = self.clock() if now is None else now
-        try:
-            with self.writer.begin() as conn:
-                return self._run_due(conn, now, limit, None)
-        except sa.exc.OperationalError:
-            raise
-        except Exception:
-            logger.exception("journey timers failed as a batch; applying them one by one")
-        done = 0
-        for _ in range(limit):
-            try:
-                with self.writer.begin() as conn:
-                    n = self._run_due(conn, now, 1, None)
-            except Exception as exc:
-                logger.exception("a journey timer failed")
-                self._fail_first_due(now, exc)
-                continue
-            if n == 0:
-                break
-            done += n
-        return done
-
-    def _fail_first_due(self, now: int, exc: Exception) -> None:
-        with self.writer.begin() as conn:
-            row = conn.execute(
-                skip_locked(
-                    conn,
-                    sa.select(journey_timers)
-                    .where(journey_timers.c.due_at <= now)
-                    .order_by(journey_timers.c.due_at)
-                    .limit(1),
-                )
-            ).first()
-            if row is None:
-                return
-            conn.execute(sa.delete(journey_timers).where(journey_timers.c.id == row.id))
-            conn.execute(
-                sa.update(journey_entrances)
-                .where(journey_entrances.c.id == row.entrance_id)
-                .values(state="failed", ended_at=now, updated_at=now)
-            )
-            add_counts(
-                conn,
-                journey_step_stats,
-                ("journey_id", "step_id", "shard"),
-                [
-                    {
-                        "journey_id": row.journey_id,
-                        "step_id": row.step_id,
-                        "shard": stats_shard(),
-                        "entered": 0,
-                        "completed": 0,
-                        "failed": 1,
-                    }
-                ],
-            )
-            logger.warning("journey entrance %d failed: %s", row.entrance_id, exc)
-
-    def _run_due(self, conn: Connection, now: int, limit: int, _: None) -> int:
-        live = sa.select(journeys.c.id).where(journeys.c.status == "live")
-        query = (
-            sa.select(journey_timers)
-            .where(journey_timers.c.due_at <= now, journey_timers.c.journey_id.in_(live))
-            .order_by(journey_timers.c.due_at)
-            .limit(limit)
-        )
-        due = conn.execute(skip_locked(conn, query, journey_timers)).all()
-        if not due:
-            return 0
-        conn.execute(sa.delete(journey_timers).where(journey_timers.c.id.in_([t.id for t in due])))
-        tx = Tx(now)
-        self.graphs.refresh(conn)
-        states = self.states(conn, [t.entrance_id for t in due])
-        people = self.load_profiles(conn, {s.profile_id for s in states.values()})
-        for timer in due:
-            state = states.get(timer.entrance_id)
-            if state is None or state.state not in ACTIVE:
-                continue
-            graph = self.graphs.cached(state.journey_id)
-            profile = people.get(state.profile_id)
-            if graph is None or profile is None:
-                continue
-            resumed = None
-            if timer.kind == "timeout":
-                gone = conn.execute(
-                    sa.delete(journey_waits).where(journey_waits.c.entrance_id == state.id)
-                ).rowcount
-                if not gone:
-                    continue  # the awaited event came first
-                resumed = "no"
-            elif timer.step_id != state.step_id:
-                continue  # a timer left from a step the entrance has moved on from
-            self.advance(conn, graph, state, profile, tx, resumed)
-        tx.flush(conn)
-        return len(due)
-
-    def prune(self, now: int, keep: int = 2 * 86_400_000_000) -> None:
-        """Forget rate windows (balancer, throttle) older than ``keep``."""
-        with self.writer.begin() as conn:
-            conn.execute(sa.delete(journey_rates).where(journey_rates.c.window_start < now - keep))
-
-    def next_due(self) -> int | None:
-        """When the next timer of a live journey is due (None: none is)."""
-        live = sa.select(journeys.c.id).where(journeys.c.status == "live")
-        with self.reader.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.min(journey_timers.c.due_at)).where(
-                    journey_timers.c.journey_id.in_(live)
-                )
-            ).scalar()
+class JourneyEngine(TimerRunner):
+    """The step runner and its timers (``timers.py``), with the outbox drain and the
+    API's trigger."""
 
     # -- the outbox of emitted events and trait updates ------------------------------------
 

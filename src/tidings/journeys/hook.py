@@ -14,8 +14,8 @@ from sqlalchemy.engine import Connection
 from tidings.domain.journeys import Step, WaitFor, event_passes, lookup_path, wait_matches
 from tidings.domain.rules import EventFact
 from tidings.journeys.engine import JourneyEngine
+from tidings.journeys.graphs import Graph
 from tidings.journeys.state import ACTIVE, Profile, Tx, key_text, profile_of
-from tidings.journeys.store import Graph
 from tidings.store.tables_journeys import (
     journey_entrances,
     journey_path,

@@ -35,7 +35,7 @@ from tidings.domain.journeys import (
     wait_matches,
 )
 from tidings.domain.rules import EventFact, ProfileFacts
-from tidings.journeys.store import JourneyRow, load_graph
+from tidings.journeys.graphs import JourneyRow, load_graph
 from tidings.store.tables import identities, profiles, projects
 
 __all__ = ["simulate"]

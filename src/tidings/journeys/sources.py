@@ -3,10 +3,18 @@
 List changes: the segments engine (and the lists API) record ``list_changes`` rows in
 their own transactions. Their ids are not in commit order on PostgreSQL (a transaction
 that took an id may commit after a later one), so a cursor over ids could skip a row.
-Instead the tick reads the recent changes of the lists that live journeys listen to,
-minus those it handled (``journey_list_seen``, written in the same transaction as the
-entrance or the wait it caused): a late commit is simply found on a later tick. Changes
-older than ``HORIZON`` are not looked at, and their seen rows are pruned.
+Instead the tick reads the changes of the lists that live journeys listen to, created
+since the last tick that caught up (the ``lists`` mark) less ``LAG`` (a transaction takes
+less than that to commit), minus those it handled (``journey_list_seen``, written in the
+same transaction as the entrance or the wait it caused): a late commit is simply found on
+a later tick, and a worker down for days misses nothing. Seen rows older than the window
+are pruned.
+
+The rule of a list entrance: it enters the users whose joining the list was recorded
+while the journey is live, i.e. at or after it last went live (``journeys.live_at``,
+set when it is published and when it is turned back on). Members already on the list
+when it goes live are not entered (a schedule entrance over the list, or the API's
+trigger, reaches them), nor are those who joined while it was off.
 
 Schedules: each occurrence of a schedule entrance's RRULE since the journey was published
 (in the project's timezone) is claimed once (``journey_schedule_runs``, a primary key)
@@ -22,19 +30,20 @@ from sqlalchemy.engine import Connection
 
 from tidings.domain.journeys.schedule import occurrences_between
 from tidings.journeys.engine import JourneyEngine
-from tidings.journeys.sql import insert_ignore
+from tidings.journeys.sql import insert_ignore, upsert_many
 from tidings.journeys.state import ACTIVE, Tx
 from tidings.store.tables import list_changes, list_members
 from tidings.store.tables_journeys import (
     journey_list_seen,
+    journey_marks,
     journey_schedule_runs,
     journey_timers,
     journey_waits,
 )
 
-__all__ = ["HORIZON", "list_tick", "schedule_tick"]
+__all__ = ["LAG", "list_tick", "schedule_tick"]
 
-HORIZON = 24 * 3600 * 1_000_000
+LAG = 600 * 1_000_000  # longer than any transaction that records a list change
 _BATCH = 500
 
 
@@ -58,21 +67,27 @@ def list_tick(engine: JourneyEngine, now: int) -> int:
         lists = set(entering) | waited
         if not lists:
             return 0
+        mark = conn.execute(
+            sa.select(journey_marks.c.at).where(journey_marks.c.name == "lists")
+        ).scalar()
+        if mark is None:  # the first tick: from when the earliest listener went live
+            mark = min((g.journey.live_at or now for g in live), default=now)
+        since = min(mark, now) - LAG
         seen = sa.select(journey_list_seen.c.change_id)
         rows = conn.execute(
             sa.select(list_changes)
             .where(
                 list_changes.c.list_id.in_(sorted(lists)),
-                list_changes.c.created_at >= now - HORIZON,
+                list_changes.c.created_at >= since,
                 list_changes.c.id.not_in(seen),
             )
             .order_by(list_changes.c.id)
             .limit(_BATCH)
         ).all()
+        if len(rows) < _BATCH:  # caught up: the next tick looks from here (less LAG)
+            upsert_many(conn, journey_marks, ("name",), [{"name": "lists", "at": now}])
         if not rows:
-            conn.execute(
-                sa.delete(journey_list_seen).where(journey_list_seen.c.created_at < now - HORIZON)
-            )
+            conn.execute(sa.delete(journey_list_seen).where(journey_list_seen.c.created_at < since))
             return 0
         tx = Tx(now)
         people = engine.load_profiles(conn, {r.profile_id for r in rows})
@@ -90,8 +105,8 @@ def list_tick(engine: JourneyEngine, now: int) -> int:
             for graph, step in entering.get(change.list_id, []):
                 if graph.journey.project_id != change.project_id:
                     continue
-                if (graph.journey.published_at or 0) > change.created_at:
-                    continue  # it entered before the journey went live
+                if graph.journey.live_at is None or change.created_at < graph.journey.live_at:
+                    continue  # it joined before the journey went live, or while it was off
                 body = {
                     "name": "list_entered",
                     "data": {"list_id": change.list_id},

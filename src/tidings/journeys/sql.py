@@ -3,14 +3,24 @@ CONFLICT`` on both SQLite and PostgreSQL), and ``FOR UPDATE SKIP LOCKED`` claims
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-__all__ = ["add_counts", "insert_ignore", "insert_ignore_many", "skip_locked", "upsert_many"]
+__all__ = [
+    "add_counts",
+    "id_values",
+    "ids_in",
+    "insert_ignore",
+    "insert_ignore_many",
+    "run_many",
+    "skip_locked",
+    "upsert_many",
+]
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -85,3 +95,39 @@ def skip_locked(conn: Connection, query: sa.Select[Any], *of: Any) -> sa.Select[
     if conn.dialect.name == "postgresql":
         return query.with_for_update(skip_locked=True, of=list(of) or None)
     return query
+
+
+def id_values(conn: Connection, ids: Sequence[Any], type_: Any = sa.BigInteger) -> Any:
+    """A one-column SELECT of ``ids``, bound as one parameter whatever their number: an
+    array (``unnest``) on PostgreSQL, a JSON text (``json_each``) on SQLite. Binding
+    thousands of ids one parameter each costs more in SQLAlchemy than the statement."""
+    if conn.dialect.name == "postgresql":
+        array = sa.literal(list(ids), postgresql.ARRAY(type_))
+        return sa.select(sa.func.unnest(array).column_valued("v"))
+    each = sa.func.json_each(sa.literal(json.dumps(list(ids)))).table_valued("value")
+    return sa.select(each.c.value)
+
+
+def ids_in(conn: Connection, column: Any, ids: Sequence[Any], type_: Any = sa.BigInteger) -> Any:
+    """``column IN ids`` for thousands of ids, in one parameter (see ``id_values``)."""
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.literal(list(ids), postgresql.ARRAY(type_)))
+    return column.in_(id_values(conn, ids, type_))
+
+
+def run_many(
+    conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]], pg: str | None = None
+) -> None:
+    """Run ``sql`` (``?`` placeholders) once per row through the driver's own
+    executemany: no per-row parameter processing (plain numbers and text only). On
+    PostgreSQL, ``pg`` is one set-based statement instead, taking each column as an array
+    parameter (``unnest(%s::bigint[], …)``): a row at a time costs a round of the
+    pipeline each there, many times the statement's own work."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        if pg is not None:
+            conn.exec_driver_sql(pg, tuple(list(column) for column in zip(*rows, strict=True)))
+            return
+        sql = sql.replace("?", "%s")
+    conn.exec_driver_sql(sql, list(rows))

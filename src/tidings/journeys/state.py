@@ -15,14 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tidings.domain.rules import ProfileFacts
-from tidings.journeys.sql import add_counts, insert_ignore_many, upsert_many
-from tidings.journeys.store import Graph, load_graph
+from tidings.journeys.graphs import Graph, load_graph
+from tidings.journeys.sql import add_counts, run_many
 from tidings.store.tables_journeys import (
-    journey_entrances,
     journey_outbox,
-    journey_path,
     journey_step_stats,
-    journey_timers,
     journeys,
 )
 
@@ -39,6 +36,10 @@ __all__ = [
 ]
 
 ACTIVE = ("running", "waiting")
+_TIMER_UPSERT = (
+    " ON CONFLICT (entrance_id, kind) DO UPDATE SET project_id = excluded.project_id,"
+    " journey_id = excluded.journey_id, step_id = excluded.step_id, due_at = excluded.due_at"
+)
 STATS_SHARDS = 16
 
 
@@ -123,37 +124,83 @@ class Tx:
 
     def write_pending(self, conn: Connection) -> None:
         if self.path_entered:
-            conn.execute(sa.insert(journey_path), self.path_entered)
+            run_many(
+                conn,
+                "INSERT INTO journey_path (entrance_id, step_id, entered_at, completed_at,"
+                " outcome) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        r["entrance_id"],
+                        r["step_id"],
+                        r["entered_at"],
+                        r["completed_at"],
+                        r["outcome"],
+                    )
+                    for r in self.path_entered
+                ],
+                pg="INSERT INTO journey_path (entrance_id, step_id, entered_at, completed_at,"
+                " outcome) SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[],"
+                " %s::bigint[], %s::text[])",
+            )
             self.path_entered = []
         if self.timers:
-            rows = [self.timers[k] for k in sorted(self.timers)]
-            upsert_many(conn, journey_timers, ("entrance_id", "kind"), rows)
+            run_many(
+                conn,
+                "INSERT INTO journey_timers (project_id, journey_id, entrance_id, step_id, kind,"
+                " due_at) VALUES (?, ?, ?, ?, ?, ?)" + _TIMER_UPSERT,
+                [
+                    (
+                        t["project_id"],
+                        t["journey_id"],
+                        t["entrance_id"],
+                        t["step_id"],
+                        k,
+                        t["due_at"],
+                    )
+                    for (_, k), t in sorted(self.timers.items())
+                ],
+                pg="INSERT INTO journey_timers (project_id, journey_id, entrance_id, step_id,"
+                " kind, due_at) SELECT * FROM unnest(%s::int[], %s::int[], %s::bigint[],"
+                " %s::int[], %s::text[], %s::bigint[])" + _TIMER_UPSERT,
+            )
             self.timers = {}
         if self.path_new:
-            insert_ignore_many(conn, journey_path, self.path_new)
+            run_many(
+                conn,
+                "INSERT INTO journey_path (entrance_id, step_id, entered_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(r["entrance_id"], r["step_id"], r["entered_at"]) for r in self.path_new],
+                pg="INSERT INTO journey_path (entrance_id, step_id, entered_at) SELECT * FROM"
+                " unnest(%s::bigint[], %s::int[], %s::bigint[]) ON CONFLICT DO NOTHING",
+            )
             self.path_new = []
         if self.path_done:
-            p = journey_path
-            conn.execute(
-                sa.update(p)
-                .where(p.c.entrance_id == sa.bindparam("e"), p.c.step_id == sa.bindparam("s"))
-                .values(completed_at=sa.bindparam("c"), outcome=sa.bindparam("o")),
-                self.path_done,
+            # The last completion of a (entrance, step) wins (a send's outcome replaces
+            # the step's): one row each, so that the set-based update is the same.
+            done = {(r["e"], r["s"]): (r["c"], r["o"], r["e"], r["s"]) for r in self.path_done}
+            run_many(
+                conn,
+                "UPDATE journey_path SET completed_at = ?, outcome = ?"
+                " WHERE entrance_id = ? AND step_id = ?",
+                [done[k] for k in sorted(done)],
+                pg="UPDATE journey_path AS p SET completed_at = u.c, outcome = u.o FROM"
+                " unnest(%s::bigint[], %s::text[], %s::bigint[], %s::int[]) AS u(c, o, e, s)"
+                " WHERE p.entrance_id = u.e AND p.step_id = u.s",
             )
             self.path_done = []
         if self.saves:
-            e = journey_entrances
-            conn.execute(
-                sa.update(e)
-                .where(e.c.id == sa.bindparam("e"))
-                .values(
-                    step_id=sa.bindparam("step"),
-                    state=sa.bindparam("st"),
-                    branch=sa.bindparam("br"),
-                    updated_at=sa.bindparam("at"),
-                    ended_at=sa.bindparam("end"),
-                ),
-                [{"e": k, **v} for k, v in sorted(self.saves.items())],
+            run_many(
+                conn,
+                "UPDATE journey_entrances SET step_id = ?, state = ?, branch = ?,"
+                " updated_at = ?, ended_at = ? WHERE id = ?",
+                [
+                    (v["step"], v["st"], v["br"], v["at"], v["end"], k)
+                    for k, v in sorted(self.saves.items())
+                ],
+                pg="UPDATE journey_entrances AS e SET step_id = u.step, state = u.st,"
+                " branch = u.br, updated_at = u.at, ended_at = u.ended FROM unnest(%s::int[],"
+                " %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
+                " AS u(step, st, br, at, ended, id) WHERE e.id = u.id",
             )
             self.saves = {}
 
@@ -184,7 +231,19 @@ class Tx:
                 for (j, s), (e, c, f) in self.counts.items()
             ],
         )
-        if self.outbox:
+        if self.outbox and conn.dialect.name == "postgresql":
+            run_many(
+                conn,
+                "",
+                [
+                    (o["project_id"], o["kind"], json_text(o["payload"]), o["created_at"])
+                    for o in self.outbox
+                ],
+                pg="INSERT INTO journey_outbox (project_id, kind, payload, created_at)"
+                " SELECT p, k, j::jsonb, c FROM unnest(%s::int[], %s::text[], %s::text[],"
+                " %s::bigint[]) AS u(p, k, j, c)",
+            )
+        elif self.outbox:
             conn.execute(sa.insert(journey_outbox), self.outbox)
         self.counts.clear()
         self.outbox.clear()

@@ -1,14 +1,12 @@
-"""All SQL of journeys' definitions: journeys, their step graphs, counts and paths.
-
-The engine's own SQL (entrances, timers, waits) is in ``engine.py``; both use these
-tables. A change of a journey or its graph always raises ``journeys.updated_at``, which
-is what the engine's graph cache compares.
+"""All SQL of journeys' definitions: create, read, page, change, publish, delete, and put
+a journey's step graph. The graph's shape is in ``graphs.py``, the reports in
+``reports.py``; the engine's own SQL (entrances, timers, waits) is in ``runner.py`` and
+``timers.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -16,19 +14,24 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import Conflict, NotFound, ValidationFailed
 from tidings.domain.journeys import (
-    Child,
-    JourneySettings,
     Step,
-    parse_settings,
     publish_errors,
 )
-from tidings.journeys.sql import insert_ignore
+from tidings.journeys import reports
+from tidings.journeys.graphs import (
+    Graph,
+    JourneyRow,
+    children_json,
+    journey_of,
+    load_graph,
+    move_off_removed,
+    recheck_waits,
+    redecide_delays,
+)
 from tidings.store import cursors
 from tidings.store.database import Writer
 from tidings.store.tables_journeys import (
     journey_entrances,
-    journey_path,
-    journey_step_stats,
     journey_steps,
     journey_timers,
     journey_waits,
@@ -38,185 +41,6 @@ from tidings.store.tables_journeys import (
 __all__ = ["Graph", "JourneyRow", "JourneyStore", "load_graph", "move_off_removed"]
 
 STATUSES = ("draft", "live", "off")
-
-
-@dataclass(frozen=True, slots=True)
-class JourneyRow:
-    id: int
-    project_id: int
-    name: str
-    description: str | None
-    tags: list[str]
-    status: str
-    archived: bool
-    settings: dict[str, Any]
-    created_at: int
-    updated_at: int
-    published_at: int | None
-
-    @property
-    def parsed_settings(self) -> JourneySettings:
-        return parse_settings(self.settings)
-
-
-@dataclass(frozen=True, slots=True)
-class Graph:
-    """A journey with its current steps (by uuid) and every step it ever had (by id)."""
-
-    journey: JourneyRow
-    steps: dict[str, Step]
-    by_id: dict[int, Step]
-    settings: JourneySettings
-
-    def entrances(self) -> list[Step]:
-        return [s for s in self.steps.values() if s.type == "entrance"]
-
-
-def _journey(row: Any) -> JourneyRow:
-    return JourneyRow(
-        id=row.id,
-        project_id=row.project_id,
-        name=row.name,
-        description=row.description,
-        tags=list(row.tags or []),
-        status=row.status,
-        archived=bool(row.archived),
-        settings=dict(row.settings or {}),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        published_at=row.published_at,
-    )
-
-
-def _step(row: Any) -> Step:
-    children = tuple(
-        Child(c["external_id"], c.get("path"), (c.get("data") or {}).get("ratio"))
-        for c in row.children or []
-    )
-    return Step(
-        uuid=row.uuid,
-        type=row.type,
-        data=dict(row.data or {}),
-        children=children,
-        id=row.id,
-        name=row.name,
-        data_key=row.data_key,
-        x=row.x,
-        y=row.y,
-    )
-
-
-def _children_json(step: Step) -> list[dict[str, Any]]:
-    out = []
-    for c in step.children:
-        child: dict[str, Any] = {"external_id": c.uuid}
-        if c.path is not None:
-            child["path"] = c.path
-        if c.ratio is not None:
-            child["data"] = {"ratio": c.ratio}
-        out.append(child)
-    return out
-
-
-def load_graph(conn: Connection, journey_id: int) -> Graph | None:
-    row = conn.execute(
-        sa.select(journeys).where(journeys.c.id == journey_id, journeys.c.deleted_at.is_(None))
-    ).first()
-    if row is None:
-        return None
-    steps: dict[str, Step] = {}
-    by_id: dict[int, Step] = {}
-    for srow in conn.execute(
-        sa.select(journey_steps).where(journey_steps.c.journey_id == journey_id)
-    ):
-        step = _step(srow)
-        by_id[step.id] = step
-        if srow.removed_at is None:
-            steps[step.uuid] = step
-    journey = _journey(row)
-    try:
-        settings = journey.parsed_settings
-    except ValidationFailed:
-        settings = JourneySettings()
-    return Graph(journey, steps, by_id, settings)
-
-
-def move_off_removed(conn: Connection, graph: Graph, now: int) -> int:
-    """Entrances on steps that no longer exist: each moves to the removed step's first
-    child that still exists (following removed steps' children, as the graph was before
-    the edit), and runs from there at once; with none, it ends (outcome ``step_removed``).
-    Their waits and timers at the removed step go. Answers how many were moved or ended."""
-    live_ids = {s.id for s in graph.steps.values()}
-    stranded = conn.execute(
-        sa.select(journey_entrances.c.id, journey_entrances.c.step_id).where(
-            journey_entrances.c.journey_id == graph.journey.id,
-            journey_entrances.c.state.in_(("running", "waiting")),
-            journey_entrances.c.step_id.not_in(live_ids) if live_ids else sa.true(),
-        )
-    ).all()
-    by_uuid_any = {s.uuid: s for s in graph.by_id.values()}
-    moved = 0
-    for entrance_id, step_id in stranded:
-        target: Step | None = None
-        seen: set[str] = set()
-        current = graph.by_id.get(step_id)
-        while current is not None and current.uuid not in seen:
-            seen.add(current.uuid)
-            first = current.children[0].uuid if current.children else None
-            if first is None:
-                break
-            if first in graph.steps:
-                target = graph.steps[first]
-                break
-            current = by_uuid_any.get(first)
-        conn.execute(sa.delete(journey_timers).where(journey_timers.c.entrance_id == entrance_id))
-        conn.execute(sa.delete(journey_waits).where(journey_waits.c.entrance_id == entrance_id))
-        if target is None:
-            conn.execute(
-                sa.update(journey_entrances)
-                .where(journey_entrances.c.id == entrance_id)
-                .values(state="done", ended_at=now, updated_at=now)
-            )
-            conn.execute(
-                sa.update(journey_path)
-                .where(
-                    journey_path.c.entrance_id == entrance_id,
-                    journey_path.c.step_id == step_id,
-                )
-                .values(completed_at=now, outcome="step_removed")
-            )
-        else:
-            conn.execute(
-                sa.update(journey_path)
-                .where(
-                    journey_path.c.entrance_id == entrance_id,
-                    journey_path.c.step_id == step_id,
-                )
-                .values(completed_at=now, outcome="step_removed")
-            )
-            conn.execute(
-                sa.update(journey_entrances)
-                .where(journey_entrances.c.id == entrance_id)
-                .values(step_id=target.id, state="running", updated_at=now)
-            )
-            insert_ignore(
-                conn,
-                journey_path,
-                {"entrance_id": entrance_id, "step_id": target.id, "entered_at": now},
-            )
-            # Runs at once, by the timer worker.
-            conn.execute(
-                sa.insert(journey_timers).values(
-                    project_id=graph.journey.project_id,
-                    journey_id=graph.journey.id,
-                    entrance_id=entrance_id,
-                    step_id=target.id,
-                    kind="move",
-                    due_at=now,
-                )
-            )
-        moved += 1
-    return moved
 
 
 def _cursor(kind: str, value: int) -> str:
@@ -272,7 +96,7 @@ class JourneyStore:
                 .returning(journeys.c.id)
             ).scalar_one()
             row = conn.execute(sa.select(journeys).where(journeys.c.id == new_id)).one()
-        return _journey(row)
+        return journey_of(row)
 
     def get(self, project_id: int, journey_id: int) -> JourneyRow | None:
         with self.reader.connect() as conn:
@@ -283,7 +107,7 @@ class JourneyStore:
                     journeys.c.deleted_at.is_(None),
                 )
             ).first()
-        return None if row is None else _journey(row)
+        return None if row is None else journey_of(row)
 
     def page(
         self, project_id: int, *, limit: int, cursor: str | None
@@ -307,7 +131,7 @@ class JourneyStore:
                 query = query.where(journeys.c.id < before)
             query = query.order_by(journeys.c.id.desc())
         with self.reader.connect() as conn:
-            rows = [_journey(r) for r in conn.execute(query.limit(limit + 1))]
+            rows = [journey_of(r) for r in conn.execute(query.limit(limit + 1))]
         more = len(rows) > limit
         rows = rows[:limit]
         if after is not None:
@@ -343,6 +167,7 @@ class JourneyStore:
             if row is None:
                 raise NotFound(f"No journey with id {journey_id}.", param="id")
             changes = dict(values)
+            resumed = False
             if archived is not None:
                 changes["archived"] = archived
                 if archived and (status or row.status) == "live":
@@ -367,11 +192,16 @@ class JourneyStore:
                         )
                     if row.published_at is None:
                         changes["published_at"] = now
+                    changes["live_at"] = now
+                    if row.status == "off":
+                        resumed = True
                 changes["status"] = status
             self._bump(conn, journey_id, now, **changes)
+            if resumed:
+                recheck_waits(conn, journey_id, now)
             row = conn.execute(sa.select(journeys).where(journeys.c.id == journey_id)).one()
         self._notify(journey_id)
-        return _journey(row)
+        return journey_of(row)
 
     def delete(self, project_id: int, journey_id: int, *, now: int) -> bool:
         """Soft-deletes the journey: it stops, its timers and waits go; paths stay."""
@@ -430,6 +260,7 @@ class JourneyStore:
                     sa.select(journey_steps).where(journey_steps.c.journey_id == journey_id)
                 )
             }
+            changed_delays: list[int] = []
             for uuid, step in steps.items():
                 values = {
                     "type": step.type,
@@ -438,11 +269,18 @@ class JourneyStore:
                     "data_key": step.data_key,
                     "x": step.x,
                     "y": step.y,
-                    "children": _children_json(step),
+                    "children": children_json(step),
                     "updated_at": now,
                     "removed_at": None,
                 }
                 if uuid in existing:
+                    before = existing[uuid]
+                    if (
+                        before.type == "delay"
+                        and before.removed_at is None
+                        and (step.type != "delay" or dict(before.data or {}) != dict(step.data))
+                    ):
+                        changed_delays.append(before.id)
                     conn.execute(
                         sa.update(journey_steps)
                         .where(journey_steps.c.id == existing[uuid].id)
@@ -461,6 +299,8 @@ class JourneyStore:
                     .where(journey_steps.c.id.in_(gone))
                     .values(removed_at=now, updated_at=now)
                 )
+            if changed_delays:
+                redecide_delays(conn, changed_delays, now)
             self._bump(conn, journey_id, now)
             graph = load_graph(conn, journey_id)
             assert graph is not None
@@ -470,126 +310,11 @@ class JourneyStore:
         return graph.steps
 
     def stats(self, journey_id: int) -> dict[str, dict[str, int]]:
-        with self.reader.connect() as conn:
-            ids = {
-                r.id: r.uuid
-                for r in conn.execute(
-                    sa.select(journey_steps.c.id, journey_steps.c.uuid).where(
-                        journey_steps.c.journey_id == journey_id,
-                        journey_steps.c.removed_at.is_(None),
-                    )
-                )
-            }
-            out = {
-                u: {"entered": 0, "completed": 0, "waiting": 0, "failed": 0} for u in ids.values()
-            }
-            st = journey_step_stats
-            for r in conn.execute(
-                sa.select(
-                    st.c.step_id,
-                    sa.func.sum(st.c.entered).label("entered"),
-                    sa.func.sum(st.c.completed).label("completed"),
-                    sa.func.sum(st.c.failed).label("failed"),
-                )
-                .where(st.c.journey_id == journey_id)
-                .group_by(st.c.step_id)
-            ):
-                if r.step_id in ids:
-                    out[ids[r.step_id]].update(
-                        entered=int(r.entered), completed=int(r.completed), failed=int(r.failed)
-                    )
-            for step_id, count in conn.execute(
-                sa.select(journey_entrances.c.step_id, sa.func.count())
-                .where(
-                    journey_entrances.c.journey_id == journey_id,
-                    journey_entrances.c.state.in_(("running", "waiting")),
-                )
-                .group_by(journey_entrances.c.step_id)
-            ):
-                if step_id in ids:
-                    out[ids[step_id]]["waiting"] = int(count)
-        return out
+        return reports.step_stats(self.reader, journey_id)
 
     def goals(self, journey_id: int) -> dict[str, Any]:
-        """Entrances and those that reached the goal, in all and per experiment branch
-        (the child an entrance's experiment sent it to; holdout entrances apart)."""
-        e = journey_entrances
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    e.c.branch,
-                    e.c.holdout,
-                    sa.func.count(),
-                    sa.func.count(e.c.goal_at),
-                )
-                .where(e.c.journey_id == journey_id)
-                .group_by(e.c.branch, e.c.holdout)
-            ).all()
-        total = reached = 0
-        branches: dict[str, dict[str, int]] = {}
-        holdout = {"entrances": 0, "reached": 0}
-        for branch, held, count, hit in rows:
-            total += int(count)
-            reached += int(hit)
-            if held:
-                holdout["entrances"] += int(count)
-                holdout["reached"] += int(hit)
-            if branch is not None:
-                slot = branches.setdefault(branch, {"entrances": 0, "reached": 0})
-                slot["entrances"] += int(count)
-                slot["reached"] += int(hit)
-        return {"entrances": total, "reached": reached, "branches": branches, "holdout": holdout}
+        """Entrances and those that reached the goal, in all and per experiment branch."""
+        return reports.goals(self.reader, journey_id)
 
     def user_entrances(self, journey_id: int, profile_id: str) -> list[dict[str, Any]]:
-        with self.reader.connect() as conn:
-            steps = {
-                r.id: r
-                for r in conn.execute(
-                    sa.select(journey_steps).where(journey_steps.c.journey_id == journey_id)
-                )
-            }
-            entrances = conn.execute(
-                sa.select(journey_entrances)
-                .where(
-                    journey_entrances.c.journey_id == journey_id,
-                    journey_entrances.c.profile_id == profile_id,
-                )
-                .order_by(journey_entrances.c.id)
-            ).all()
-            paths: dict[int, list[Any]] = {e.id: [] for e in entrances}
-            if entrances:
-                for p in conn.execute(
-                    sa.select(journey_path)
-                    .where(journey_path.c.entrance_id.in_(list(paths)))
-                    .order_by(journey_path.c.id)
-                ):
-                    paths[p.entrance_id].append(p)
-        out = []
-        for e in entrances:
-            entrance_step = steps.get(e.entrance_step_id)
-            out.append(
-                {
-                    "id": e.id,
-                    "entrance_id": e.entrance_step_id,
-                    "entrance_uuid": entrance_step.uuid if entrance_step else None,
-                    "entrance_key": e.entrance_key or None,
-                    "state": e.state,
-                    "holdout": bool(e.holdout),
-                    "branch": e.branch,
-                    "created_at": e.created_at,
-                    "ended_at": e.ended_at,
-                    "goal_reached_at": e.goal_at,
-                    "path": [
-                        {
-                            "step_id": p.step_id,
-                            "step_uuid": steps[p.step_id].uuid if p.step_id in steps else None,
-                            "type": steps[p.step_id].type if p.step_id in steps else None,
-                            "entered_at": p.entered_at,
-                            "completed_at": p.completed_at,
-                            "outcome": p.outcome,
-                        }
-                        for p in paths[e.id]
-                    ],
-                }
-            )
-        return out
+        return reports.user_entrances(self.reader, journey_id, profile_id)

@@ -1,5 +1,7 @@
-"""The journey worker: a thread that fires due timers, drains the outbox of emitted
-events into the ingest log, and runs list and schedule entrances.
+"""The journey worker: a thread that fires due timers (due duration delays in bulk, then
+the ready queue and every other due timer entrance by entrance: see ``timers.py``),
+drains the outbox of emitted events into the ingest log, and runs list and schedule
+entrances.
 
 It looks for due timers at least every ``poll`` seconds (0.2 by default), sooner when the
 next timer is due sooner, so a timer fires well within a second of its due time; it runs
@@ -48,8 +50,10 @@ class JourneyWorker:
             self._thread = None
 
     def run_once(self) -> int:
-        """One round: due timers (until none is due), the outbox, and, once per
-        ``tick``, list and schedule entrances. Answers the timers fired."""
+        """One round: due timers (until none is due; each ``run_due`` fires due delays in
+        bulk first, so that a burst fires before the ready queue is worked through), the
+        outbox, and, once per ``tick``, list and schedule entrances. Answers the timers
+        handled (a fired delay counts again when its next step runs)."""
         engine = self.engine
         fired = 0
         while True:

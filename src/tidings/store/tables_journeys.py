@@ -8,8 +8,11 @@
   step, profile, entrance key, occurrence)**: the database, not a check, makes entering
   exactly-once (``occurrence`` is ``0`` unless the entrance allows re-entry).
 - ``journey_path``: the steps an entrance went through, one row per (entrance, step).
-- ``journey_timers``: what must happen at ``due_at`` (a delay ends, a wait times out, a
-  goal's window closes); claimed in the transaction that applies it.
+- ``journey_timers``: what must happen at ``due_at``, one row per (entrance, kind):
+  ``run`` (a step held until then: a delay, quiet hours, a throttle), ``ready`` (a delay
+  fired in bulk: its next step runs, see ``journeys/timers.py``), ``timeout`` (a wait's),
+  ``recheck`` (a wait of a journey turned back on), ``move`` (an edit moved the entrance
+  or changed its delay: decide again now); claimed in the transaction that applies it.
 - ``journey_waits``: entrances waiting at a wait step for an event or a list change.
 - ``journey_step_stats``: per-step counters (entered, completed, failed), in shards:
   each transaction adds to the shard of its thread, so that workers side by side do not
@@ -20,6 +23,8 @@
 - ``journey_rates``: per-step counts per rate window (balancer, throttle).
 - ``journey_schedule_runs``: the schedule entrance's occurrences already run.
 - ``journey_list_seen``: list changes a list entrance or a list wait has handled.
+- ``journey_marks``: named points in time the worker keeps (``lists``: every list change
+  created before it, less the lag a transaction may take to commit, was handled).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from tidings.store.tables import Json, Micros, metadata
 __all__ = [
     "journey_entrances",
     "journey_list_seen",
+    "journey_marks",
     "journey_outbox",
     "journey_path",
     "journey_rates",
@@ -59,6 +65,7 @@ journeys = sa.Table(
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("published_at", Micros, nullable=True),
     sa.Column("deleted_at", Micros, nullable=True),
+    sa.Column("live_at", Micros, nullable=True),  # when it last went live (list entrances)
     sa.Index("ix_journeys_project", "project_id", "id"),
 )
 
@@ -134,10 +141,11 @@ journey_timers = sa.Table(
     sa.Column("journey_id", sa.Integer, nullable=False),
     sa.Column("entrance_id", sa.BigInteger, nullable=False),
     sa.Column("step_id", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(8), nullable=False),  # run | timeout | goal
+    sa.Column("kind", sa.String(8), nullable=False),  # run | ready | timeout | recheck | move
     sa.Column("due_at", Micros, nullable=False),
     sa.UniqueConstraint("entrance_id", "kind", name="uq_journey_timers_entrance"),
     sa.Index("ix_journey_timers_due", "due_at"),
+    sa.Index("ix_journey_timers_step", "step_id", "kind", "due_at"),
     sqlite_autoincrement=True,
 )
 
@@ -198,4 +206,11 @@ journey_list_seen = sa.Table(
     metadata,
     sa.Column("change_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("created_at", Micros, nullable=False),
+)
+
+journey_marks = sa.Table(
+    "journey_marks",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("at", Micros, nullable=False),
 )

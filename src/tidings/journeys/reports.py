@@ -1,0 +1,143 @@
+"""What journeys report: per-step counts, the conversion goal per branch, one user's path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tidings.store.tables_journeys import (
+    journey_entrances,
+    journey_path,
+    journey_step_stats,
+    journey_steps,
+)
+
+__all__ = ["goals", "step_stats", "user_entrances"]
+
+
+def step_stats(reader: Engine, journey_id: int) -> dict[str, dict[str, int]]:
+    with reader.connect() as conn:
+        ids = {
+            r.id: r.uuid
+            for r in conn.execute(
+                sa.select(journey_steps.c.id, journey_steps.c.uuid).where(
+                    journey_steps.c.journey_id == journey_id,
+                    journey_steps.c.removed_at.is_(None),
+                )
+            )
+        }
+        out = {u: {"entered": 0, "completed": 0, "waiting": 0, "failed": 0} for u in ids.values()}
+        st = journey_step_stats
+        for r in conn.execute(
+            sa.select(
+                st.c.step_id,
+                sa.func.sum(st.c.entered).label("entered"),
+                sa.func.sum(st.c.completed).label("completed"),
+                sa.func.sum(st.c.failed).label("failed"),
+            )
+            .where(st.c.journey_id == journey_id)
+            .group_by(st.c.step_id)
+        ):
+            if r.step_id in ids:
+                out[ids[r.step_id]].update(
+                    entered=int(r.entered), completed=int(r.completed), failed=int(r.failed)
+                )
+        for step_id, count in conn.execute(
+            sa.select(journey_entrances.c.step_id, sa.func.count())
+            .where(
+                journey_entrances.c.journey_id == journey_id,
+                journey_entrances.c.state.in_(("running", "waiting")),
+            )
+            .group_by(journey_entrances.c.step_id)
+        ):
+            if step_id in ids:
+                out[ids[step_id]]["waiting"] = int(count)
+    return out
+
+
+def goals(reader: Engine, journey_id: int) -> dict[str, Any]:
+    """Entrances and those that reached the goal, in all and per experiment branch
+    (the child an entrance's experiment sent it to; holdout entrances apart)."""
+    e = journey_entrances
+    with reader.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                e.c.branch,
+                e.c.holdout,
+                sa.func.count(),
+                sa.func.count(e.c.goal_at),
+            )
+            .where(e.c.journey_id == journey_id)
+            .group_by(e.c.branch, e.c.holdout)
+        ).all()
+    total = reached = 0
+    branches: dict[str, dict[str, int]] = {}
+    holdout = {"entrances": 0, "reached": 0}
+    for branch, held, count, hit in rows:
+        total += int(count)
+        reached += int(hit)
+        if held:
+            holdout["entrances"] += int(count)
+            holdout["reached"] += int(hit)
+        if branch is not None:
+            slot = branches.setdefault(branch, {"entrances": 0, "reached": 0})
+            slot["entrances"] += int(count)
+            slot["reached"] += int(hit)
+    return {"entrances": total, "reached": reached, "branches": branches, "holdout": holdout}
+
+
+def user_entrances(reader: Engine, journey_id: int, profile_id: str) -> list[dict[str, Any]]:
+    with reader.connect() as conn:
+        steps = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(journey_steps).where(journey_steps.c.journey_id == journey_id)
+            )
+        }
+        entrances = conn.execute(
+            sa.select(journey_entrances)
+            .where(
+                journey_entrances.c.journey_id == journey_id,
+                journey_entrances.c.profile_id == profile_id,
+            )
+            .order_by(journey_entrances.c.id)
+        ).all()
+        paths: dict[int, list[Any]] = {e.id: [] for e in entrances}
+        if entrances:
+            for p in conn.execute(
+                sa.select(journey_path)
+                .where(journey_path.c.entrance_id.in_(list(paths)))
+                .order_by(journey_path.c.id)
+            ):
+                paths[p.entrance_id].append(p)
+    out = []
+    for e in entrances:
+        entrance_step = steps.get(e.entrance_step_id)
+        out.append(
+            {
+                "id": e.id,
+                "entrance_id": e.entrance_step_id,
+                "entrance_uuid": entrance_step.uuid if entrance_step else None,
+                "entrance_key": e.entrance_key or None,
+                "state": e.state,
+                "holdout": bool(e.holdout),
+                "branch": e.branch,
+                "created_at": e.created_at,
+                "ended_at": e.ended_at,
+                "goal_reached_at": e.goal_at,
+                "path": [
+                    {
+                        "step_id": p.step_id,
+                        "step_uuid": steps[p.step_id].uuid if p.step_id in steps else None,
+                        "type": steps[p.step_id].type if p.step_id in steps else None,
+                        "entered_at": p.entered_at,
+                        "completed_at": p.completed_at,
+                        "outcome": p.outcome,
+                    }
+                    for p in paths[e.id]
+                ],
+            }
+        )
+    return out

@@ -1,0 +1,182 @@
+"""Due delays fire in bulk (one transaction per journey and delay step), and the ready
+queue runs their next steps: each timer fires once, a firing that dies fires nothing and
+is taken again, a fired entrance whose next step is another delay waits for it, an
+entrance that left the delay is not moved, and an edit of a live delay re-decides it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Project, bearer
+from tests.journeys.conftest import Clock, TableSends, make_journey, tick
+from tidings.bootstrap import Services
+from tidings.journeys.engine import JourneyEngine
+from tidings.store.tables_journeys import journey_entrances, journey_steps, journey_timers
+
+USERS = 30
+
+
+def _graph(*delays: int, campaign_id: int = 4) -> dict[str, Any]:
+    """An entrance, delays of these many seconds one after the other, then a send."""
+    names = [f"d{i}" for i in range(len(delays))] + ["mail"]
+    graph: dict[str, Any] = {
+        "in": {
+            "type": "entrance",
+            "data": {"trigger": "none"},
+            "children": [{"external_id": names[0]}],
+        },
+        "mail": {"type": "action", "data": {"campaign_id": campaign_id}},
+    }
+    for i, seconds in enumerate(delays):
+        graph[names[i]] = {
+            "type": "delay",
+            "data": {"format": "duration", "duration": {"seconds": seconds}},
+            "children": [{"external_id": names[i + 1]}],
+        }
+    return graph
+
+
+async def _enter(client: httpx.AsyncClient, project: Project, journey_id: int, n: int) -> None:
+    for i in range(n):
+        r = await client.post(
+            f"/api/client/journeys/{journey_id}/trigger",
+            json={"user": {"external_id": f"b{i}"}},
+            headers=bearer(project.sk),
+        )
+        assert r.status_code == 200, r.text
+
+
+def _engine(services: Services) -> JourneyEngine:
+    engine = services.journeys
+    assert engine is not None
+    return engine
+
+
+def _timers(services: Services) -> list[tuple[str, str]]:
+    """(kind, step uuid) of every timer."""
+    with services.db.reader.connect() as conn:
+        return sorted(
+            (kind, uuid)
+            for kind, uuid in conn.execute(
+                sa.select(journey_timers.c.kind, journey_steps.c.uuid).join(
+                    journey_steps, journey_steps.c.id == journey_timers.c.step_id
+                )
+            )
+        )
+
+
+async def test_due_delays_fire_in_bulk_then_the_next_step_runs_once(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, USERS)
+    engine = _engine(services)
+    assert engine.fire_due() == 0  # not due yet
+    clock.advance(61)
+    assert engine.fire_due() == USERS
+    # Fired: the delay is complete, each entrance is ready at the send, nothing sent yet.
+    assert _timers(services) == [("ready", "mail")] * USERS
+    assert sends.rows(services.db.reader) == []
+    stats = (
+        await client.get(f"/api/client/journeys/{journey_id}", headers=bearer(project.sk))
+    ).json()["stats"]
+    assert stats["d0"]["completed"] == USERS and stats["mail"]["entered"] == USERS
+    assert engine.fire_due() == 0  # nothing fires twice
+    assert engine.run_ready() == USERS
+    assert engine.run_ready() == 0
+    assert len(sends.rows(services.db.reader)) == USERS
+    assert _timers(services) == []
+    path = (
+        await client.get(f"/api/client/journeys/{journey_id}/users/b0", headers=bearer(project.sk))
+    ).json()["results"][0]["path"]
+    assert [(p["step_uuid"], p["outcome"]) for p in path] == [
+        ("in", "entered"),
+        ("d0", "completed"),
+        ("mail", "queued"),
+    ]
+
+
+class _Died(Exception):
+    pass
+
+
+async def test_a_firing_that_dies_fires_nothing_and_is_taken_again(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, USERS)
+    engine = _engine(services)
+    clock.advance(61)
+    graph = engine.graphs.get(services.db.reader.connect(), journey_id)
+    assert graph is not None
+    delay, mail = graph.steps["d0"].id, graph.steps["mail"].id
+    # The worker dies after its statements ran, before the commit.
+    with pytest.raises(_Died), services.db.writer.begin() as conn:
+        assert engine._fire_group(conn, graph, delay, mail, clock(), 5000) == USERS
+        raise _Died
+    assert _timers(services) == [("run", "d0")] * USERS  # none lost
+    assert engine.fire_due() == USERS
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == USERS
+
+
+async def test_a_delay_after_a_fired_delay_waits_its_own_time(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60, 60))
+    await _enter(client, project, journey_id, 3)
+    clock.advance(61)
+    await tick(services)
+    assert _timers(services) == [("run", "d1")] * 3
+    assert sends.rows(services.db.reader) == []  # the second delay is not fired with the first
+    clock.advance(61)
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 3
+
+
+async def test_an_entrance_that_left_the_delay_is_not_fired(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 2)
+    with services.db.writer.begin() as conn:  # one of them left (as an exit step does)
+        first = conn.execute(sa.select(sa.func.min(journey_entrances.c.id))).scalar_one()
+        conn.execute(
+            sa.update(journey_entrances)
+            .where(journey_entrances.c.id == first)
+            .values(state="exited")
+        )
+    clock.advance(61)
+    assert _engine(services).fire_due() == 2  # both claimed: one moved, one dropped
+    assert _timers(services) == [("ready", "mail")]
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 1
+
+
+async def test_editing_a_live_delay_decides_its_waiting_users_again(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    h = bearer(project.sk)
+    journey_id = await make_journey(client, project, _graph(3600))
+    await _enter(client, project, journey_id, 2)
+    r = await client.put(f"/api/client/journeys/{journey_id}/steps", json=_graph(60), headers=h)
+    assert r.status_code == 200, r.text
+    await tick(services)  # decided again at once: due 60 s after they arrived
+    assert _timers(services) == [("run", "d0")] * 2
+    clock.advance(61)
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 2
+    # Longer: those waiting now wait the new time from their arrival.
+    await _enter(client, project, journey_id, 3)  # b0..b2: b2 is new (b0, b1 are done)
+    r = await client.put(f"/api/client/journeys/{journey_id}/steps", json=_graph(7200), headers=h)
+    assert r.status_code == 200, r.text
+    clock.advance(3601)
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 2
+    clock.advance(3600)
+    await tick(services)
+    assert len(sends.rows(services.db.reader)) == 3
