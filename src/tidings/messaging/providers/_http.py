@@ -93,16 +93,24 @@ class HttpClient:
         form: Mapping[str, str] | None = None,
     ) -> Answer:
         session = self._get_session()
-        sent = dict(headers or {})
-        skip = () if any(k.lower() == "content-type" for k in sent) else ("Content-Type",)
+        if form is not None:
+            skip: tuple[str, ...] = ()
+        elif headers and any(k.lower() == "content-type" for k in headers):
+            skip = ()
+        else:
+            skip = ("Content-Type",)
         async with session.request(
             method,
             url,
-            headers=sent,
+            headers=headers,
             data=form if form is not None else body,
             allow_redirects=False,
-            skip_auto_headers=skip if form is None else (),
+            skip_auto_headers=skip,
         ) as response:
+            length = response.content_length
+            if length is not None and length < MAX_ANSWER:
+                # The usual answer: small, its length given. One read.
+                return Answer(response.status, response.headers, await response.read())
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.content.iter_chunked(65_536):
