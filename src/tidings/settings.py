@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         min_length=16,
         description="Signs tracking and unsubscribe links (at least 16 characters; changing "
         "it invalidates links already sent). Unset: a random key made on first start and "
-        "kept in the database (table instance_secrets), so every node shares it.",
+        "kept in the database (table installation_secrets), so every node shares it.",
     )
     public_url: str | None = Field(
         default=None,

@@ -45,8 +45,8 @@ class _Minter:
     """Makes the tokens ``serializer.dumps`` makes, and ``serializer.loads`` reads, at a
     half of its cost (a send makes three or more): the signing key is derived once, not
     per token, and a short payload is not compressed (zlib saves a few bytes there at
-    most; ``loads`` reads either form). The same steps otherwise: compact JSON, URL-safe base64 without padding,
-    ``.`` and the HMAC-SHA256 of that (itsdangerous' ``Signer``)."""
+    most; ``loads`` reads either form). The same steps otherwise: compact JSON, URL-safe
+    base64 without padding, ``.`` and the HMAC-SHA256 of that (itsdangerous' ``Signer``)."""
 
     _SHORT = 96  # bytes of JSON below which compressing is not tried
 
