@@ -115,7 +115,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
     async def list_templates(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
-        cursor: Annotated[str | None, Query(max_length=32)] = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
         campaign_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> Response:
         project_id = await _auth(request, Role.SUPPORT)
