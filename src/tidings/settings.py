@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         description="Seconds a claimed send stays claimed; a send still unrecorded after "
         "that (its worker died) is failed as interrupted, never sent again.",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhook campaigns and the webhook provider call loopback, private "
+        "and link-local addresses (169.254.169.254 among them); refused by default "
+        "(docs/security.md).",
+    )
     worker_idle_after: float = Field(
         default=0.25,
         ge=0,

@@ -27,8 +27,15 @@ class Rows:
     """The handles every part of ``CampaignStore`` works with."""
 
     def __init__(
-        self, writer: Writer, reader: Engine, *, clock: Callable[[], int] | None = None
+        self,
+        writer: Writer,
+        reader: Engine,
+        *,
+        clock: Callable[[], int] | None = None,
+        allow_private_webhooks: bool = False,
     ) -> None:
         self.writer = writer
         self.reader = reader
         self.clock = clock or (lambda: time.time_ns() // 1000)
+        # TIDINGS_WEBHOOK_ALLOW_PRIVATE: webhook templates may name private addresses.
+        self.allow_private_webhooks = allow_private_webhooks

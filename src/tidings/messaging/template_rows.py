@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tidings.domain.errors import Conflict, NotFound
+from tidings.domain.addresses import ALLOW_SETTING, blocked_url_reason
+from tidings.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from tidings.messaging.paging import Page, id_page
 from tidings.messaging.store_rows import Rows, Then, row_of
 from tidings.messaging.templates import prepare
@@ -24,6 +25,27 @@ class TemplateRows(Rows):
         self, project_id: int, campaign_id: int, conn: Connection | None = None
     ) -> dict[str, Any]:
         raise NotImplementedError  # CampaignStore's
+
+    def _check_endpoint(self, channel: str, data: Mapping[str, Any]) -> None:
+        """A webhook template's endpoint may not name a private, loopback or link-local
+        address (422), unless the operator allows them. What Liquid fills in is checked
+        when the request is made."""
+        if channel != "webhook" or self.allow_private_webhooks:
+            return
+        endpoint = data.get("endpoint")
+        if not isinstance(endpoint, str):
+            return
+        written = endpoint.split("{{", 1)[0].split("{%", 1)[0]
+        if written != endpoint and written.count("/") < 3:
+            return  # the host is (partly) Liquid: checked at send time
+        why = blocked_url_reason(written)
+        if why is not None:
+            message = f"The endpoint is refused: {why}. {ALLOW_SETTING}=1 allows it."
+            raise ValidationFailed(
+                message,
+                param="data.endpoint",
+                errors=[FieldError("data.endpoint", "validation_failed", message)],
+            )
 
     # -- templates ---------------------------------------------------------------------------
 
@@ -58,6 +80,7 @@ class TemplateRows(Rows):
     ) -> dict[str, Any]:
         campaign = self.campaign(project_id, campaign_id)
         compiled = prepare(campaign["channel"], data)
+        self._check_endpoint(campaign["channel"], data)
         now = self.clock()
         try:
             with self.writer.begin() as conn:
@@ -98,6 +121,7 @@ class TemplateRows(Rows):
         changes: dict[str, Any] = {}
         if data is not None:
             changes["compiled"] = prepare(current["type"], data)
+            self._check_endpoint(current["type"], data)
             changes["data"] = dict(data)
         if locale is not None:
             changes["locale"] = locale

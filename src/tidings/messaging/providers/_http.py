@@ -26,6 +26,7 @@ import aiohttp
 import msgspec
 
 from tidings.domain.channels import DeliveryResult, Outcome
+from tidings.messaging.providers._addresses import GuardedResolver
 
 __all__ = [
     "TRANSIENT_STATUSES",
@@ -62,7 +63,10 @@ class HttpClient:
     provider's API does not redirect, and a webhook's target should not send us elsewhere.
     The session is made on first use, inside the event loop that sends."""
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any], *, guard: bool = False) -> None:
+        """``guard``: connect only to globally routable addresses (webhooks:
+        domain/addresses.py); a refused one raises ``BlockedAddress`` (in aiohttp's error)."""
+        self.guard = guard
         self.timeout = float(data.get("timeout") or 10.0)
         self.max_connections = int(data.get("max_connections") or 100)
         self._session: aiohttp.ClientSession | None = None
@@ -76,7 +80,11 @@ class HttpClient:
         if self._session is None or self._session.closed or self._loop is not loop:
             self._loop = loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_connections,
+                    limit_per_host=0,
+                    resolver=GuardedResolver() if self.guard else None,
+                ),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 trust_env=False,  # no proxies from the environment: the provider row decides
                 cookie_jar=aiohttp.DummyCookieJar(),
