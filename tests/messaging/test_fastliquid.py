@@ -25,7 +25,7 @@ ROOTS: list[dict[str, Any]] = [
     {  # values that need escaping, missing and empty ones
         "user": {"first_name": "<script>alert(1)</script>", "data": {"code": "", "vip": False}},
         "event": {},
-        "project": {"name": "O'Brien \"quoted\""},
+        "project": {"name": 'O\'Brien "quoted"'},
         "context": {"campaign_id": 7},
         "journey": {},
     },

@@ -89,7 +89,5 @@ async def test_paging_forwards_then_backwards_gives_the_same_pages(
 
 async def test_a_forged_cursor_is_a_400(client: httpx.AsyncClient, project: Project) -> None:
     for cursor in ("WyJ4IiwxXQ", "not*base64", "WzFd"):  # ["x",1]; junk; the old [1]
-        response = await client.get(
-            API + f"/campaigns?cursor={cursor}", headers=bearer(project.sk)
-        )
+        response = await client.get(API + f"/campaigns?cursor={cursor}", headers=bearer(project.sk))
         assert assert_problem(response, 400, "parameter_invalid_format")["param"] == "cursor"
