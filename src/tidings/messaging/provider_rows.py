@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tidings.domain.errors import Conflict, NotFound
+from tidings.domain.errors import Conflict
 from tidings.messaging.paging import Page, id_page
 from tidings.messaging.store_rows import Rows, Then, row_of
 from tidings.store.tables_messaging import campaigns, providers
@@ -65,15 +65,7 @@ class ProviderRows(Rows):
             return id_page(conn, query, providers.c.id, limit, cursor)
 
     def provider(self, project_id: int, provider_id: int) -> dict[str, Any]:
-        with self.reader.connect() as conn:
-            row = conn.execute(
-                sa.select(providers).where(
-                    providers.c.project_id == project_id, providers.c.id == provider_id
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"No provider {provider_id}.", param="id")
-        return dict(row._mapping)
+        return self._one(providers, project_id, provider_id, "provider")
 
     def _clear_default(self, conn: Connection, project_id: int, channel: str, keep: int) -> None:
         conn.execute(

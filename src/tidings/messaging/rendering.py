@@ -4,6 +4,8 @@ Parsed templates are kept per worker until their row changes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -16,7 +18,17 @@ from tidings.messaging.templates import CompiledTemplate, RenderError, compile_t
 from tidings.store.tables import projects
 from tidings.store.tables_messaging import templates
 
-__all__ = ["Renderer"]
+__all__ = ["Renderer", "project_root"]
+
+
+def project_root(project: Any) -> dict[str, Any]:
+    """The ``project`` root of a template (a projects row)."""
+    return {
+        "id": project.id,
+        "name": project.name,
+        "locale": project.locale,
+        "timezone": project.timezone,
+    }
 
 
 class Renderer:
@@ -67,12 +79,7 @@ class Renderer:
                 "user": person,
                 "event": context.get("event") or {},
                 "journey": context.get("journey") or {},
-                "project": {
-                    "id": project.id,
-                    "name": project.name,
-                    "locale": project.locale,
-                    "timezone": project.timezone,
-                },
+                "project": project_root(project),
                 "context": {
                     **(context.get("context") or {}),
                     "campaign_id": c.campaign_id,

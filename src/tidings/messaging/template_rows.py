@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tidings.domain.addresses import ALLOW_SETTING, blocked_url_reason
-from tidings.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from tidings.domain.errors import Conflict, FieldError, ValidationFailed
 from tidings.messaging.paging import Page, id_page
 from tidings.messaging.store_rows import Rows, Then, row_of
 from tidings.messaging.templates import prepare
@@ -59,15 +59,7 @@ class TemplateRows(Rows):
             return id_page(conn, query, templates.c.id, limit, cursor)
 
     def template(self, project_id: int, template_id: int) -> dict[str, Any]:
-        with self.reader.connect() as conn:
-            row = conn.execute(
-                sa.select(templates).where(
-                    templates.c.project_id == project_id, templates.c.id == template_id
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"No template {template_id}.", param="id")
-        return dict(row._mapping)
+        return self._one(templates, project_id, template_id, "template")
 
     def create_template(
         self,
