@@ -12,16 +12,18 @@ from collections.abc import Callable
 
 from tidings.messaging.delivery import Delivery
 
-__all__ = ["DeliveryWorker"]
+__all__ = ["DeliveryWorker", "loop_factory"]
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the delivery thread runs on: uvloop's when it is installed."""
     try:
         import uvloop
     except ImportError:  # a platform without uvloop: asyncio's loop
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
 
 logger = logging.getLogger("tidings.messaging.delivery")
 
@@ -58,7 +60,7 @@ class DeliveryWorker:
         # uvloop where it is installed (uvicorn[standard] brings it): a round's provider
         # calls are many small socket round trips, and with uvloop the HTTP adapters took
         # 15-25% less CPU per send (docs/benchmarks.md, "Sends").
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(self._main())
 
     async def _main(self) -> None:
