@@ -172,3 +172,29 @@ def test_events_survive_upgrade_downgrade_upgrade(empty_db: Database) -> None:
             assert "event_message_ids" not in sa.inspect(conn).get_table_names()
             unique = sa.inspect(conn).get_unique_constraints("events")
             assert [u["column_names"] for u in unique] == [["project_id", "message_id"]]
+
+
+def test_instance_secrets_fold_into_installation_secrets(empty_db: Database) -> None:
+    """0018: a key kept in ``instance_secrets`` moves to ``installation_secrets`` (unless
+    that has one of the same name), the table goes; downgrading brings the table back."""
+    db = empty_db
+    migrate.upgrade(db.writer, "0017")
+    with db.writer.begin() as conn:
+        for table, name, value in (
+            ("instance_secrets", "old_key", "from-instance"),
+            ("instance_secrets", "tracking_key", "loser"),
+            ("installation_secrets", "tracking_key", "kept"),
+        ):
+            conn.execute(
+                sa.text(f"INSERT INTO {table} (name, value, created_at) VALUES (:n, :v, 1)"),
+                {"n": name, "v": value},
+            )
+    migrate.upgrade(db.writer, "0018")
+    with db.reader.connect() as conn:
+        assert "instance_secrets" not in sa.inspect(conn).get_table_names()
+        kept = dict(conn.exec_driver_sql("SELECT name, value FROM installation_secrets").all())
+    assert kept == {"old_key": "from-instance", "tracking_key": "kept"}
+    migrate.downgrade(db.writer, "0017")
+    with db.reader.connect() as conn:
+        assert "instance_secrets" in sa.inspect(conn).get_table_names()
+    migrate.upgrade(db.writer)

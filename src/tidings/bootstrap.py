@@ -345,6 +345,7 @@ def build(
             batch_size=settings.delivery_batch_size, lease=settings.delivery_lease
         ),
         on_append=services.consumer.wake.set if services.consumer is not None else None,
+        allow_private_webhooks=settings.webhook_allow_private,
     )
     if sends is None:  # journeys' action steps queue into messaging's outbox
         services.journeys.sends = services.messaging.sends

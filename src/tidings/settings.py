@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="Seconds a claimed send stays claimed; a send still unrecorded after "
         "that (its worker died) is failed as interrupted, never sent again.",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhook campaigns and the webhook provider call loopback, private "
+        "and link-local addresses (169.254.169.254 among them); refused by default "
+        "(docs/security.md).",
+    )
     worker_idle_after: float = Field(
         default=0.25,
         ge=0,
@@ -140,7 +146,7 @@ class Settings(BaseSettings):
         min_length=16,
         description="Signs tracking and unsubscribe links (at least 16 characters; changing "
         "it invalidates links already sent). Unset: a random key made on first start and "
-        "kept in the database (table instance_secrets), so every node shares it.",
+        "kept in the database (table installation_secrets), so every node shares it.",
     )
     public_url: str | None = Field(
         default=None,

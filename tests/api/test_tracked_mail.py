@@ -24,7 +24,7 @@ from tidings.bootstrap import Services, tracker_for
 from tidings.domain.channels import EmailMessage, Outcome
 from tidings.domain.tracking import TrackingRef
 from tidings.messaging.providers import build_adapter
-from tidings.store.instance import InstanceSecrets
+from tidings.messaging.secrets import InstallationSecrets
 from tidings.store.tables import events
 
 
@@ -52,7 +52,7 @@ async def test_a_tracked_mail_read_as_a_mail_client_would(
     inbox, port = smtpd
     tracker = tracker_for(
         services.settings.model_copy(update={"public_url": "http://tidings.test"}),
-        InstanceSecrets(services.db.writer, services.db.reader).get,
+        InstallationSecrets(services.db.writer, services.db.reader).get,
     )
     unsubscribe = FakeUnsubscribe()
     route_first(app, tracking_router(services, tracker, unsubscribe=unsubscribe))

@@ -18,8 +18,8 @@ from tidings.bootstrap import Services, tracker_for
 from tidings.domain.channels import EmailMessage
 from tidings.domain.errors import NotFound
 from tidings.domain.tracking import TrackingRef
+from tidings.messaging.secrets import InstallationSecrets
 from tidings.messaging.tracking import TokenTracker
-from tidings.store.instance import InstanceSecrets
 from tidings.store.tables import events
 
 
@@ -44,7 +44,7 @@ def unsubscribe() -> FakeUnsubscribe:
 @pytest.fixture
 def tracker(services: Services) -> TokenTracker:
     return tracker_for(
-        services.settings, InstanceSecrets(services.db.writer, services.db.reader).get
+        services.settings, InstallationSecrets(services.db.writer, services.db.reader).get
     )
 
 
@@ -234,8 +234,8 @@ async def test_one_click_unsubscribe_as_rfc_8058_sends_it(
 
 
 async def test_the_generated_key_is_kept_and_shared(services: Services) -> None:
-    def secrets() -> InstanceSecrets:  # each node, or each start, reads it again
-        return InstanceSecrets(services.db.writer, services.db.reader)
+    def secrets() -> InstallationSecrets:  # each node, or each start, reads it again
+        return InstallationSecrets(services.db.writer, services.db.reader)
 
     first = tracker_for(services.settings, secrets().get)
     second = tracker_for(services.settings, secrets().get)

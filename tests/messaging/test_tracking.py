@@ -133,3 +133,35 @@ def test_tokens_cannot_be_forged_swapped_or_reused_for_another_user() -> None:
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="16"):
         TokenTracker("short", PUBLIC)
+
+
+@pytest.mark.parametrize(
+    "purpose, url",
+    [
+        ("open", None),
+        ("unsubscribe", None),
+        ("click", "https://shop.example/?a=1"),
+        ("click", "https://shop.example/" + "long/path/" * 40),  # compressed
+    ],
+)
+def test_tokens_are_itsdangerous_tokens(purpose: str, url: str | None) -> None:
+    """Tokens are made without itsdangerous' per-token key derivation, in its format:
+    its serializer reads them, and a compressed one is byte for byte what it makes."""
+    from itsdangerous import URLSafeSerializer
+
+    from tidings.messaging.tracking import _pack
+
+    tracker = TokenTracker("k" * 32, PUBLIC)
+    token = tracker.token(purpose, REF, url)
+    serializer = URLSafeSerializer(
+        "k" * 32,
+        salt=f"tidings.tracking.{purpose}",
+        signer_kwargs={"digest_method": __import__("hashlib").sha256},
+    )
+    payload = _pack(REF) + ([url] if purpose == "click" else [])
+    assert serializer.loads(token) == payload
+    if token.startswith("."):
+        assert token == serializer.dumps(payload)
+    other = URLSafeSerializer("j" * 32, salt=f"tidings.tracking.{purpose}")
+    with pytest.raises(Exception, match="Signature"):
+        other.loads(token)

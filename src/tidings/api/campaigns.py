@@ -178,7 +178,7 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
     async def list_campaigns(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
-        cursor: Annotated[str | None, Query(max_length=32)] = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
         project_id = await _auth(request, Role.SUPPORT)
         page = await run_in_threadpool(store.campaigns, project_id, limit, cursor)
@@ -265,7 +265,7 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
         id: str,
         state: Annotated[str | None, Query(pattern="^(pending|sent|failed|skipped)$")] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
-        cursor: Annotated[str | None, Query(max_length=32)] = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
         project_id = await _auth(request, Role.SUPPORT)
         campaign_id = resource_id(id, "campaign")

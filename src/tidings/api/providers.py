@@ -25,7 +25,7 @@ from tidings.bootstrap import Services
 from tidings.domain.auth import Role
 from tidings.domain.errors import ValidationFailed
 from tidings.domain.messaging import PROVIDER_GROUPS, RATE_INTERVALS
-from tidings.messaging.campaigns import present_provider_data
+from tidings.messaging.provider_rows import present_provider_data
 from tidings.messaging.providers import PROVIDER_TYPES, build_adapter, channel_of
 
 __all__ = ["present_provider", "providers_router"]
@@ -110,7 +110,7 @@ def providers_router(services: Services, keys: KeyCache) -> APIRouter:
     async def list_providers(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
-        cursor: Annotated[str | None, Query(max_length=32)] = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
         project_id = await _admin(request)
         page = await run_in_threadpool(store.providers, project_id, limit, cursor)
@@ -144,7 +144,7 @@ def providers_router(services: Services, keys: KeyCache) -> APIRouter:
         _, value = await json_body(request)
         values = _fields(value, creating=False, current=current)
         if "data" in values or "type" in values:
-            from tidings.messaging.campaigns import merge_provider_data
+            from tidings.messaging.provider_rows import merge_provider_data
 
             data = merge_provider_data(current["data"], values.get("data", current["data"]))
             await _check_adapter(values.get("type", current["type"]), data)

@@ -32,7 +32,7 @@ from tidings.domain.auth import Role
 from tidings.domain.channels import Message, Outcome
 from tidings.domain.errors import Conflict, ValidationFailed
 from tidings.messaging.campaigns import CampaignStore
-from tidings.messaging.providers import build_adapter
+from tidings.messaging.rendering import project_root
 from tidings.messaging.templates import RenderError, compile_template
 
 __all__ = ["present_template", "templates_router"]
@@ -77,6 +77,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
     router = APIRouter(prefix="/api/client", tags=["templates"], responses=ERRORS)
     assert services.messaging is not None
     store = services.messaging.campaigns
+    adapter_for = services.messaging.delivery.adapter_factory
 
     async def _auth(request: Request, role: Role) -> int:
         return (await keys.authenticate(request, secret=True, role=role)).project.id
@@ -89,12 +90,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
             "user": {**data, **user, "data": data, "id": user.get("external_id")},
             "event": given.get("event") or {},
             "journey": given.get("journey") or {},
-            "project": {
-                "id": project.id,
-                "name": project.name,
-                "locale": project.locale,
-                "timezone": project.timezone,
-            },
+            "project": project_root(project),
             "context": {
                 **(given.get("context") or {}),
                 "campaign_id": row["campaign_id"],
@@ -115,7 +111,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
     async def list_templates(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
-        cursor: Annotated[str | None, Query(max_length=32)] = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
         campaign_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> Response:
         project_id = await _auth(request, Role.SUPPORT)
@@ -245,7 +241,8 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
         if chosen is None:
             raise Conflict(f"No {campaign['channel']} provider is set up for this campaign.")
         message = await run_in_threadpool(_render, project_id, row, value, recipient)
-        adapter = build_adapter(chosen["type"], chosen["data"])
+        # The worker's factory: the same rules (TIDINGS_WEBHOOK_ALLOW_PRIVATE) for a proof.
+        adapter = adapter_for(chosen["type"], chosen["data"])
         try:
             result = await adapter.send(message)
         finally:

@@ -38,8 +38,8 @@ from tidings.bootstrap import Services
 from tidings.domain.errors import TidingsError
 from tidings.domain.ingest import AppendRequest, LogEntry, partition_of
 from tidings.domain.tracking import TrackingRef
+from tidings.messaging.events import identity_of
 from tidings.messaging.tracking import TokenTracker
-from tidings.store.instance import identity_of
 
 __all__ = ["PIXEL", "TrackingEvents", "Unsubscribe", "tracking_router"]
 

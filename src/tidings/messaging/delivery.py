@@ -35,44 +35,25 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tidings.domain.channels import (
-    DeliveryResult,
-    EmailMessage,
-    InAppMessage,
-    Message,
-    Outcome,
-    ProviderAdapter,
-)
-from tidings.domain.messaging import (
-    RATE_INTERVALS,
-    backoff,
-    locale_candidates,
-    receives,
-    window_start,
-)
-from tidings.domain.tracking import InAppSink, Tracker, TrackingRef
+from tidings.domain.channels import DeliveryResult, InAppMessage, Outcome, ProviderAdapter
+from tidings.domain.messaging import receives
+from tidings.domain.tracking import InAppSink, Tracker
 from tidings.messaging.blasts import BlastRunner
-from tidings.messaging.campaigns import CampaignStore
-from tidings.messaging.events import EventOutbox, event_payload, identities_of
+from tidings.messaging.claims import Claimed, Round, campaigns_of, rate_limited
+from tidings.messaging.events import EventOutbox
+from tidings.messaging.outcomes import reap, record_outcomes
 from tidings.messaging.providers import build_adapter
-from tidings.messaging.ratewindows import take
-from tidings.messaging.recipients import push_tokens, states, template_users
+from tidings.messaging.recipients import states
+from tidings.messaging.rendering import Renderer
 from tidings.messaging.sql import is_postgres, try_lock_profiles
-from tidings.messaging.templates import CompiledTemplate, RenderError, compile_template
 from tidings.store.database import Writer
-from tidings.store.tables import projects
-from tidings.store.tables_messaging import (
-    campaigns,
-    sends,
-    subscription_types,
-    templates,
-)
+from tidings.store.tables_messaging import sends, subscription_types
 
 __all__ = ["AdapterFactory", "Delivery", "DeliveryConfig"]
 
@@ -89,31 +70,6 @@ class DeliveryConfig:
     max_attempts: int = 5
     idle_wait: float = 0.2
     backoff_base: float = 5.0  # seconds before the first retry (then doubling, jittered)
-
-
-@dataclass
-class _Claimed:
-    id: int
-    project_id: int
-    campaign_id: int
-    subscription_id: int
-    profile_id: str
-    context: Mapping[str, Any] | None
-    attempts: int
-    journey_id: int | None
-    step_id: int | None
-    channel: str
-    provider: dict[str, Any] | None
-    claimed_until: int
-    message: Message | None = None
-    result: DeliveryResult | None = None
-    done_in_claim: bool = False  # in-app: stored and sent in the claim's transaction
-
-
-@dataclass
-class _Round:
-    claimed: list[_Claimed] = field(default_factory=list)
-    events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
 class Delivery:
@@ -136,7 +92,6 @@ class Delivery:
         self.writer = writer
         self.reader = reader
         self.outbox = outbox
-        self.tracker = tracker
         self.in_app = in_app
         self.clock = clock or (lambda: time.time_ns() // 1000)
         self.rng = rng or random.Random()
@@ -144,8 +99,17 @@ class Delivery:
         self.config = config or DeliveryConfig()
         self.blasts = blasts or BlastRunner(writer, reader)
         self._adapters: dict[int, tuple[int, ProviderAdapter]] = {}
-        self._templates: dict[int, tuple[int, CompiledTemplate | RenderError]] = {}
+        self.renderer = Renderer(reader, tracker)
         self.sent_total = 0
+
+    @property
+    def tracker(self) -> Tracker | None:
+        """What decorates emails (the renderer's)."""
+        return self.renderer.tracker
+
+    @tracker.setter
+    def tracker(self, tracker: Tracker | None) -> None:
+        self.renderer.tracker = tracker
 
     # -- one round ------------------------------------------------------------------------------
 
@@ -170,8 +134,8 @@ class Delivery:
 
     # -- claim ----------------------------------------------------------------------------------
 
-    def _claim(self, now: int) -> _Round:
-        round_ = _Round()
+    def _claim(self, now: int) -> Round:
+        round_ = Round()
         lease = int(self.config.lease * 1_000_000)
         with self.writer.begin() as conn:
             query = (
@@ -197,7 +161,7 @@ class Delivery:
                 return round_
             free = try_lock_profiles(conn, [r.profile_id for r in rows])
             rows = [r for r in rows if r.profile_id in free]
-            info = self._campaigns(conn, {r.campaign_id for r in rows})
+            info = campaigns_of(conn, {r.campaign_id for r in rows})
             opt_in = dict(
                 conn.execute(
                     sa.select(subscription_types.c.id, subscription_types.c.requires_opt_in).where(
@@ -208,7 +172,7 @@ class Delivery:
             recorded = states(conn, [r.profile_id for r in rows])
             skipped: dict[int, str] = {}
             failed: dict[int, str] = {}
-            claimable: list[_Claimed] = []
+            claimable: list[Claimed] = []
             for r in rows:
                 campaign = info.get(r.campaign_id)
                 if campaign is None or campaign["state"] not in ("running", "loading"):
@@ -224,7 +188,7 @@ class Delivery:
                 if provider is None and campaign["channel"] != "in_app":
                     failed[r.id] = f"no_provider: no {campaign['channel']} provider is set up"
                 claimable.append(
-                    _Claimed(
+                    Claimed(
                         id=r.id,
                         project_id=r.project_id,
                         campaign_id=r.campaign_id,
@@ -239,7 +203,7 @@ class Delivery:
                         claimed_until=now + lease,
                     )
                 )
-            claimable = self._rate_limited(conn, claimable, now)
+            claimable = rate_limited(conn, claimable, now)
             if skipped:
                 for reason in set(skipped.values()):
                     conn.execute(
@@ -267,54 +231,7 @@ class Delivery:
         round_.claimed = claimable
         return round_
 
-    def _campaigns(self, conn: Connection, ids: set[int]) -> dict[int, dict[str, Any]]:
-        out: dict[int, dict[str, Any]] = {}
-        for row in conn.execute(
-            sa.select(
-                campaigns.c.id,
-                campaigns.c.project_id,
-                campaigns.c.state,
-                campaigns.c.channel,
-                campaigns.c.provider_id,
-                campaigns.c.deleted_at,
-            ).where(campaigns.c.id.in_(ids))
-        ):
-            if row.deleted_at is not None:
-                continue
-            provider = CampaignStore.provider_for(
-                conn, row.project_id, row.channel, row.provider_id
-            )
-            out[row.id] = {"state": row.state, "channel": row.channel, "provider": provider}
-        return out
-
-    def _rate_limited(
-        self, conn: Connection, claimable: list[_Claimed], now: int
-    ) -> list[_Claimed]:
-        """Keep what each provider's rate window allows; push the rest to the next window."""
-        by_provider: dict[int, list[_Claimed]] = {}
-        for c in claimable:
-            if c.provider and c.provider["rate_limit"] > 0 and c.result is None:
-                by_provider.setdefault(c.provider["id"], []).append(c)
-        if not by_provider:
-            return claimable
-        held: set[int] = set()
-        for provider_id, items in sorted(by_provider.items()):
-            provider = items[0].provider
-            assert provider is not None
-            interval = provider["rate_interval"]
-            start = window_start(now, interval)
-            granted = take(conn, provider_id, start, provider["rate_limit"], len(items))
-            if granted < len(items):
-                later = [c.id for c in items[granted:]]
-                held.update(later)
-                conn.execute(
-                    sa.update(sends)
-                    .where(sends.c.id.in_(later))
-                    .values(due_at=start + RATE_INTERVALS[interval], updated_at=now)
-                )
-        return [c for c in claimable if c.id not in held]
-
-    def _in_app(self, conn: Connection, items: list[_Claimed], now: int) -> None:
+    def _in_app(self, conn: Connection, items: list[Claimed], now: int) -> None:
         if not items:
             return
         if self.in_app is None:
@@ -323,7 +240,7 @@ class Delivery:
                     Outcome.PERMANENT, reason="in_app_unavailable: in-app notifications are off"
                 )
             return
-        self._render(items, conn=conn)
+        self.renderer.render(items, conn=conn)
         for c in items:
             if c.result is not None or not isinstance(c.message, InAppMessage):
                 continue
@@ -342,116 +259,6 @@ class Delivery:
 
     # -- render and send ------------------------------------------------------------------------
 
-    def _render(self, items: list[_Claimed], conn: Connection | None = None) -> None:
-        if conn is None:
-            with self.reader.connect() as own:
-                self._render(items, own)
-            return
-        todo = [c for c in items if c.result is None]
-        if not todo:
-            return
-        people = template_users(conn, {c.profile_id for c in todo})
-        tokens = push_tokens(conn, {c.profile_id for c in todo if c.channel == "push"})
-        project_rows = {
-            row.id: row
-            for row in conn.execute(
-                sa.select(projects).where(projects.c.id.in_({c.project_id for c in todo}))
-            )
-        }
-        by_campaign = self._campaign_templates(conn, {c.campaign_id for c in todo})
-        for c in todo:
-            person = people.get(c.profile_id)
-            if person is None:
-                c.result = DeliveryResult(Outcome.PERMANENT, reason="user_missing")
-                continue
-            project = project_rows[c.project_id]
-            choices = by_campaign.get(c.campaign_id, {})
-            template = None
-            for locale in locale_candidates(person.get("locale"), project.locale):
-                template = choices.get(locale.lower())
-                if template is not None:
-                    break
-            if template is None:
-                c.result = DeliveryResult(Outcome.PERMANENT, reason="template_missing")
-                continue
-            template_id, compiled = template
-            if isinstance(compiled, RenderError):
-                c.result = DeliveryResult(Outcome.PERMANENT, reason=compiled.reason)
-                continue
-            context = dict(c.context or {})
-            roots = {
-                "user": person,
-                "event": context.get("event") or {},
-                "journey": context.get("journey") or {},
-                "project": {
-                    "id": project.id,
-                    "name": project.name,
-                    "locale": project.locale,
-                    "timezone": project.timezone,
-                },
-                "context": {
-                    **(context.get("context") or {}),
-                    "campaign_id": c.campaign_id,
-                    "template_id": template_id,
-                    "subscription_id": c.subscription_id,
-                    "send_id": c.id,
-                },
-            }
-            recipient = {
-                "email": person.get("email"),
-                "phone": person.get("phone"),
-                **tokens.get(c.profile_id, {}),
-            }
-            try:
-                message = compiled.render(roots, recipient=recipient)
-            except RenderError as exc:
-                c.result = DeliveryResult(Outcome.PERMANENT, reason=exc.reason)
-                continue
-            if isinstance(message, EmailMessage) and self.tracker is not None:
-                ref = TrackingRef(
-                    project_id=c.project_id,
-                    profile_id=c.profile_id,
-                    campaign_id=c.campaign_id,
-                    send_id=c.id,
-                    subscription_id=c.subscription_id,
-                    channel=c.channel,
-                    journey_id=c.journey_id,
-                    step_id=c.step_id,
-                )
-                message = self.tracker.decorate_email(message, ref)
-            c.message = message
-
-    def _campaign_templates(
-        self, conn: Connection, campaign_ids: set[int]
-    ) -> dict[int, dict[str, tuple[int, CompiledTemplate | RenderError]]]:
-        out: dict[int, dict[str, tuple[int, CompiledTemplate | RenderError]]] = {}
-        for row in conn.execute(
-            sa.select(
-                templates.c.id,
-                templates.c.campaign_id,
-                templates.c.type,
-                templates.c.locale,
-                templates.c.updated_at,
-            ).where(templates.c.campaign_id.in_(campaign_ids))
-        ):
-            cached = self._templates.get(row.id)
-            if cached is None or cached[0] != row.updated_at:
-                full = conn.execute(
-                    sa.select(templates.c.data, templates.c.compiled).where(
-                        templates.c.id == row.id
-                    )
-                ).one()
-                try:
-                    compiled: CompiledTemplate | RenderError = compile_template(
-                        row.type, full.data, full.compiled
-                    )
-                except RenderError as exc:
-                    compiled = exc
-                cached = (row.updated_at, compiled)
-                self._templates[row.id] = cached
-            out.setdefault(row.campaign_id, {})[row.locale.lower()] = (row.id, cached[1])
-        return out
-
     def adapter_of(self, provider_id: int) -> ProviderAdapter | None:
         """The adapter this worker built for a provider (what a ``logger`` recorded)."""
         cached = self._adapters.get(provider_id)
@@ -467,12 +274,12 @@ class Delivery:
         self._adapters[provider["id"]] = (provider["updated_at"], adapter)
         return adapter
 
-    async def _send(self, round_: _Round) -> None:
+    async def _send(self, round_: Round) -> None:
         pending = [c for c in round_.claimed if c.result is None]
-        self._render(pending)
+        self.renderer.render(pending)
         limit = asyncio.Semaphore(self.config.concurrency)
 
-        async def one(c: _Claimed) -> None:
+        async def one(c: Claimed) -> None:
             assert c.message is not None and c.provider is not None
             if self.clock() >= c.claimed_until:
                 c.result = DeliveryResult(
@@ -497,7 +304,7 @@ class Delivery:
 
     # -- record ---------------------------------------------------------------------------------
 
-    def _record(self, round_: _Round, now: int) -> None:
+    def _record(self, round_: Round, now: int) -> None:
         final = [c for c in round_.claimed if not c.done_in_claim and c.result is not None]
         retry = [
             c
@@ -518,158 +325,20 @@ class Delivery:
             logger.warning("appending send events failed", exc_info=True)
 
     def _record_outcomes(
-        self, conn: Connection, final: list[_Claimed], retry: list[_Claimed], now: int
+        self, conn: Connection, final: list[Claimed], retry: list[Claimed], now: int
     ) -> None:
-        accepted = [c for c in final if c.result and c.result.outcome is Outcome.ACCEPTED]
-        failed = [c for c in final if c.result and c.result.outcome is not Outcome.ACCEPTED]
-        if accepted:
-            # One statement, many parameter sets: compiled once (a CASE over the batch's
-            # ids was recompiled every round).
-            conn.execute(
-                sa.update(sends)
-                .where(sends.c.id == sa.bindparam("b_id"), sends.c.state == "sending")
-                .values(
-                    state="sent",
-                    sent_at=now,
-                    provider_message_id=sa.bindparam("b_message"),
-                    reason=None,
-                    claimed_until=None,
-                    updated_at=now,
-                ),
-                [
-                    {"b_id": c.id, "b_message": c.result.provider_message_id if c.result else None}
-                    for c in accepted
-                ],
-            )
-        for c in failed:
-            reason = (c.result.reason if c.result else None) or "failed"
-            if c.result and c.result.outcome is Outcome.TRANSIENT:
-                reason = f"{reason} (gave up after {c.attempts} attempts)"
-            c.result = DeliveryResult(Outcome.PERMANENT, reason=reason[:512])
-        if failed:
-            conn.execute(
-                sa.update(sends)
-                .where(sends.c.id == sa.bindparam("b_id"), sends.c.state == "sending")
-                .values(
-                    state="failed",
-                    reason=sa.bindparam("b_reason"),
-                    claimed_until=None,
-                    updated_at=now,
-                ),
-                [{"b_id": c.id, "b_reason": c.result.reason if c.result else None} for c in failed],
-            )
-        if retry:
-            rows = []
-            for c in retry:
-                assert c.result is not None
-                wait = backoff(c.attempts, self.rng, base=self.config.backoff_base)
-                if c.result.retry_after:
-                    wait = max(wait, int(c.result.retry_after * 1_000_000))
-                rows.append(
-                    {"b_id": c.id, "b_reason": (c.result.reason or "")[:512], "b_due": now + wait}
-                )
-            conn.execute(
-                sa.update(sends)
-                .where(sends.c.id == sa.bindparam("b_id"), sends.c.state == "sending")
-                .values(
-                    state="pending",
-                    reason=sa.bindparam("b_reason"),
-                    due_at=sa.bindparam("b_due"),
-                    claimed_until=None,
-                    updated_at=now,
-                ),
-                rows,
-            )
-        self._events(conn, accepted + failed, now)
-
-    def _events(self, conn: Connection, items: list[_Claimed], now: int) -> None:
-        if not items:
-            return
-        by_project: dict[int, list[dict[str, Any]]] = {}
-        for project_id in {c.project_id for c in items}:
-            mine = [c for c in items if c.project_id == project_id]
-            names = identities_of(conn, project_id, [c.profile_id for c in mine])
-            for c in mine:
-                identity = names.get(c.profile_id)
-                if identity is None:  # the user was erased meanwhile
-                    continue
-                ok = c.result is not None and c.result.outcome is Outcome.ACCEPTED
-                data: dict[str, Any] = {"campaign_id": c.campaign_id, "send_id": c.id}
-                if c.journey_id is not None:
-                    data["journey_id"] = c.journey_id
-                if c.step_id is not None:
-                    data["step_id"] = c.step_id
-                if not ok and c.result is not None:
-                    data["reason"] = c.result.reason
-                outcome = "sent" if ok else "failed"
-                by_project.setdefault(project_id, []).append(
-                    event_payload(
-                        f"{c.channel}_{outcome}", identity, data, f"send_{c.id}_{outcome}", now
-                    )
-                )
-        for project_id, payloads in by_project.items():
-            EventOutbox.add(conn, project_id, payloads, now)
+        record_outcomes(
+            conn, final, retry, now, rng=self.rng, backoff_base=self.config.backoff_base
+        )
 
     # -- crash recovery -------------------------------------------------------------------------
 
     def reap(self, now: int) -> int:
         """Sends whose claim expired while ``sending``: failed, ``interrupted`` (at most
         once: they are never sent again). How many."""
-        with self.reader.connect() as conn:
-            stale = conn.execute(
-                sa.select(
-                    sends.c.id,
-                    sends.c.project_id,
-                    sends.c.campaign_id,
-                    sends.c.subscription_id,
-                    sends.c.profile_id,
-                    sends.c.attempts,
-                    sends.c.journey_id,
-                    sends.c.step_id,
-                    campaigns.c.channel,
-                )
-                .select_from(sends.join(campaigns, campaigns.c.id == sends.c.campaign_id))
-                .where(sends.c.state == "sending", sends.c.claimed_until < now)
-                .limit(1000)
-            ).all()
-        if not stale:
-            return 0
-        items = [
-            _Claimed(
-                id=r.id,
-                project_id=r.project_id,
-                campaign_id=r.campaign_id,
-                subscription_id=r.subscription_id,
-                profile_id=r.profile_id,
-                context=None,
-                attempts=r.attempts,
-                journey_id=r.journey_id,
-                step_id=r.step_id,
-                channel=r.channel,
-                provider=None,
-                claimed_until=0,
-                result=DeliveryResult(
-                    Outcome.PERMANENT,
-                    reason="interrupted: the worker stopped while sending; "
-                    "the provider may or may not have it",
-                ),
-            )
-            for r in stale
-        ]
-        with self.writer.begin() as conn:
-            query = sa.select(sends.c.id).where(
-                sends.c.id.in_([i.id for i in items]),
-                sends.c.state == "sending",
-                sends.c.claimed_until < now,
-            )
-            if is_postgres(conn):
-                query = query.with_for_update(skip_locked=True)
-            still = set(conn.execute(query).scalars())
-            items = [i for i in items if i.id in still]
-            self._record_outcomes(conn, items, [], now)
-        if items:
-            logger.warning("%d sends were interrupted by a stopped worker", len(items))
-        return len(items)
+        return reap(
+            self.writer, self.reader, now, rng=self.rng, backoff_base=self.config.backoff_base
+        )
 
     async def aclose(self) -> None:
         for _, adapter in self._adapters.values():

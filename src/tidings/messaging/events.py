@@ -23,7 +23,7 @@ from tidings.store.database import Writer
 from tidings.store.tables import identities, profiles
 from tidings.store.tables_messaging import pending_events
 
-__all__ = ["Append", "EventOutbox", "identities_of"]
+__all__ = ["Append", "EventOutbox", "identities_of", "identity_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ def identities_of(
             ):
                 found[profile_id] = ("anonymous_id", value)
     return found
+
+
+def identity_of(reader: Engine, project_id: int, profile_id: str) -> tuple[str, str] | None:
+    """``identities_of`` for one profile, on a connection of its own; None when it has
+    no identity left (erased, or merged into another)."""
+    with reader.connect() as conn:
+        return identities_of(conn, project_id, [profile_id]).get(profile_id)
 
 
 def event_payload(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,9 +91,13 @@ def build_messaging(
     adapter_factory: AdapterFactory = build_adapter,
     config: DeliveryConfig | None = None,
     clock: Callable[[], int] | None = None,
+    allow_private_webhooks: bool = False,
 ) -> Messaging:
     """``append``: the ingest log's ``append`` (events of sends and subscription changes);
-    ``run_delivery``: run the delivery worker in this process (``serve``, ``worker``)."""
+    ``run_delivery``: run the delivery worker in this process (``serve``, ``worker``);
+    ``allow_private_webhooks``: ``TIDINGS_WEBHOOK_ALLOW_PRIVATE`` (domain/addresses.py)."""
+    if adapter_factory is build_adapter:
+        adapter_factory = functools.partial(build_adapter, allow_private=allow_private_webhooks)
     outbox = EventOutbox(db.writer, db.reader, append, partitions, on_append=on_append)
     delivery = Delivery(
         db.writer,
@@ -108,7 +113,9 @@ def build_messaging(
     return Messaging(
         outbox=outbox,
         subscriptions=SubscriptionStore(db.writer, db.reader, outbox, clock=clock),
-        campaigns=CampaignStore(db.writer, db.reader, clock=clock),
+        campaigns=CampaignStore(
+            db.writer, db.reader, clock=clock, allow_private_webhooks=allow_private_webhooks
+        ),
         sends=OutboxSends(wake=worker.wake if worker is not None else None),
         secrets=InstallationSecrets(db.writer, db.reader),
         delivery=delivery,

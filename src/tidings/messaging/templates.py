@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import css_inline
@@ -35,6 +35,7 @@ from tidings.domain.channels import (
 )
 from tidings.domain.errors import FieldError, InvalidRequest, ValidationFailed
 from tidings.domain.templates import HTML_FIELDS, LIQUID_FIELDS, check_data, html_to_text
+from tidings.messaging.fastliquid import FastField, fast_field
 
 __all__ = ["CompiledTemplate", "RenderError", "compile_template", "prepare"]
 
@@ -173,6 +174,7 @@ class CompiledTemplate:
     channel: str
     data: Mapping[str, Any]
     parsed: Mapping[str, Any]  # field name → liquid template
+    fast: Mapping[str, FastField] = field(default_factory=dict)  # plain fields (fastliquid)
 
     def render_fields(self, roots: Mapping[str, Any]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -180,6 +182,12 @@ class CompiledTemplate:
             if isinstance(template, str):  # no Liquid in it
                 out[name] = template
                 continue
+            quick = self.fast.get(name)
+            if quick is not None:
+                text = quick.render(roots)
+                if text is not None:
+                    out[name] = text
+                    continue
             try:
                 out[name] = template.render(**roots)
             except LiquidError as exc:
@@ -270,6 +278,7 @@ def compile_template(
     """Parse a stored template (its ``data`` and ``compiled`` columns) for rendering."""
     merged = {**data, **(compiled or {})}
     parsed: dict[str, Any] = {}
+    fast: dict[str, FastField] = {}
     for name, source in _fields(channel, merged).items():
         if "{{" not in source and "{%" not in source:
             parsed[name] = source
@@ -279,4 +288,7 @@ def compile_template(
             parsed[name] = env.from_string(source)
         except LiquidError as exc:  # saved before a stricter check: fail its sends
             raise RenderError(f"template_error: {name}: {exc}"[:500]) from None
-    return CompiledTemplate(channel=channel, data=data, parsed=parsed)
+        quick = fast_field(parsed[name])
+        if quick is not None:
+            fast[name] = quick
+    return CompiledTemplate(channel=channel, data=data, parsed=parsed, fast=fast)

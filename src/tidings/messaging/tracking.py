@@ -14,10 +14,14 @@ Tokens do not expire (an email may be opened months later); changing
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import hmac
 import html
+import json
 import re
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +39,35 @@ _LINK = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+class _Minter:
+    """Makes the tokens ``serializer.dumps`` makes, and ``serializer.loads`` reads, at a
+    half of its cost (a send makes three or more): the signing key is derived once, not
+    per token, and a short payload is not compressed (zlib saves a few bytes there at
+    most; ``loads`` reads either form). The same steps otherwise: compact JSON, URL-safe
+    base64 without padding, ``.`` and the HMAC-SHA256 of that (itsdangerous' ``Signer``)."""
+
+    _SHORT = 96  # bytes of JSON below which compressing is not tried
+
+    def __init__(self, serializer: URLSafeSerializer) -> None:
+        signer = serializer.make_signer()
+        self._mac = hmac.new(signer.derive_key(), digestmod=hashlib.sha256)
+
+    def dumps(self, payload: list[Any]) -> str:
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        compressed = False
+        if len(raw) >= self._SHORT:
+            shorter = zlib.compress(raw)
+            if len(shorter) < len(raw) - 1:
+                raw, compressed = shorter, True
+        value = base64.urlsafe_b64encode(raw).rstrip(b"=")
+        if compressed:
+            value = b"." + value
+        mac = self._mac.copy()
+        mac.update(value)
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (value + b"." + signature).decode("ascii")
 
 
 def _pack(ref: TrackingRef) -> list[Any]:
@@ -84,6 +117,7 @@ class TokenTracker:
             self._check(secret_key)
         self.public_url = public_url.rstrip("/")
         self._made: dict[str, URLSafeSerializer] | None = None
+        self._minters: dict[str, _Minter] | None = None
 
     @staticmethod
     def _check(key: str) -> None:
@@ -105,13 +139,19 @@ class TokenTracker:
             }
         return self._made
 
+    @property
+    def _mint(self) -> dict[str, _Minter]:
+        if self._minters is None:
+            self._minters = {p: _Minter(s) for p, s in self._serializers.items()}
+        return self._minters
+
     # -- making links ------------------------------------------------------------------------
 
     def token(self, purpose: Purpose, ref: TrackingRef, url: str | None = None) -> str:
         payload = _pack(ref)
         if purpose == "click":
             payload.append(url)
-        return str(self._serializers[purpose].dumps(payload))
+        return self._mint[purpose].dumps(payload)
 
     def open_url(self, ref: TrackingRef) -> str:
         return f"{self.public_url}/t/o/{self.token('open', ref)}"

@@ -4,9 +4,9 @@ store/tables.py (which imports this module). Migration 0014 creates them.
 - ``notifications``: one per in-app send (unique per ``send_id``), listed to its user
   until read or expired; it follows its profile through merges and goes with it on erasure
   (``tidings.messaging.notifications.NotificationsHook``).
-- ``instance_secrets``: secrets this installation made for itself, such as the key that
-  signs tracking and unsubscribe links when ``TIDINGS_SECRET_KEY`` is not set; in the
-  database, so that every API node and worker signs and checks with the same key.
+
+The secrets this installation makes for itself (the key that signs tracking links when
+``TIDINGS_SECRET_KEY`` is not set) are in ``installation_secrets`` (store/tables_messaging.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tidings.store.tables import Json, Micros, metadata
 
-__all__ = ["instance_secrets", "notifications"]
+__all__ = ["notifications"]
 
 notifications = sa.Table(
     "notifications",
@@ -35,12 +35,4 @@ notifications = sa.Table(
     # A user's unread notifications, newest first (the SDKs' list).
     sa.Index("ix_notifications_profile", "project_id", "profile_id", "id"),
     sa.Index("ix_notifications_expires", "expires_at"),
-)
-
-instance_secrets = sa.Table(
-    "instance_secrets",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(255), nullable=False),
-    sa.Column("created_at", Micros, nullable=False),
 )

@@ -33,9 +33,16 @@ def channel_of(provider_type: str) -> str | None:
     return PROVIDER_TYPES[provider_type][1]
 
 
-def build_adapter(provider_type: str, data: Mapping[str, Any]) -> ProviderAdapter:
-    """An adapter for a provider row (``data`` with its secrets, as stored)."""
+def build_adapter(
+    provider_type: str, data: Mapping[str, Any], *, allow_private: bool = False
+) -> ProviderAdapter:
+    """An adapter for a provider row (``data`` with its secrets, as stored).
+    ``allow_private``: the ``webhook`` adapter may reach private and loopback addresses
+    (``TIDINGS_WEBHOOK_ALLOW_PRIVATE``; domain/addresses.py)."""
     module_name, _ = PROVIDER_TYPES[provider_type]
     module = importlib.import_module(module_name)
+    if getattr(module, "GUARDS_ADDRESSES", False):
+        guarded: ProviderAdapter = module.build(data, allow_private=allow_private)
+        return guarded
     adapter: ProviderAdapter = module.build(data)
     return adapter

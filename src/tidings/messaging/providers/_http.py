@@ -26,6 +26,7 @@ import aiohttp
 import msgspec
 
 from tidings.domain.channels import DeliveryResult, Outcome
+from tidings.messaging.providers._addresses import GuardedResolver
 
 __all__ = [
     "TRANSIENT_STATUSES",
@@ -62,7 +63,10 @@ class HttpClient:
     provider's API does not redirect, and a webhook's target should not send us elsewhere.
     The session is made on first use, inside the event loop that sends."""
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any], *, guard: bool = False) -> None:
+        """``guard``: connect only to globally routable addresses (webhooks:
+        domain/addresses.py); a refused one raises ``BlockedAddress`` (in aiohttp's error)."""
+        self.guard = guard
         self.timeout = float(data.get("timeout") or 10.0)
         self.max_connections = int(data.get("max_connections") or 100)
         self._session: aiohttp.ClientSession | None = None
@@ -76,7 +80,11 @@ class HttpClient:
         if self._session is None or self._session.closed or self._loop is not loop:
             self._loop = loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_connections,
+                    limit_per_host=0,
+                    resolver=GuardedResolver() if self.guard else None,
+                ),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 trust_env=False,  # no proxies from the environment: the provider row decides
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -93,16 +101,24 @@ class HttpClient:
         form: Mapping[str, str] | None = None,
     ) -> Answer:
         session = self._get_session()
-        sent = dict(headers or {})
-        skip = () if any(k.lower() == "content-type" for k in sent) else ("Content-Type",)
+        if form is not None:
+            skip: tuple[str, ...] = ()
+        elif headers and any(k.lower() == "content-type" for k in headers):
+            skip = ()
+        else:
+            skip = ("Content-Type",)
         async with session.request(
             method,
             url,
-            headers=sent,
+            headers=headers,
             data=form if form is not None else body,
             allow_redirects=False,
-            skip_auto_headers=skip if form is None else (),
+            skip_auto_headers=skip,
         ) as response:
+            length = response.content_length
+            if length is not None and length < MAX_ANSWER:
+                # The usual answer: small, its length given. One read.
+                return Answer(response.status, response.headers, await response.read())
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.content.iter_chunked(65_536):
