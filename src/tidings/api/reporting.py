@@ -75,7 +75,10 @@ class Group(BaseModel):
 class Aggregations(BaseModel):
     results: list[Group]
     truncated: bool = Field(description="More groups than limit: only the first are here.")
-    source: Literal["rollups", "spans", "user_days", "events"]
+    source: Literal["rollups", "sketches", "user_days", "events"] = Field(
+        description="Where it was computed from; with sketches, unique_user_count is an "
+        "estimate (about 1.6% standard error, docs/reporting.md)."
+    )
 
 
 class Day(BaseModel):
