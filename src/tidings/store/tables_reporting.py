@@ -64,6 +64,15 @@ event_day_sketches = sa.Table(
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("day", Micros, primary_key=True, autoincrement=False),
     sa.Column("registers", sa.LargeBinary, nullable=True),
+    # The stale ones, which each batch looks for: an index of them only (usually empty).
+    sa.Index(
+        "ix_event_day_sketches_stale",
+        "project_id",
+        "name",
+        "day",
+        sqlite_where=sa.text("registers IS NULL"),
+        postgresql_where=sa.text("registers IS NULL"),
+    ),
 )
 
 # Project-wide reads of events in time order (GET /events, exports, aggregations that

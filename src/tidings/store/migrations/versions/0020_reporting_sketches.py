@@ -29,6 +29,13 @@ def upgrade() -> None:
         sa.Column("day", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("registers", sa.LargeBinary, nullable=True),
     )
+    op.create_index(
+        "ix_event_day_sketches_stale",
+        "event_day_sketches",
+        ["project_id", "name", "day"],
+        sqlite_where=sa.text("registers IS NULL"),
+        postgresql_where=sa.text("registers IS NULL"),
+    )
     op.drop_table("event_user_last")
     rebuild_sketches(op.get_bind())
 
