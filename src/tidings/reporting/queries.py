@@ -52,7 +52,7 @@ Plan = Literal["rollups", "sketches", "user_days", "events"]
 MAX_GROUPS = 10_000
 # Unique users over several days are counted exactly (COUNT(DISTINCT) over the user-days)
 # up to this many user-days in the range, and estimated from the day sketches beyond.
-EXACT_USER_DAYS = 20_000
+EXACT_USER_DAYS = 5_000
 _CHUNK = 300
 
 
