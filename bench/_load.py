@@ -13,13 +13,13 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import time
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -726,7 +726,8 @@ def indexes_dropped(db: Database, table: str) -> Iterator[None]:
         else:
             found = conn.exec_driver_sql(
                 "SELECT i.indexname, i.indexdef FROM pg_indexes i "
-                "JOIN pg_class c ON c.relname = i.indexname JOIN pg_index x ON x.indexrelid = c.oid "
+                "JOIN pg_class c ON c.relname = i.indexname "
+                "JOIN pg_index x ON x.indexrelid = c.oid "
                 "WHERE i.tablename = %s AND i.schemaname = current_schema() "
                 "AND NOT x.indisunique",
                 (table,),

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _load import Databases, indexes_dropped
 
+from _load import Databases, indexes_dropped
 from tidings.domain.ingest import LogRecord
 from tidings.pipeline.processor import BatchHook, BatchProcessor
 from tidings.reporting import queries
@@ -161,9 +161,7 @@ def query_bench(
             if key not in scans:
                 print(f"  {label}: fast path timed; scanning the events", flush=True)
                 scans[key] = timed(
-                    lambda f=f, groups=groups: queries.aggregate(
-                        conn, f, groups, source="events"
-                    ),
+                    lambda f=f, groups=groups: queries.aggregate(conn, f, groups, source="events"),
                     scan_repeats,
                     warm_up=scan_repeats > 1,
                 )

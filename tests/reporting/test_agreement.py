@@ -27,9 +27,9 @@ from tidings.reporting import queries
 from tidings.reporting.filters import EventFilter
 from tidings.reporting.rollups import RollupHook
 from tidings.settings import Settings
+from tidings.store import hll
 from tidings.store.retention import EventRetention
 from tidings.store.tables import events, identities, profiles
-from tidings.store import hll
 from tidings.store.tables_reporting import event_day_sketches, event_rollups, event_user_days
 
 HOUR = 3_600_000_000

@@ -33,9 +33,7 @@ def test_the_union_of_days_is_the_sketch_of_all_their_users() -> None:
     assert abs(hll.union(hll.registers_of(day) for day in days) - everyone) <= 0.049 * everyone
 
 
-@given(
-    st.lists(st.binary(min_size=hll.M, max_size=hll.M).map(lambda b: bytes(x % 54 for x in b)))
-)
+@given(st.lists(st.binary(min_size=hll.M, max_size=hll.M).map(lambda b: bytes(x % 54 for x in b))))
 def test_merge_is_the_registerwise_maximum(sketches: list[bytes]) -> None:
     expected = bytes(max(column, default=0) for column in zip(*sketches, strict=True))
     assert hll.merge(sketches) == (expected if sketches else hll.EMPTY)

@@ -28,19 +28,18 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
 from tidings.reporting.filters import GROUPS, EventFilter
-from tidings.store import cursors
-from tidings.store import hll
+from tidings.store import cursors, hll
 from tidings.store.rollups import day_sql, sketches_of
 from tidings.store.tables import events, identities, profiles
 from tidings.store.tables_reporting import event_rollups, event_user_days
 
 __all__ = [
+    "EXACT_USER_DAYS",
     "Aggregation",
     "EventPage",
     "Plan",
     "aggregate",
     "campaign_of",
-    "EXACT_USER_DAYS",
     "day_text",
     "iter_events",
     "list_events",

@@ -238,9 +238,9 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     fresh: set[RollupKey] = set()
     for sql, params in statements.rollup.statements([(*k, *per_key[k]) for k in sorted(per_key)]):
         for project_id, day, name, users in conn.exec_driver_sql(sql, params):
-            key = (project_id, day, name)
-            if users == per_key[key][1]:
-                fresh.add(key)
+            returned: RollupKey = (project_id, day, name)
+            if users == per_key[returned][1]:
+                fresh.add(returned)
     _add_to_sketches(conn, newcomers, fresh)
 
 
@@ -276,7 +276,10 @@ def _add_to_sketches(
     if inserts:
         conn.execute(
             sa.insert(event_day_sketches),
-            [{"project_id": i["p"], "name": i["n"], "day": i["d"], "registers": i["r"]} for i in inserts],
+            [
+                {"project_id": i["p"], "name": i["n"], "day": i["d"], "registers": i["r"]}
+                for i in inserts
+            ],
         )
     if updates:
         conn.execute(
@@ -304,9 +307,7 @@ def _sketch_from_user_days(conn: Connection, project_id: int, name: str, day: in
     u = event_user_days.c
     return hll.registers_of(
         conn.execute(
-            sa.select(u.profile_id).where(
-                u.project_id == project_id, u.name == name, u.day == day
-            )
+            sa.select(u.profile_id).where(u.project_id == project_id, u.name == name, u.day == day)
         ).scalars()
     )
 
@@ -321,9 +322,7 @@ def sketches_of(
     if names:
         where.append(s.name.in_(list(names)))
     found: dict[str, list[bytes]] = {}
-    for name, day, registers in conn.execute(
-        sa.select(s.name, s.day, s.registers).where(*where)
-    ):
+    for name, day, registers in conn.execute(sa.select(s.name, s.day, s.registers).where(*where)):
         if registers is None:
             registers = _sketch_from_user_days(conn, project_id, name, day)
         found.setdefault(name, []).append(registers)
@@ -457,7 +456,8 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
     here) or writes after (its increments land on the rebuilt rows)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            "LOCK TABLE event_rollups, event_user_days, event_day_sketches IN SHARE ROW EXCLUSIVE MODE"
+            "LOCK TABLE event_rollups, event_user_days, event_day_sketches "
+            "IN SHARE ROW EXCLUSIVE MODE"
         )
     u = event_user_days.c
     r = event_rollups.c
@@ -504,7 +504,7 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
             .group_by(u.project_id, u.name),
         )
     )
-    _write_sketches(conn, [*scope_u], [] if project_ids is None else sorted(set(project_ids)), day)
+    _write_sketches(conn, scope_u, None if project_ids is None else sorted(set(project_ids)), day)
 
 
 def trim_before(conn: Connection, day: int) -> None:
@@ -572,11 +572,14 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
     rebuild_sketches(conn, project_id)
 
 
-def _write_sketches(conn: Connection, scope: list[Any], project_ids: list[int], day: int) -> None:
-    """Delete and rebuild the sketches of ``day`` (of ``project_ids``, or all)."""
+def _write_sketches(
+    conn: Connection, scope: list[Any], project_ids: list[int] | None, day: int
+) -> None:
+    """Delete and rebuild the sketches of ``day`` (of ``project_ids``, or all if None)
+    from the user-days that ``scope`` selects (the same day and projects)."""
     s = event_day_sketches.c
     where = [s.day == day]
-    if project_ids:
+    if project_ids is not None:
         where.append(s.project_id.in_(project_ids))
     conn.execute(sa.delete(event_day_sketches).where(*where))
     u = event_user_days.c
