@@ -740,3 +740,4 @@ def indexes_dropped(db: Database, table: str) -> Iterator[None]:
         with db.writer.begin() as conn:
             for _, sql in found:
                 conn.exec_driver_sql(sql)
+        db.checkpoint()  # SQLite: copy the WAL into the database (nothing on PostgreSQL)

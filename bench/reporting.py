@@ -96,9 +96,13 @@ def load(db: Database, events: int, users: int, now: int) -> float:
         for lo in range(0, events, CHUNK):
             with db.writer.begin() as conn:
                 conn.execute(statement, {"lo": lo, "hi": min(events, lo + CHUNK), "now": now})
+            if sqlite:
+                db.checkpoint()  # the app's checkpointer thread does this; not running here
     indexed = time.perf_counter()
     with db.writer.begin() as conn:
         rollups.rebuild_all(conn)
+    if sqlite:
+        db.checkpoint()
     print(
         f"  loaded {events:,} events in {indexed - started:.0f} s (indexes built after), "
         f"rollups and sketches in {time.perf_counter() - indexed:.0f} s",
