@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.store import hll
@@ -33,7 +33,13 @@ def test_the_union_of_days_is_the_sketch_of_all_their_users() -> None:
     assert abs(hll.union(hll.registers_of(day) for day in days) - everyone) <= 0.049 * everyone
 
 
-@given(st.lists(st.binary(min_size=hll.M, max_size=hll.M).map(lambda b: bytes(x % 54 for x in b))))
+@settings(deadline=None, max_examples=30)
+@given(
+    st.lists(
+        st.binary(min_size=hll.M, max_size=hll.M).map(lambda b: bytes(x % 54 for x in b)),
+        max_size=6,
+    )
+)
 def test_merge_is_the_registerwise_maximum(sketches: list[bytes]) -> None:
     expected = bytes(max(column, default=0) for column in zip(*sketches, strict=True))
     assert hll.merge(sketches) == (expected if sketches else hll.EMPTY)
