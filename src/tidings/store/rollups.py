@@ -295,6 +295,17 @@ def _add_to_sketches(
 
 
 def _mark_stale(conn: Connection, project_id: int, name: str, day: int) -> None:
+    """The key's sketch no longer matches its user-days. On PostgreSQL the key's rollup
+    row is locked first, as every other writer of the sketch does (``add_events``,
+    ``repair_sketches``), so that none of them writes a sketch over this mark from
+    user-days it read before this transaction's changes."""
+    if conn.dialect.name == "postgresql":
+        r = event_rollups.c
+        conn.execute(
+            sa.select(r.day)
+            .where(r.project_id == project_id, r.day == day, r.name == name)
+            .with_for_update()
+        )
     s = event_day_sketches.c
     conn.execute(
         sa.update(event_day_sketches)
@@ -379,7 +390,7 @@ def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: s
     if not moved:
         return
     theirs = {(row.name, row.day) for row in _user_days_of(conn, project_id, survivor)}
-    for row in moved:
+    for row in sorted(moved, key=lambda m: (m.day, m.name)):  # rollup key order
         _mark_stale(conn, project_id, row.name, row.day)  # the key's set of ids changed
         mine = sa.and_(u.project_id == project_id, u.name == row.name, u.day == row.day)
         if (row.name, row.day) in theirs:
