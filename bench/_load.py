@@ -739,5 +739,7 @@ def indexes_dropped(db: Database, table: str) -> Iterator[None]:
     finally:
         with db.writer.begin() as conn:
             for _, sql in found:
-                conn.exec_driver_sql(sql)
+                # A partitioned table's index reads "ON ONLY" (the parent alone, invalid
+                # until each partition has one): built for every partition instead.
+                conn.exec_driver_sql(sql.replace(" ON ONLY ", " ON ", 1))
         db.checkpoint()  # SQLite: copy the WAL into the database (nothing on PostgreSQL)
