@@ -1,4 +1,5 @@
-"""Plumbing for ``bench/ingest.py``: processes, wrk + Lua load, an exact-count pusher, polling.
+"""Plumbing for ``bench/ingest.py``: processes, wrk + Lua load, an exact-count pusher, polling;
+and for the database benches (``bench/reporting.py``): fresh databases, bulk loads.
 
 Nothing in here knows about targets or reporting; it only starts things, drives load and
 measures. Every loop is bounded in count or time, and every process it starts is started in
@@ -12,19 +13,24 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+
+from tidings.store import migrate
+from tidings.store.database import Database, open_database
 
 INGEST_PATH = "/api/client/events"
 HEALTH_PATH = "/api/health"
@@ -644,3 +650,96 @@ def machine_cpu() -> dict[str, float]:
         "idle": (ticks.get("idle", 0) + ticks.get("iowait", 0)) / _CLK_TCK,
         "steal": ticks.get("steal", 0) / _CLK_TCK,
     }
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Databases:
+    """Fresh databases migrated to the head: SQLite files in ``tmp``, PostgreSQL databases
+    named ``<prefix>_<pid>_<random>_<label>`` next to ``postgres_url``'s, each dropped
+    (``WITH (FORCE)``) when its block ends, and any left by ``close``."""
+
+    postgres_url: str
+    tmp: Path
+    prefix: str = "tidings_bench"
+    created: list[str] = field(default_factory=list)
+
+    def _admin(self) -> sa.Engine:
+        url = self.postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+    @contextlib.contextmanager
+    def fresh(self, backend: str, label: str) -> Iterator[Database]:
+        if backend == "sqlite":
+            path = self.tmp / f"{label}-{secrets.token_hex(3)}.db"
+            db = open_database(f"sqlite:///{path}", sqlite_synchronous="NORMAL")
+            try:
+                migrate.upgrade(db.writer)
+                yield db
+            finally:
+                db.dispose()
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            return
+        name = f"{self.prefix}_{os.getpid()}_{secrets.token_hex(3)}_{label}"
+        admin = self._admin()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        self.created.append(name)
+        url = sa.engine.make_url(self.postgres_url).set(database=name)
+        db = open_database(url.render_as_string(hide_password=False))
+        try:
+            migrate.upgrade(db.writer)
+            yield db
+        finally:
+            db.dispose()
+            self.drop(name)
+
+    def drop(self, name: str) -> None:
+        admin = self._admin()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+        if name in self.created:
+            self.created.remove(name)
+
+    def close(self) -> None:
+        for name in list(self.created):
+            self.drop(name)
+
+
+@contextlib.contextmanager
+def indexes_dropped(db: Database, table: str) -> Iterator[None]:
+    """Drop ``table``'s secondary indexes for a bulk load and build them again after it
+    (one sort each instead of a B-tree insert per row and index). The unique constraints
+    and the primary key stay."""
+    with db.writer.begin() as conn:
+        if db.is_sqlite:
+            found = conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL",
+                (table,),
+            ).all()
+        else:
+            found = conn.exec_driver_sql(
+                "SELECT i.indexname, i.indexdef FROM pg_indexes i "
+                "JOIN pg_class c ON c.relname = i.indexname "
+                "JOIN pg_index x ON x.indexrelid = c.oid "
+                "WHERE i.tablename = %s AND i.schemaname = current_schema() "
+                "AND NOT x.indisunique",
+                (table,),
+            ).all()
+        for name, _ in found:
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    try:
+        yield
+    finally:
+        with db.writer.begin() as conn:
+            for _, sql in found:
+                # A partitioned table's index reads "ON ONLY" (the parent alone, invalid
+                # until each partition has one): built for every partition instead.
+                conn.exec_driver_sql(sql.replace(" ON ONLY ", " ON ", 1))
+        db.checkpoint()  # SQLite: copy the WAL into the database (nothing on PostgreSQL)

@@ -32,27 +32,24 @@ import json
 import os
 import platform
 import random
-import secrets
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from _load import Databases
 from tidings.domain.ingest import LogRecord
 from tidings.domain.rules import evaluate, next_change, parse_rule, rule_to_json
 from tidings.pipeline.processor import BatchProcessor
 from tidings.segments.backfill import Backfill
 from tidings.segments.realtime import RealtimeSegments, load_events, load_facts
-from tidings.store import migrate
-from tidings.store.database import Database, open_database
+from tidings.store.database import Database
 from tidings.store.lists import ListStore
 from tidings.store.profiles import ProfileStore
 from tidings.store.tables import list_members, lists, segment_timers
@@ -79,60 +76,6 @@ def orders_rule(count: int = 3, days: int = 30) -> dict[str, Any]:
         },
     }
     return rule_to_json(parse_rule(raw))
-
-
-# -- databases ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Databases:
-    postgres_url: str
-    tmp: Path
-    created: list[str] = field(default_factory=list)
-
-    def _admin(self) -> sa.Engine:
-        url = self.postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
-        return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-
-    @contextmanager
-    def fresh(self, backend: str, label: str) -> Iterator[Database]:
-        if backend == "sqlite":
-            path = self.tmp / f"{label}-{secrets.token_hex(3)}.db"
-            db = open_database(f"sqlite:///{path}", sqlite_synchronous="NORMAL")
-            try:
-                migrate.upgrade(db.writer)
-                yield db
-            finally:
-                db.dispose()
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{path}{suffix}").unlink(missing_ok=True)
-            return
-        name = f"tidings_bench_segments_{os.getpid()}_{secrets.token_hex(3)}_{label}"
-        admin = self._admin()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        url = sa.engine.make_url(self.postgres_url).set(database=name)
-        db = open_database(url.render_as_string(hide_password=False))
-        try:
-            migrate.upgrade(db.writer)
-            yield db
-        finally:
-            db.dispose()
-            self.drop(name)
-            admin.dispose()
-
-    def drop(self, name: str) -> None:
-        admin = self._admin()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-        if name in self.created:
-            self.created.remove(name)
-
-    def close(self) -> None:
-        for name in list(self.created):
-            self.drop(name)
 
 
 def _event_name(p: str, j: str) -> str:
@@ -494,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="tidings-bench-segments-"))
-    dbs = Databases(args.postgres_url, tmp)
+    dbs = Databases(args.postgres_url, tmp, prefix="tidings_bench_segments")
     backfills: list[BackfillResult] = []
     runs: list[IncrementalRun] = []
     try:

@@ -29,6 +29,16 @@ async def track(
     await drain(services)
 
 
+async def read(
+    client: httpx.AsyncClient, project: Project, path: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """GET ``path`` with the secret key: the JSON body of a 200."""
+    response = await client.get(f"{R}{path}", params=params, headers=bearer(project.sk))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def ev(name: str, user: str, when: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "external_id": user, "created_at": when, **extra}
 
@@ -100,22 +110,10 @@ async def test_prev_cursor_goes_back_exactly(
         [ev(f"E{i}", "u", f"2026-01-01T00:00:{i // 2:02d}Z") for i in range(9)],  # ties
     )
     params = {**RANGE, "limit": 4, "direction": direction}
-    first = (await client.get(f"{R}/events", params=params, headers=bearer(project.sk))).json()
+    first = await read(client, project, "/events", params)
     assert first["prevCursor"] is None
-    second = (
-        await client.get(
-            f"{R}/events",
-            params={**params, "cursor": first["nextCursor"]},
-            headers=bearer(project.sk),
-        )
-    ).json()
-    back = (
-        await client.get(
-            f"{R}/events",
-            params={**params, "cursor": second["prevCursor"]},
-            headers=bearer(project.sk),
-        )
-    ).json()
+    second = await read(client, project, "/events", {**params, "cursor": first["nextCursor"]})
+    back = await read(client, project, "/events", {**params, "cursor": second["prevCursor"]})
     assert [r["id"] for r in back["results"]] == [r["id"] for r in first["results"]]
     assert back["prevCursor"] is None and back["nextCursor"] is not None
 
@@ -144,9 +142,7 @@ async def test_paging_never_skips_or_repeats_while_events_arrive(
             params: dict[str, Any] = {**RANGE, "limit": 4, "direction": direction}
             if cursor:
                 params["cursor"] = cursor
-            body = (
-                await client.get(f"{R}/events", params=params, headers=bearer(project.sk))
-            ).json()
+            body = await read(client, project, "/events", params)
             seen += [r["id"] for r in body["results"]]
             cursor = body["nextCursor"]
             if cursor is None:
@@ -181,8 +177,7 @@ async def test_aggregations_group_by_and_totals(
             ev("Clicked", "b", "2026-01-02T00:00:00Z", data={"campaign_id": 7}),
         ],
     )
-    url = f"{R}/events/aggregations"
-    total = (await client.get(url, params=RANGE, headers=bearer(project.sk))).json()
+    total = await read(client, project, "/events/aggregations", RANGE)
     assert total["results"] == [
         {
             "count": 5,
@@ -191,11 +186,9 @@ async def test_aggregations_group_by_and_totals(
             "last_seen_at": "2026-01-02T00:00:00.000Z",
         }
     ]
-    grouped = (
-        await client.get(
-            url, params={**RANGE, "group_by[]": ["event_name", "day"]}, headers=bearer(project.sk)
-        )
-    ).json()
+    grouped = await read(
+        client, project, "/events/aggregations", {**RANGE, "group_by[]": ["event_name", "day"]}
+    )
     assert grouped["source"] == "rollups"
     assert [
         (r["event_name"], r["day"], r["count"], r["unique_user_count"]) for r in grouped["results"]
@@ -203,18 +196,17 @@ async def test_aggregations_group_by_and_totals(
         ("Clicked", "2026-01-02", 1, 1),
         ("Opened", "2026-01-01", 4, 2),
     ]
-    by_campaign = (
-        await client.get(url, params={**RANGE, "group_by": "campaign"}, headers=bearer(project.sk))
-    ).json()
+    by_campaign = await read(
+        client, project, "/events/aggregations", {**RANGE, "group_by": "campaign"}
+    )
     assert by_campaign["source"] == "events"
     assert [(r["campaign_id"], r["count"]) for r in by_campaign["results"]] == [(None, 2), (7, 3)]
-    by_user = (
-        await client.get(
-            url,
-            params={**RANGE, "group_by[]": "user", "event_name[]": "Opened"},
-            headers=bearer(project.sk),
-        )
-    ).json()
+    by_user = await read(
+        client,
+        project,
+        "/events/aggregations",
+        {**RANGE, "group_by[]": "user", "event_name[]": "Opened"},
+    )
     assert [(r["user"]["external_id"], r["count"]) for r in by_user["results"]] == [
         ("a", 2),
         ("b", 2),
@@ -222,70 +214,60 @@ async def test_aggregations_group_by_and_totals(
         ("a", 2),
         ("b", 2),
     ]
-    partial_day = (
-        await client.get(
-            url,
-            params={"from": "2026-01-01T01:30:00Z", "to": "2026-01-03T00:00:00Z"},
-            headers=bearer(project.sk),
-        )
-    ).json()
+    partial_day = await read(
+        client,
+        project,
+        "/events/aggregations",
+        {"from": "2026-01-01T01:30:00Z", "to": "2026-01-03T00:00:00Z"},
+    )
     assert partial_day["source"] == "events" and partial_day["results"][0]["count"] == 4
-    empty = (
-        await client.get(
-            url,
-            params={"from": "2027-01-01T00:00:00Z", "to": "2027-01-02T00:00:00Z"},
-            headers=bearer(project.sk),
-        )
-    ).json()
+    empty = await read(
+        client,
+        project,
+        "/events/aggregations",
+        {"from": "2027-01-01T00:00:00Z", "to": "2027-01-02T00:00:00Z"},
+    )
     assert empty["results"] == [
         {"count": 0, "unique_user_count": 0, "first_seen_at": None, "last_seen_at": None}
     ]
 
 
+def bad(path: str, params: dict[str, Any], code: str, param: str, status: int = 400) -> Any:
+    """One bad request of the table below; ``params`` on top of RANGE (None drops one)."""
+    merged = {k: v for k, v in {**RANGE, **params}.items() if v is not None}
+    return pytest.param(path, merged, status, code, param, id=f"{path}-{param}-{code}")
+
+
+E, AGG, EXPORT = "/events", "/events/aggregations", "/events/export"
+FORMAT, MISSING = "parameter_invalid_format", "parameter_missing"
+
+
 @pytest.mark.parametrize(
     ("path", "params", "status", "code", "param"),
     [
-        ("/events", {"to": RANGE["to"]}, 400, "parameter_missing", "from"),
-        ("/events", {"from": RANGE["from"]}, 400, "parameter_missing", "to"),
-        ("/events", {**RANGE, "from": "yesterday"}, 400, "parameter_invalid_format", "from"),
-        ("/events", {**RANGE, "from": "2026-01-01"}, 400, "parameter_invalid_format", "from"),
-        (
-            "/events",
-            {**RANGE, "from": "2026-01-01T00:00:00"},
-            400,
-            "parameter_invalid_format",
-            "from",
-        ),
-        ("/events", {**RANGE, "from": "2026-02-01T00:00:00Z"}, 422, "validation_failed", "from"),
-        ("/events", {**RANGE, "limit": "101"}, 400, "parameter_invalid_format", "limit"),
-        ("/events", {**RANGE, "direction": "up"}, 400, "parameter_invalid_format", "direction"),
-        ("/events", {**RANGE, "cursor": "bm9wZQ"}, 400, "parameter_invalid_format", "cursor"),
-        ("/events", {**RANGE, "cursor": "!!"}, 400, "parameter_invalid_format", "cursor"),
-        (
-            "/events",
-            {**RANGE, "campaign_id[]": "x"},
-            400,
-            "parameter_invalid_format",
-            "campaign_id",
-        ),
-        ("/events", {**RANGE, "event_name[]": " "}, 400, "parameter_invalid_empty", "event_name"),
-        ("/events/aggregations", {"to": RANGE["to"]}, 400, "parameter_missing", "from"),
-        (
-            "/events/aggregations",
-            {**RANGE, "group_by[]": "week"},
-            400,
-            "parameter_invalid_format",
-            "group_by",
-        ),
-        (
-            "/events/aggregations",
+        bad(E, {"from": None}, MISSING, "from"),
+        bad(E, {"to": None}, MISSING, "to"),
+        bad(E, {"from": "yesterday"}, FORMAT, "from"),
+        bad(E, {"from": "2026-01-01"}, FORMAT, "from"),
+        bad(E, {"from": "2026-01-01T00:00:00"}, FORMAT, "from"),
+        bad(E, {"from": "2026-02-01T00:00:00Z"}, "validation_failed", "from", 422),
+        bad(E, {"limit": "101"}, FORMAT, "limit"),
+        bad(E, {"direction": "up"}, FORMAT, "direction"),
+        bad(E, {"cursor": "bm9wZQ"}, FORMAT, "cursor"),
+        bad(E, {"cursor": "!!"}, FORMAT, "cursor"),
+        bad(E, {"campaign_id[]": "x"}, FORMAT, "campaign_id"),
+        bad(E, {"event_name[]": " "}, "parameter_invalid_empty", "event_name"),
+        bad(AGG, {"from": None}, MISSING, "from"),
+        bad(AGG, {"group_by[]": "week"}, FORMAT, "group_by"),
+        bad(
+            AGG,
             {"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
-            422,
             "validation_failed",
             "to",
+            422,
         ),
-        ("/events/export", {"from": RANGE["from"]}, 400, "parameter_missing", "to"),
-        ("/events/export", {**RANGE, "format": "xml"}, 400, "parameter_invalid_format", "format"),
+        bad(EXPORT, {"to": None}, MISSING, "to"),
+        bad(EXPORT, {"format": "xml"}, FORMAT, "format"),
     ],
 )
 async def test_bad_filters_answer_in_the_envelope(
@@ -313,9 +295,7 @@ async def test_a_cursor_is_only_good_for_its_own_filter(
         services,
         [ev("E", "u", f"2026-01-01T00:00:0{i}Z") for i in range(3)],
     )
-    body = (
-        await client.get(f"{R}/events", params={**RANGE, "limit": 1}, headers=bearer(project.sk))
-    ).json()
+    body = await read(client, project, "/events", {**RANGE, "limit": 1})
     other = await client.get(
         f"{R}/events",
         params={**RANGE, "limit": 1, "event_name[]": "F", "cursor": body["nextCursor"]},
@@ -526,11 +506,10 @@ async def test_aggregations_follow_merges_erasures_and_retries(
     await track(
         client, project, services, [ev("Viewed", "known", "2026-01-01T02:00:00Z", message_id="m1")]
     )
-    url = f"{R}/events/aggregations"
     params = {**RANGE, "group_by[]": ["event_name", "day"]}
 
     async def counts() -> tuple[int, int, str]:
-        body = (await client.get(url, params=params, headers=bearer(project.sk))).json()
+        body = await read(client, project, "/events/aggregations", params)
         (row,) = body["results"]
         return row["count"], row["unique_user_count"], row["first_seen_at"]
 
@@ -546,7 +525,34 @@ async def test_aggregations_follow_merges_erasures_and_retries(
     erased = await client.delete(f"{R}/users/known", headers=bearer(project.sk))
     assert erased.status_code == 204
     assert await counts() == (1, 1, "2026-01-01T03:00:00.000Z")
-    by_user = (
-        await client.get(url, params={**RANGE, "group_by": "user"}, headers=bearer(project.sk))
-    ).json()
+    by_user = await read(client, project, "/events/aggregations", {**RANGE, "group_by": "user"})
     assert [r["user"]["external_id"] for r in by_user["results"]] == ["gone"]
+
+
+async def test_csv_exports_defuse_spreadsheet_formulas(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    hostile = ['=HYPERLINK("x")', "+1 555", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+    await track(
+        client,
+        project,
+        services,
+        [ev(value, value, f"2026-01-01T00:00:0{i}Z") for i, value in enumerate(hostile)]
+        + [ev("plain", "a-b", "2026-01-01T00:00:09Z")],
+    )
+    events = await client.get(
+        f"{R}/events/export", params={**RANGE, "format": "csv"}, headers=bearer(project.sk)
+    )
+    rows = list(csv.DictReader(io.StringIO(events.text)))
+    assert [(r["name"], r["external_id"]) for r in rows] == [
+        *(("'" + value, "'" + value) for value in hostile),
+        ("plain", "a-b"),  # only the first character counts
+    ]
+    users = await client.get(
+        f"{R}/users/export", params={"format": "csv"}, headers=bearer(project.sk)
+    )
+    exported = sorted(r["external_id"] for r in csv.DictReader(io.StringIO(users.text)))
+    assert exported == sorted(["'" + value for value in hostile] + ["a-b"])
+    # NDJSON is data, not a spreadsheet: the values as they are.
+    ndjson = await client.get(f"{R}/events/export", params=RANGE, headers=bearer(project.sk))
+    assert [json.loads(line)["name"] for line in ndjson.text.splitlines()] == [*hostile, "plain"]

@@ -1,22 +1,27 @@
-"""Migration 0016 fills the rollups from the events already stored."""
+"""Migrations 0016 and 0020 fill the rollups and the day sketches from the events already
+stored."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from tests.test_migrations import empty_db  # noqa: F401  (the fixture)
 from tidings.reporting import queries
 from tidings.reporting.filters import EventFilter
-from tidings.store import migrate
+from tidings.store import hll, migrate
 from tidings.store.database import Database
 from tidings.store.tables import events
-from tidings.store.tables_reporting import event_rollups
+from tidings.store.tables_reporting import event_day_sketches, event_rollups
 
 DAY = 86_400_000_000
 JAN1 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
-def test_the_migration_back_fills_the_rollups(empty_db: Database) -> None:  # noqa: F811
+def test_the_migration_back_fills_the_rollups(
+    empty_db: Database,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     db = empty_db
     migrate.upgrade(db.writer, "0009")
     rows = [
@@ -63,3 +68,16 @@ def test_the_migration_back_fills_the_rollups(empty_db: Database) -> None:  # no
             ("Clicked", 1, 1),
             ("Opened", 4, 2),
         ]
+        sketches = {
+            (r.day, r.name): r.registers for r in conn.execute(sa.select(event_day_sketches))
+        }
+        assert sketches == {
+            (JAN1 - DAY, "Clicked"): hll.registers_of(["p3"]),
+            (JAN1, "Opened"): hll.registers_of(["p1", "p2"]),
+            (JAN1 + DAY, "Opened"): hll.registers_of(["p2"]),
+        }
+        # Past the exact limit, the same answer from the sketches.
+        monkeypatch.setattr(queries, "EXACT_USER_DAYS", 0)
+        sketched = queries.aggregate(conn, f, ["event_name"])
+        assert sketched.source == "sketches"
+        assert sketched.results == total.results

@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -75,7 +76,10 @@ class Group(BaseModel):
 class Aggregations(BaseModel):
     results: list[Group]
     truncated: bool = Field(description="More groups than limit: only the first are here.")
-    source: Literal["rollups", "spans", "user_days", "events"]
+    source: Literal["rollups", "sketches", "user_days", "events"] = Field(
+        description="Where it was computed from; with sketches, unique_user_count is an "
+        "estimate (about 1.6% standard error, docs/reporting.md)."
+    )
 
 
 class Day(BaseModel):
@@ -157,13 +161,30 @@ def _user_record(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """One CSV cell: empty for null, JSON text for objects and lists, and text that a
+    spreadsheet would run as a formula (starting with = + - @, a tab or a carriage return)
+    behind an apostrophe, as OWASP's CSV injection guidance says."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return _encode(value).decode()
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _stream(
     rows: Iterator[dict[str, Any]], columns: list[str], fmt: Literal["ndjson", "csv"]
 ) -> Iterator[bytes]:
-    """NDJSON (one object a line) or CSV (a header, then one line a row; objects and
-    lists as JSON text), a few hundred rows per chunk."""
+    """NDJSON (one object a line) or CSV (a header, then one line a row: see ``_cell``),
+    a few hundred rows per chunk."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF, as RFC 4180 says: a field holding either character is then quoted.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     if fmt == "csv":
         writer.writerow(columns)
     pending = 0
@@ -172,16 +193,7 @@ def _stream(
             buffer.write(_encode(row).decode())
             buffer.write("\n")
         else:
-            writer.writerow(
-                [
-                    ""
-                    if (value := row.get(c)) is None
-                    else _encode(value).decode()
-                    if isinstance(value, dict | list)
-                    else value
-                    for c in columns
-                ]
-            )
+            writer.writerow([_cell(row.get(c)) for c in columns])
         pending += 1
         if pending >= _ROWS_PER_CHUNK:
             yield buffer.getvalue().encode()
@@ -215,30 +227,58 @@ Campaigns = Annotated[Strings, Query(alias="campaign_id[]", description="data.ca
 Campaign = Annotated[Strings, Query(alias="campaign_id", description="Same.")]
 
 
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """The filter's query parameters, each list from both of its spellings."""
+
+    since: str | None
+    until: str | None
+    names: list[str]
+    external_ids: list[str]
+    anonymous_ids: list[str]
+    campaign_ids: list[str]
+
+
+def _params(
+    since: From = None,
+    until: To = None,
+    names: Names = None,
+    name: Name = None,
+    externals: Externals = None,
+    external: External = None,
+    anonymous: Anonymous = None,
+    anonymous1: Anonymous1 = None,
+    campaigns: Campaigns = None,
+    campaign: Campaign = None,
+) -> _Params:
+    return _Params(
+        since,
+        until,
+        _both(names, name),
+        _both(externals, external),
+        _both(anonymous, anonymous1),
+        _both(campaigns, campaign),
+    )
+
+
+FilterParams = Annotated[_Params, Depends(_params)]
+
+
 def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
     router = APIRouter(prefix="/api/client", tags=["reporting"])
     reader = services.db.reader
     lists = ListStore(services.db.writer, services.db.reader)
 
-    async def _filter(
-        request: Request,
-        since: str | None,
-        until: str | None,
-        names: list[str],
-        external_ids: list[str],
-        anonymous_ids: list[str],
-        campaign_ids: list[str],
-        max_days: int | None = None,
-    ) -> EventFilter:
+    async def _filter(request: Request, p: _Params, max_days: int | None = None) -> EventFilter:
         auth = await keys.authenticate(request, secret=True, role=Role.SUPPORT)
         return EventFilter.build(
             auth.project.id,
-            since,
-            until,
-            names=names,
-            external_ids=external_ids,
-            anonymous_ids=anonymous_ids,
-            campaign_ids=campaign_ids,
+            p.since,
+            p.until,
+            names=p.names,
+            external_ids=p.external_ids,
+            anonymous_ids=p.anonymous_ids,
+            campaign_ids=p.campaign_ids,
             max_days=max_days,
         )
 
@@ -250,30 +290,13 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
     )
     async def get_events(
         request: Request,
-        since: From = None,
-        until: To = None,
-        names: Names = None,
-        name: Name = None,
-        externals: Externals = None,
-        external: External = None,
-        anonymous: Anonymous = None,
-        anonymous1: Anonymous1 = None,
-        campaigns: Campaigns = None,
-        campaign: Campaign = None,
+        params: FilterParams,
         include_payload: bool = False,
         direction: Literal["asc", "desc"] = "desc",
         cursor: Annotated[str | None, Query(max_length=512)] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
     ) -> Response:
-        f = await _filter(
-            request,
-            since,
-            until,
-            _both(names, name),
-            _both(externals, external),
-            _both(anonymous, anonymous1),
-            _both(campaigns, campaign),
-        )
+        f = await _filter(request, params)
 
         def read() -> queries.EventPage:
             with reader.connect() as conn:
@@ -304,16 +327,7 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
     )
     async def get_aggregations(
         request: Request,
-        since: From = None,
-        until: To = None,
-        names: Names = None,
-        name: Name = None,
-        externals: Externals = None,
-        external: External = None,
-        anonymous: Anonymous = None,
-        anonymous1: Anonymous1 = None,
-        campaigns: Campaigns = None,
-        campaign: Campaign = None,
+        params: FilterParams,
         group_by_list: Annotated[
             Strings,
             Query(alias="group_by[]", description="Any of event_name, campaign, user, day."),
@@ -321,16 +335,7 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
         group_by: Annotated[Strings, Query(description="Same as group_by[].")] = None,
         limit: Annotated[int, Query(ge=1, le=queries.MAX_GROUPS)] = 1000,
     ) -> Response:
-        f = await _filter(
-            request,
-            since,
-            until,
-            _both(names, name),
-            _both(externals, external),
-            _both(anonymous, anonymous1),
-            _both(campaigns, campaign),
-            max_days=MAX_AGGREGATION_DAYS,
-        )
+        f = await _filter(request, params, MAX_AGGREGATION_DAYS)
         groups = _both(group_by_list, group_by)
 
         def read() -> queries.Aggregation:
@@ -354,28 +359,11 @@ def reporting_router(services: Services, keys: KeyCache) -> APIRouter:
     )
     async def export_events(
         request: Request,
-        since: From = None,
-        until: To = None,
-        names: Names = None,
-        name: Name = None,
-        externals: Externals = None,
-        external: External = None,
-        anonymous: Anonymous = None,
-        anonymous1: Anonymous1 = None,
-        campaigns: Campaigns = None,
-        campaign: Campaign = None,
+        params: FilterParams,
         include_payload: bool = True,
         format: Literal["ndjson", "csv"] = "ndjson",
     ) -> Response:
-        f = await _filter(
-            request,
-            since,
-            until,
-            _both(names, name),
-            _both(externals, external),
-            _both(anonymous, anonymous1),
-            _both(campaigns, campaign),
-        )
+        f = await _filter(request, params)
         rows = (
             _event_record(r)
             for r in queries.iter_events(reader, f, include_payload=include_payload)

@@ -28,12 +28,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain.errors import InvalidRequest
 from tidings.reporting.filters import GROUPS, EventFilter
-from tidings.store import cursors
-from tidings.store.rollups import day_sql
+from tidings.store import cursors, hll
+from tidings.store.rollups import day_sql, sketches_of
 from tidings.store.tables import events, identities, profiles
-from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
+from tidings.store.tables_reporting import event_rollups, event_user_days
 
 __all__ = [
+    "EXACT_USER_DAYS",
     "Aggregation",
     "EventPage",
     "Plan",
@@ -46,8 +47,11 @@ __all__ = [
 ]
 
 Direction = Literal["asc", "desc"]
-Plan = Literal["rollups", "spans", "user_days", "events"]
+Plan = Literal["rollups", "sketches", "user_days", "events"]
 MAX_GROUPS = 10_000
+# Unique users over several days are counted exactly (COUNT(DISTINCT) over the user-days)
+# up to this many user-days in the range, and estimated from the day sketches beyond.
+EXACT_USER_DAYS = 5_000
 _CHUNK = 300
 
 
@@ -280,9 +284,9 @@ def plan(f: EventFilter, group_by: Sequence[str]) -> Plan:
 
     - ``rollups`` (``event_rollups``): grouped by exactly event name and day;
     - ``user_days`` (``event_user_days``): any other grouping without campaign; but
-      ``aggregate`` answers no grouping or ``event_name`` alone from ``spans`` (counts from
-      ``event_rollups``, unique users from ``event_user_last``) when no event of the
-      names is dated at or after ``to`` (a range up to now, typically);
+      ``aggregate`` answers no grouping or ``event_name`` alone from ``sketches`` (counts
+      from ``event_rollups``, unique users estimated from ``event_day_sketches``) when the
+      range holds more than ``EXACT_USER_DAYS`` user-days;
     - ``events``: a campaign in the filter or the grouping, a user filter, or ``from``/``to``
       not at a UTC midnight (the rollups are per whole day).
     """
@@ -313,20 +317,22 @@ def aggregate(
 ) -> Aggregation:
     """Rows ``{event_name?, campaign_id?, user?, day?, count, unique_user_count,
     first_seen_at, last_seen_at}`` grouped by ``group_by`` (none: one total row, even for
-    no events). ``source`` forces a plan (benches compare them); the answer is the same.
+    no events). ``source`` forces a plan (benches compare them); the answer is the same,
+    but for ``sketches``, whose unique users are estimates.
     At most ``limit`` groups (``truncated`` says there were more)."""
     groups = _check_groups(group_by)
     chosen = source or plan(f, groups)
     if chosen != "events" and plan(f, groups) == "events":
         raise ValueError(f"this filter cannot be answered from {chosen}")
-    spans_fit = set(groups) <= {"event_name"} and plan(f, groups) != "events"
-    if source == "spans" and not (spans_fit and _nothing_after(conn, f)):
-        raise ValueError("the spans answer only ranges past the names' last events")
-    if source is None and chosen == "user_days" and spans_fit and _nothing_after(conn, f):
-        chosen = "spans"
-    if chosen == "spans":
-        spanned, cut = _from_spans(conn, f, groups, limit)
-        return Aggregation(results=spanned, source="spans", truncated=cut)
+    totals_fit = set(groups) <= {"event_name"} and plan(f, groups) != "events"
+    if source == "sketches" and not totals_fit:
+        raise ValueError("the sketches answer no grouping or event_name alone")
+    if source is None and chosen == "user_days" and totals_fit:
+        totals = _rollup_totals(conn, f, bool(groups), limit)
+        if sum(t.users for t in totals) > EXACT_USER_DAYS:
+            return _from_sketches(conn, f, groups, limit, totals)
+    if chosen == "sketches":
+        return _from_sketches(conn, f, groups, limit, _rollup_totals(conn, f, bool(groups), limit))
     if chosen == "rollups" and set(groups) != {"event_name", "day"}:
         raise ValueError("the rollups answer only event name and day groups")
     keys: dict[str, Any]
@@ -408,71 +414,47 @@ def aggregate(
     return Aggregation(results=results, source=chosen, truncated=truncated)
 
 
-def _nothing_after(conn: Connection, f: EventFilter) -> bool:
-    """No event of the filter's names (any name if none) is dated at or after ``f.end``."""
+def _rollup_totals(conn: Connection, f: EventFilter, by_name: bool, limit: int) -> list[Any]:
+    """Counts, user-days and first/last seen from ``event_rollups``: per name (at most
+    ``limit + 1`` names) or one total row."""
     r = event_rollups.c
-    where = [r.project_id == f.project_id, r.day >= f.end]
+    where = [r.project_id == f.project_id, r.day >= f.start, r.day < f.end]
     if f.names:
         where.append(r.name.in_(f.names))
-    return conn.execute(sa.select(r.day).where(*where).limit(1)).first() is None
-
-
-def _from_spans(
-    conn: Connection, f: EventFilter, groups: list[str], limit: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """Totals (or per name) from ``event_rollups``; unique users from ``event_user_last``:
-    with nothing after ``f.end``, a user had an event of a name in the range exactly when
-    their last day of it is at or after ``f.start``."""
-    r = event_rollups.c
-    x = event_user_last.c
-    counted = [r.project_id == f.project_id, r.day >= f.start, r.day < f.end]
-    seen = [x.project_id == f.project_id, x.last_day >= f.start]
-    if f.names:
-        counted.append(r.name.in_(f.names))
-        seen.append(x.name.in_(f.names))
     measures = (
-        sa.func.sum(r.count).label("count"),
+        sa.func.coalesce(sa.func.sum(r.count), 0).label("count"),
+        sa.func.coalesce(sa.func.sum(r.users), 0).label("users"),
         sa.func.min(r.first_seen_at).label("first_seen_at"),
         sa.func.max(r.last_seen_at).label("last_seen_at"),
     )
-    if groups:
-        totals = conn.execute(
-            sa.select(r.name, *measures)
-            .where(*counted)
-            .group_by(r.name)
-            .order_by(r.name)
-            .limit(limit + 1)
-        ).all()
-        names = [t.name for t in totals[:limit]]
-        users: dict[str, int] = {}
-        if names:
-            for name, seen_count in conn.execute(
-                sa.select(x.name, sa.func.count()).where(*seen, x.name.in_(names)).group_by(x.name)
-            ):
-                users[name] = int(seen_count)
-        rows = [
-            {
-                "event_name": t.name,
-                "count": int(t._mapping["count"]),
-                "unique_user_count": int(users.get(t.name, 0)),
-                "first_seen_at": t.first_seen_at,
-                "last_seen_at": t.last_seen_at,
-            }
-            for t in totals[:limit]
-        ]
-        return rows, len(totals) > limit
-    total = conn.execute(sa.select(*measures).where(*counted)).one()
-    distinct = sa.func.count() if len(f.names) == 1 else sa.func.count(sa.distinct(x.profile_id))
-    count = int(total._mapping["count"] or 0)
-    unique = conn.execute(sa.select(distinct).where(*seen)).scalar_one() if count else 0
-    return [
-        {
-            "count": count,
-            "unique_user_count": int(unique),
-            "first_seen_at": total.first_seen_at if count else None,
-            "last_seen_at": total.last_seen_at if count else None,
-        }
-    ], False
+    if by_name:
+        query = sa.select(r.name, *measures).where(*where).group_by(r.name)
+        return list(conn.execute(query.order_by(r.name).limit(limit + 1)).all())
+    return [conn.execute(sa.select(*measures).where(*where)).one()]
+
+
+def _from_sketches(
+    conn: Connection, f: EventFilter, groups: list[str], limit: int, totals: list[Any]
+) -> Aggregation:
+    """Counts and first/last seen from the rollups (exact); unique users estimated from
+    the union of the day sketches (store/hll.py: ~1.6% standard error)."""
+    sketches = sketches_of(conn, f.project_id, f.names, f.start, f.end)
+    results = []
+    for t in totals[:limit]:
+        count = int(t._mapping["count"] or 0)
+        if groups:
+            unique = hll.union(sketches.get(t.name, []))
+        else:
+            unique = hll.union(s for days in sketches.values() for s in days)
+        item: dict[str, Any] = {"event_name": t.name} if groups else {}
+        item.update(
+            count=count,
+            unique_user_count=unique if count else 0,
+            first_seen_at=t.first_seen_at if count else None,
+            last_seen_at=t.last_seen_at if count else None,
+        )
+        results.append(item)
+    return Aggregation(results=results, source="sketches", truncated=len(totals) > limit)
 
 
 def _users_of(conn: Connection, profile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

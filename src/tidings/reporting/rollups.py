@@ -19,11 +19,15 @@ from tidings.store import rollups
 if TYPE_CHECKING:
     from tidings.pipeline.processor import BatchFacts
 
-__all__ = ["RollupHook"]
+__all__ = ["REPAIRS_PER_BATCH", "RollupHook"]
+
+# Stale sketches (keys a merge or an erasure touched) rebuilt from their user-days per
+# batch: bounded, so that a large erasure does not stall one batch.
+REPAIRS_PER_BATCH = 4
 
 
 class RollupHook:
-    """Applies one batch's facts to ``event_user_days`` and ``event_rollups``."""
+    """Applies one batch's facts to the user-days, the rollups and the day sketches."""
 
     def apply(self, conn: Connection, facts: BatchFacts, now: int) -> None:
         for project_id, absorbed, survivor in facts.merges:
@@ -31,3 +35,4 @@ class RollupHook:
         for project_id, profile_id in facts.erased:
             rollups.erase_profile(conn, project_id, profile_id)
         rollups.add_events(conn, facts.events)
+        rollups.repair_sketches(conn, REPAIRS_PER_BATCH)

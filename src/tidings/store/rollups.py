@@ -14,7 +14,12 @@ of ``event_user_days`` rows of its key:
   survivor's own where both have one (one user fewer for that key);
 - an erasure subtracts the profile's user-days and recomputes first/last seen of the keys
   it touched from the user-days left;
-- retention drops the rows of days before the cutoff's day and recomputes that day.
+- retention drops the rows of days before the cutoff's day and recomputes that day;
+- ``event_day_sketches`` (HyperLogLog registers per key, store/hll.py) get the batch's new
+  users of each key, read and written while the batch holds the key's ``event_rollups``
+  row (its upsert locks it on PostgreSQL, so two workers never lose each other's users);
+  a merge or an erasure marks the keys it touched stale (``registers`` NULL), and each
+  batch rebuilds a few stale keys from their user-days (``repair_sketches``).
 
 Keys are written in sorted order, so that two workers touching the same rows lock them
 in the same order and never deadlock.
@@ -22,6 +27,7 @@ in the same order and never deadlock.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +35,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tidings.store import hll
 from tidings.store.bulk import BulkInsert
 from tidings.store.tables import events
-from tidings.store.tables_reporting import event_rollups, event_user_days, event_user_last
+from tidings.store.tables_reporting import event_day_sketches, event_rollups, event_user_days
 
 __all__ = [
     "DAY",
@@ -42,6 +49,8 @@ __all__ = [
     "merge_profiles",
     "rebuild_all",
     "rebuild_day",
+    "rebuild_sketches",
+    "repair_sketches",
     "trim_before",
 ]
 
@@ -112,7 +121,6 @@ _TYPES = {
     "users": "bigint",
     "first_seen_at": "bigint",
     "last_seen_at": "bigint",
-    "last_day": "bigint",
 }
 
 
@@ -134,8 +142,9 @@ class _Statements:
     # which equals what this batch adds only for the rows it created (a stored row counts
     # at least one event already): those are the new users of their day.
     user_days: BulkInsert | _Unnest
+    # Rollups: RETURNING each key's users after the write: equal to the batch's new users
+    # when the key is new, which is when the batch's users make its whole sketch.
     rollup: BulkInsert | _Unnest
-    last: BulkInsert | _Unnest  # event_user_last: written only when the day moves on
 
     @classmethod
     def build(cls, dialect: str, paramstyle: str) -> _Statements:
@@ -165,15 +174,9 @@ class _Statements:
                 _ROLLUP_COLUMNS,
                 "ON CONFLICT (project_id, day, name) DO UPDATE SET "
                 "count = event_rollups.count + excluded.count, "
-                "users = event_rollups.users + excluded.users, " + edges("event_rollups"),
-            ),
-            last=_writer(
-                dialect,
-                paramstyle,
-                "event_user_last",
-                ("project_id", "name", "profile_id", "last_day"),
-                "ON CONFLICT (project_id, name, profile_id) DO UPDATE SET "
-                "last_day = excluded.last_day WHERE excluded.last_day > event_user_last.last_day",
+                "users = event_rollups.users + excluded.users, "
+                + edges("event_rollups")
+                + " RETURNING project_id, day, name, users",
             ),
         )
 
@@ -216,10 +219,14 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             if written[4] == per_user[key][0]:
                 inserted.add(key)
     per_key: dict[RollupKey, list[int]] = {}
+    newcomers: dict[RollupKey, list[str]] = {}
     for key in keys:
         count, first, last = per_user[key]
         rollup = (key[0], key[2], key[1])
-        new = 1 if key in inserted else 0
+        new = 0
+        if key in inserted:
+            new = 1
+            newcomers.setdefault(rollup, []).append(key[3])
         found = per_key.get(rollup)
         if found is None:
             per_key[rollup] = [count, new, first, last]
@@ -228,13 +235,140 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             found[1] += new
             found[2] = min(found[2], first)
             found[3] = max(found[3], last)
-    statements.rollup(conn, [(*k, *per_key[k]) for k in sorted(per_key)])
-    last_days: dict[tuple[int, str, str], int] = {}
-    for project_id, name, day, profile_id in keys:
-        spot = (project_id, name, profile_id)
-        if day > last_days.get(spot, day - 1):
-            last_days[spot] = day
-    statements.last(conn, [(*k, last_days[k]) for k in sorted(last_days)])
+    fresh: set[RollupKey] = set()
+    for sql, params in statements.rollup.statements([(*k, *per_key[k]) for k in sorted(per_key)]):
+        for project_id, day, name, users in conn.exec_driver_sql(sql, params):
+            returned: RollupKey = (project_id, day, name)
+            if users == per_key[returned][1]:
+                fresh.add(returned)
+    _add_to_sketches(conn, newcomers, fresh)
+
+
+def _add_to_sketches(
+    conn: Connection, newcomers: dict[RollupKey, list[str]], fresh: set[RollupKey]
+) -> None:
+    """Add each key's new users to its sketch. A key whose every user is new in this batch
+    (``fresh``) gets a sketch of them; any other key without a sketch gets a stale one."""
+    if not newcomers:
+        return
+    s = event_day_sketches.c
+    keys = sorted(newcomers)
+    stored: dict[RollupKey, bytes | None] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = [(p, n, d) for p, d, n in keys[start : start + _CHUNK]]
+        for project_id, name, day, registers in conn.execute(
+            sa.select(s.project_id, s.name, s.day, s.registers).where(
+                sa.tuple_(s.project_id, s.name, s.day).in_(chunk)
+            )
+        ):
+            stored[(project_id, day, name)] = registers
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for key in keys:
+        row = {"p": key[0], "d": key[1], "n": key[2]}
+        if key not in stored:
+            registers = hll.registers_of(newcomers[key]) if key in fresh else None
+            inserts.append({**row, "r": registers})
+        elif (old := stored[key]) is not None:
+            registers = hll.add(old, newcomers[key])
+            if registers is not old:
+                updates.append({**row, "r": registers})
+    if inserts:
+        conn.execute(
+            sa.insert(event_day_sketches),
+            [
+                {"project_id": i["p"], "name": i["n"], "day": i["d"], "registers": i["r"]}
+                for i in inserts
+            ],
+        )
+    if updates:
+        conn.execute(
+            sa.update(event_day_sketches)
+            .where(
+                s.project_id == sa.bindparam("p"),
+                s.name == sa.bindparam("n"),
+                s.day == sa.bindparam("d"),
+            )
+            .values(registers=sa.bindparam("r")),
+            updates,
+        )
+
+
+def _mark_stale(conn: Connection, project_id: int, name: str, day: int) -> None:
+    """The key's sketch no longer matches its user-days. On PostgreSQL the key's rollup
+    row is locked first, as every other writer of the sketch does (``add_events``,
+    ``repair_sketches``), so that none of them writes a sketch over this mark from
+    user-days it read before this transaction's changes."""
+    if conn.dialect.name == "postgresql":
+        r = event_rollups.c
+        conn.execute(
+            sa.select(r.day)
+            .where(r.project_id == project_id, r.day == day, r.name == name)
+            .with_for_update()
+        )
+    s = event_day_sketches.c
+    conn.execute(
+        sa.update(event_day_sketches)
+        .where(s.project_id == project_id, s.name == name, s.day == day)
+        .values(registers=None)
+    )
+
+
+def _sketch_from_user_days(conn: Connection, project_id: int, name: str, day: int) -> bytes:
+    u = event_user_days.c
+    return hll.registers_of(
+        conn.execute(
+            sa.select(u.profile_id).where(u.project_id == project_id, u.name == name, u.day == day)
+        ).scalars()
+    )
+
+
+def sketches_of(
+    conn: Connection, project_id: int, names: Sequence[str], start: int, end: int
+) -> dict[str, list[bytes]]:
+    """Each name's day sketches in ``[start, end)`` (all names if none); a stale one is
+    computed from its user-days."""
+    s = event_day_sketches.c
+    where = [s.project_id == project_id, s.day >= start, s.day < end]
+    if names:
+        where.append(s.name.in_(list(names)))
+    found: dict[str, list[bytes]] = {}
+    for name, day, registers in conn.execute(sa.select(s.name, s.day, s.registers).where(*where)):
+        if registers is None:
+            registers = _sketch_from_user_days(conn, project_id, name, day)
+        found.setdefault(name, []).append(registers)
+    return found
+
+
+def repair_sketches(conn: Connection, limit: int) -> int:
+    """Rebuild up to ``limit`` stale sketches from their user-days; how many. On
+    PostgreSQL a key whose rollup row another transaction holds is left for later
+    (``SKIP LOCKED``): that transaction may be adding user-days this one cannot see."""
+    s = event_day_sketches.c
+    r = event_rollups.c
+    stale = conn.execute(
+        sa.select(s.project_id, s.name, s.day)
+        .where(s.registers.is_(None))
+        .order_by(s.project_id, s.name, s.day)
+        .limit(limit)
+    ).all()
+    done = 0
+    for project_id, name, day in stale:
+        if conn.dialect.name == "postgresql":
+            held = conn.execute(
+                sa.select(r.day)
+                .where(r.project_id == project_id, r.day == day, r.name == name)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if held is None:
+                continue
+        conn.execute(
+            sa.update(event_day_sketches)
+            .where(s.project_id == project_id, s.name == name, s.day == day)
+            .values(registers=_sketch_from_user_days(conn, project_id, name, day))
+        )
+        done += 1
+    return done
 
 
 def _user_days_of(conn: Connection, project_id: int, profile_id: str) -> list[Any]:
@@ -255,9 +389,9 @@ def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: s
     moved = _user_days_of(conn, project_id, absorbed)
     if not moved:
         return
-    _merge_last(conn, project_id, absorbed, survivor, sorted({row.name for row in moved}))
     theirs = {(row.name, row.day) for row in _user_days_of(conn, project_id, survivor)}
-    for row in moved:
+    for row in sorted(moved, key=lambda m: (m.day, m.name)):  # rollup key order
+        _mark_stale(conn, project_id, row.name, row.day)  # the key's set of ids changed
         mine = sa.and_(u.project_id == project_id, u.name == row.name, u.day == row.day)
         if (row.name, row.day) in theirs:
             conn.execute(
@@ -283,27 +417,6 @@ def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: s
             )
 
 
-def _merge_last(
-    conn: Connection, project_id: int, absorbed: str, survivor: str, names: list[str]
-) -> None:
-    """The survivor's last day of each name is the later of the two profiles'."""
-    x = event_user_last.c
-    rows = conn.execute(
-        sa.select(x.name, x.last_day).where(
-            x.project_id == project_id, x.name.in_(names), x.profile_id == absorbed
-        )
-    ).all()
-    if not rows:
-        return
-    statements = _for(conn)
-    statements.last(conn, sorted((project_id, name, survivor, day) for name, day in rows))
-    conn.execute(
-        sa.delete(event_user_last).where(
-            x.project_id == project_id, x.name.in_(names), x.profile_id == absorbed
-        )
-    )
-
-
 def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
     """The profile and its events are gone: so are its user-days and their counts."""
     u = event_user_days.c
@@ -314,20 +427,13 @@ def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
     conn.execute(
         sa.delete(event_user_days).where(u.project_id == project_id, u.profile_id == profile_id)
     )
-    x = event_user_last.c
-    conn.execute(
-        sa.delete(event_user_last).where(
-            x.project_id == project_id,
-            x.name.in_(sorted({row.name for row in gone})),
-            x.profile_id == profile_id,
-        )
-    )
     for row in sorted(gone, key=lambda g: (g.day, g.name)):
         key = sa.and_(r.project_id == project_id, r.day == row.day, r.name == row.name)
         conn.execute(
             sa.update(event_rollups).where(key).values(count=r.count - row.count, users=r.users - 1)
         )
         _refresh_edges(conn, project_id, row.day, row.name)
+        _mark_stale(conn, project_id, row.name, row.day)
 
 
 def _refresh_edges(conn: Connection, project_id: int, day: int, name: str) -> None:
@@ -342,6 +448,12 @@ def _refresh_edges(conn: Connection, project_id: int, day: int, name: str) -> No
     ).one()
     if first is None:
         conn.execute(sa.delete(event_rollups).where(key))
+        s = event_day_sketches.c
+        conn.execute(
+            sa.delete(event_day_sketches).where(
+                s.project_id == project_id, s.name == name, s.day == day
+            )
+        )
     else:
         conn.execute(
             sa.update(event_rollups).where(key).values(first_seen_at=first, last_seen_at=last)
@@ -355,7 +467,8 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
     here) or writes after (its increments land on the rebuilt rows)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            "LOCK TABLE event_rollups, event_user_days, event_user_last IN SHARE ROW EXCLUSIVE MODE"
+            "LOCK TABLE event_rollups, event_user_days, event_day_sketches "
+            "IN SHARE ROW EXCLUSIVE MODE"
         )
     u = event_user_days.c
     r = event_rollups.c
@@ -402,16 +515,7 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
             .group_by(u.project_id, u.name),
         )
     )
-    # A user whose last day of a name is this one, and who has no event of it left that
-    # day, has none at all any more (everything before the day went with retention).
-    x = event_user_last.c
-    still = sa.select(u.profile_id).where(
-        u.project_id == x.project_id, u.name == x.name, u.day == day, u.profile_id == x.profile_id
-    )
-    scope_x: list[Any] = [x.last_day <= day, ~sa.exists(still)]
-    if project_ids is not None:
-        scope_x.append(x.project_id.in_(sorted(set(project_ids))))
-    conn.execute(sa.delete(event_user_last).where(*scope_x))
+    _write_sketches(conn, scope_u, None if project_ids is None else sorted(set(project_ids)), day)
 
 
 def trim_before(conn: Connection, day: int) -> None:
@@ -429,7 +533,7 @@ def trim_before(conn: Connection, day: int) -> None:
             )
         )
     conn.execute(sa.delete(event_rollups).where(r.day < day))
-    conn.execute(sa.delete(event_user_last).where(event_user_last.c.last_day < day))
+    conn.execute(sa.delete(event_day_sketches).where(event_day_sketches.c.day < day))
 
 
 def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
@@ -441,14 +545,8 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
     scope_u = [] if project_id is None else [u.project_id == project_id]
     scope_r = [] if project_id is None else [r.project_id == project_id]
     scope_e = [] if project_id is None else [e.project_id == project_id]
-    x = event_user_last.c
     conn.execute(sa.delete(event_user_days).where(*scope_u))
     conn.execute(sa.delete(event_rollups).where(*scope_r))
-    conn.execute(
-        sa.delete(event_user_last).where(
-            *([] if project_id is None else [x.project_id == project_id])
-        )
-    )
     day = day_sql(e.created_at)
     conn.execute(
         sa.insert(event_user_days).from_select(
@@ -482,11 +580,58 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
             .group_by(u.project_id, u.day, u.name),
         )
     )
+    rebuild_sketches(conn, project_id)
+
+
+def _write_sketches(
+    conn: Connection, scope: list[Any], project_ids: list[int] | None, day: int
+) -> None:
+    """Delete and rebuild the sketches of ``day`` (of ``project_ids``, or all if None)
+    from the user-days that ``scope`` selects (the same day and projects)."""
+    s = event_day_sketches.c
+    where = [s.day == day]
+    if project_ids is not None:
+        where.append(s.project_id.in_(project_ids))
+    conn.execute(sa.delete(event_day_sketches).where(*where))
+    u = event_user_days.c
+    _insert_sketches(
+        conn,
+        conn.execute(
+            sa.select(u.project_id, u.name, u.day, u.profile_id)
+            .where(*scope)
+            .order_by(u.project_id, u.name, u.day)
+        ),
+    )
+
+
+def _insert_sketches(conn: Connection, rows: Iterable[Any]) -> None:
+    """Sketches from ``(project, name, day, profile)`` rows in key order."""
+    batch: list[dict[str, Any]] = []
+    for key, group in itertools.groupby(rows, key=lambda r: (r[0], r[1], r[2])):
+        registers = hll.registers_of(r[3] for r in group)
+        batch.append({"project_id": key[0], "name": key[1], "day": key[2], "registers": registers})
+        if len(batch) >= 500:
+            conn.execute(sa.insert(event_day_sketches), batch)
+            batch = []
+    if batch:
+        conn.execute(sa.insert(event_day_sketches), batch)
+
+
+def rebuild_sketches(conn: Connection, project_id: int | None = None) -> None:
+    """Every sketch again from ``event_user_days`` (of one project, or all): one read of
+    the user-days in key order, streamed (migration 0020 uses it too)."""
+    s = event_day_sketches.c
+    u = event_user_days.c
     conn.execute(
-        sa.insert(event_user_last).from_select(
-            ["project_id", "name", "profile_id", "last_day"],
-            sa.select(u.project_id, u.name, u.profile_id, sa.func.max(u.day))
-            .where(*scope_u)
-            .group_by(u.project_id, u.name, u.profile_id),
+        sa.delete(event_day_sketches).where(
+            *([] if project_id is None else [s.project_id == project_id])
         )
     )
+    scope = [] if project_id is None else [u.project_id == project_id]
+    reader = conn.execute(
+        sa.select(u.project_id, u.name, u.day, u.profile_id)
+        .where(*scope)
+        .order_by(u.project_id, u.name, u.day)
+        .execution_options(yield_per=5000)
+    )
+    _insert_sketches(conn, reader)

@@ -1,0 +1,116 @@
+"""HyperLogLog sketches of user sets, for unique users over many days (docs/reporting.md).
+
+A sketch is ``M = 4096`` one-byte registers (precision ``P = 12``), stored as 4,096 bytes
+per (project, event name, UTC day) in ``event_day_sketches``. A user's id is hashed to 64
+bits (BLAKE2b): the first 12 bits pick a register, which keeps the largest "position of
+the first 1 bit" of the other 52 seen so far. The union of several days is the register-
+wise maximum (done on Python integers, eight bits a lane, in a few microseconds per day);
+the count is estimated from the registers' histogram with Ertl's improved estimator
+("New cardinality estimation algorithms for HyperLogLog sketches", 2017), which needs no
+bias table and is close to unbiased from one user to billions.
+
+Error: relative standard error 1.04/√4096 ≈ 1.6% (about 95% of estimates within ±3.3%,
+99.7% within ±4.9%); small sets are nearly exact (hash collisions among a few hundred
+users in 4,096 registers are rare, and the estimator accounts for them).
+
+Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+
+__all__ = ["EMPTY", "M", "P", "add", "estimate", "merge", "registers_of", "union"]
+
+P = 12
+M = 1 << P
+_Q = 64 - P  # bits left after the register index
+_LOW = (1 << _Q) - 1
+EMPTY = bytes(M)
+_HIGH = int.from_bytes(b"\x80" * M, "little")  # the top bit of every lane
+_ALPHA = 1 / (2 * math.log(2))
+
+
+def _slot(user: str) -> tuple[int, int]:
+    """(register, value) for one user: value in 1..Q+1."""
+    h = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "little")
+    return h >> _Q, _Q - (h & _LOW).bit_length() + 1
+
+
+def registers_of(users: Iterable[str]) -> bytes:
+    """The sketch of a set of users."""
+    return add(EMPTY, users)
+
+
+def add(sketch: bytes, users: Iterable[str]) -> bytes:
+    """``sketch`` with ``users`` added (the same bytes object if no register moved)."""
+    changed: bytearray | None = None
+    for user in users:
+        index, value = _slot(user)
+        current = sketch[index] if changed is None else changed[index]
+        if value > current:
+            if changed is None:
+                changed = bytearray(sketch)
+            changed[index] = value
+    return sketch if changed is None else bytes(changed)
+
+
+def _max(a: int, b: int) -> int:
+    """Lane-wise maximum of two register arrays as little-endian integers (lanes < 128):
+    ``(a | HIGH) - b`` keeps a lane's top bit exactly where ``a >= b``, without borrows
+    across lanes."""
+    keep_a = ((((a | _HIGH) - b) & _HIGH) >> 7) * 0xFF
+    return b ^ ((a ^ b) & keep_a)
+
+
+def merge(sketches: Iterable[bytes]) -> bytes:
+    """The sketch of the union of the sketches' sets."""
+    total = 0
+    for sketch in sketches:
+        total = _max(total, int.from_bytes(sketch, "little"))
+    return total.to_bytes(M, "little")
+
+
+def union(sketches: Iterable[bytes]) -> int:
+    """Estimated number of distinct users over the sketches."""
+    return estimate(merge(sketches))
+
+
+def _sigma(x: float) -> float:
+    if x == 1.0:
+        return math.inf
+    y, z = 1.0, x
+    while True:
+        x *= x
+        before = z
+        z += x * y
+        y += y
+        if z == before:
+            return z
+
+
+def _tau(x: float) -> float:
+    if x in (0.0, 1.0):
+        return 0.0
+    y, z = 1.0, 1.0 - x
+    while True:
+        x = math.sqrt(x)
+        before = z
+        y *= 0.5
+        z -= (1.0 - x) ** 2 * y
+        if z == before:
+            return z / 3
+
+
+def estimate(sketch: bytes) -> int:
+    """Ertl's improved estimator over the registers' histogram."""
+    counts = [sketch.count(value) for value in range(_Q + 2)]
+    if counts[0] == M:
+        return 0
+    z = M * _tau(1.0 - counts[_Q + 1] / M)
+    for k in range(_Q, 0, -1):
+        z = 0.5 * (z + counts[k])
+    z += M * _sigma(counts[0] / M)
+    return round(_ALPHA * M * M / z)
