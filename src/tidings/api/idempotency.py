@@ -227,8 +227,10 @@ async def _guard(
     except TidingsError:
         return await handler(request)  # no project to hold the key in: the route refuses
     project_id = auth.project.id
-    # Bodies are read once: the handler reads this copy back (Request caches it).
     raw = await read_limited(request, wire.MAX_BODY_BYTES)
+    # The handler reads the body again: Request.stream() and .body() give back ``_body``,
+    # the attribute Request.body() caches the body in.
+    request._body = raw
     guard = _Guard(services, project_id, key, _hash(request, raw))
     if reserve:
         if (replay := await _stored(services, project_id, key, guard.digest)) is not None:
