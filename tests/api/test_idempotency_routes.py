@@ -109,6 +109,17 @@ async def test_an_excluded_route_ignores_the_key(
     assert _record(services, project, "preview") is None
 
 
+def _journeys(services: Services, project: Project) -> int:
+    with services.db.reader.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(journeys)
+                .where(journeys.c.project_id == project.id)
+            ).scalar_one()
+        )
+
+
 def _record(services: Services, project: Project, key: str) -> Any:
     with services.db.reader.connect() as conn:
         return conn.execute(
@@ -183,13 +194,7 @@ async def test_a_journey_created_twice_with_one_key_is_created_once(
     assert again.status_code == 201
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
-    with services.db.reader.connect() as conn:
-        count = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(journeys)
-            .where(journeys.c.project_id == project.id)
-        ).scalar_one()
-    assert count == 1
+    assert _journeys(services, project) == 1
 
 
 async def test_concurrent_twins_create_one_journey(
@@ -205,13 +210,7 @@ async def test_concurrent_twins_create_one_journey(
     for answer in answers:
         if answer.status_code != 201:
             assert_problem(answer, 409, "idempotency_in_progress")
-    with services.db.reader.connect() as conn:
-        count = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(journeys)
-            .where(journeys.c.project_id == project.id)
-        ).scalar_one()
-    assert count == 1
+    assert _journeys(services, project) == 1
 
 
 async def test_a_refusal_is_replayed_and_a_key_without_answer_is_in_progress(
