@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from tidings.api import wire
 from tidings.api.auth import KeyCache
 from tidings.api.errors import request_id_of
+from tidings.api.idempotency import Idempotent, idempotent_route, in_transaction
 from tidings.api.ingest import _idempotency_key, _replay
-from tidings.api.lists import _Idempotent
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -127,7 +127,12 @@ def present_send(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["campaigns"], responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/client",
+        route_class=idempotent_route(services, keys),
+        tags=["campaigns"],
+        responses=ERRORS,
+    )
     assert services.messaging is not None
     messaging = services.messaging
     store = messaging.campaigns
@@ -193,10 +198,11 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
         )
 
     @router.post("/campaigns", status_code=201, summary="Create a campaign (editor)")
+    @in_transaction
     async def create_campaign(request: Request) -> Response:
         project_id = await _auth(request, Role.EDITOR)
         raw, value = await json_body(request)
-        once = _Idempotent(services, request, project_id, raw)
+        once = Idempotent(services, request, project_id, raw)
         if (replay := await once.replay()) is not None:
             return replay
         values = _fields(value, creating=True)
@@ -274,6 +280,7 @@ def campaigns_router(services: Services, keys: KeyCache) -> APIRouter:
         return page_answer(page, present_send)
 
     @router.post("/campaigns/{id}/trigger", summary="Send a trigger campaign to one user")
+    @in_transaction
     async def trigger(request: Request, id: str) -> Response:
         project_id = await _auth(request, Role.EDITOR)
         campaign_id = resource_id(id, "campaign")

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tidings.api import lists_wire, wire
 from tidings.api.auth import AuthContext, KeyCache
+from tidings.api.idempotency import idempotent_route, not_idempotent
 from tidings.api.lists_wire import json_object, problem, read_body
 from tidings.api.messaging_wire import document_bodies
 from tidings.api.presenters import iso
@@ -164,7 +165,9 @@ def _trigger_user(raw: object, default_locale: str | None) -> dict[str, Any]:
 
 
 def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["journeys"])
+    router = APIRouter(
+        prefix="/api/client", route_class=idempotent_route(services, keys), tags=["journeys"]
+    )
     store = services.journey_store
     engine = services.journeys
     assert store is not None and engine is not None
@@ -386,6 +389,7 @@ def journeys_router(services: Services, keys: KeyCache) -> APIRouter:
         summary="Dry run: the path one user would take",
         responses=_WRITE,
     )
+    @not_idempotent("read-only: a dry run, changes nothing")
     async def simulate_route(request: Request, id: str) -> Response:
         auth = await _auth(request, Role.SUPPORT)
         row = await _found(auth.project.id, _journey_id(id))

@@ -7,14 +7,11 @@ change they answer.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
-import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -22,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tidings.api import lists_wire
 from tidings.api.auth import AuthContext, KeyCache
-from tidings.api.ingest import _idempotency_key, _replay
+from tidings.api.idempotency import Idempotent, idempotent_route, in_transaction
 from tidings.api.presenters import iso, present_profile
 from tidings.api.users import UserPage
 from tidings.bootstrap import Services
@@ -143,61 +140,10 @@ def _list_id(raw: str) -> int:
     return int(raw)
 
 
-class _Idempotent:
-    """An ``Idempotency-Key``'s stored answer is written by the change itself (``hook``), so
-    a retry replays it and a concurrent duplicate rolls back and replays the winner's."""
-
-    def __init__(self, services: Services, request: Request, project_id: int, raw: bytes) -> None:
-        self.services = services
-        self.project_id = project_id
-        self.key = _idempotency_key(request)
-        self.hash = hashlib.sha256(
-            request.method.encode() + b" " + request.url.path.encode() + b"\n" + raw
-        ).hexdigest()
-
-    async def replay(self) -> Response | None:
-        if self.key is None:
-            return None
-        store = self.services.change_idempotency
-        record = await run_in_threadpool(store.get, self.project_id, self.key)
-        if record is None:
-            return None
-        expired_before = _now() - self.services.settings.idempotency_ttl_hours * 3_600_000_000
-        if record.created_at < expired_before:
-            await run_in_threadpool(
-                store.forget, self.project_id, self.key, created_before=expired_before
-            )
-            return None
-        return _replay(record, self.hash)
-
-    def hook(self, status: int, present: Callable[[Any], dict[str, Any]]) -> Any:
-        key = self.key
-        if key is None:
-            return None
-
-        def remember(conn: sa.Connection, result: Any) -> None:
-            body = _encode(present(result))
-            ListStore.remember_answer(conn, self.project_id, key, self.hash, status, body, _now())
-
-        return remember
-
-    async def run(self, work: Callable[[], Any]) -> Any | Response:
-        """``work()`` in a thread; a lost race on the key answers with the winner's reply."""
-        try:
-            return await run_in_threadpool(work)
-        except sa.exc.IntegrityError:
-            if self.key is None:
-                raise
-            replay = await self.replay()
-            if replay is None:  # pragma: no cover - the winner's record expired meanwhile
-                raise ServiceUnavailable(
-                    "Idempotency record changed concurrently; retry."
-                ) from None
-            return replay
-
-
 def lists_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["lists"])
+    router = APIRouter(
+        prefix="/api/client", route_class=idempotent_route(services, keys), tags=["lists"]
+    )
     store = ListStore(services.db.writer, services.db.reader)
 
     async def _writer(request: Request) -> AuthContext:
@@ -241,10 +187,11 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
             {**lists_wire.LIST_BODY, "required": ["name", "type"]}
         ),
     )
+    @in_transaction
     async def create_list(request: Request) -> Response:
         auth = await _writer(request)
         raw, _ = await lists_wire.read_body(request)
-        once = _Idempotent(services, request, auth.project.id, raw)
+        once = Idempotent(services, request, auth.project.id, raw)
         if (replay := await once.replay()) is not None:
             return replay
         given = lists_wire.list_fields(lists_wire.json_object(raw, refuse_nul=True))
@@ -278,11 +225,12 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
         responses={**lists_wire.WRITE, **lists_wire.ONE},
         openapi_extra=lists_wire.openapi_body(lists_wire.LIST_BODY),
     )
+    @in_transaction
     async def update_list(request: Request, id: str) -> Response:
         auth = await _writer(request)
         list_id = _list_id(id)
         raw, _ = await lists_wire.read_body(request)
-        once = _Idempotent(services, request, auth.project.id, raw)
+        once = Idempotent(services, request, auth.project.id, raw)
         if (replay := await once.replay()) is not None:
             return replay
         body = lists_wire.json_object(raw, refuse_nul=True)
@@ -363,7 +311,7 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
         auth = await _writer(request)
         project_id, list_id = auth.project.id, _list_id(id)
         raw, is_csv = await lists_wire.read_body(request, csv=True)
-        once = _Idempotent(services, request, project_id, raw)
+        once = Idempotent(services, request, project_id, raw)
         if add and (replay := await once.replay()) is not None:
             return replay
         # A 1 MB CSV of emails is ~1 s of checking: not on the event loop.
@@ -393,6 +341,7 @@ def lists_router(services: Services, keys: KeyCache) -> APIRouter:
         responses=lists_wire.MEMBERS,
         openapi_extra=lists_wire.openapi_body(lists_wire.MEMBERS_BODY, csv=True),
     )
+    @in_transaction
     async def add_members(request: Request, id: str) -> Response:
         return await _change_members(request, id, add=True)
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from tidings.api import wire
 from tidings.api.auth import KeyCache
 from tidings.api.bodies import read_limited
+from tidings.api.idempotency import idempotent_route, not_idempotent
 from tidings.api.lists_wire import check_json
 from tidings.api.presenters import iso
 from tidings.bootstrap import Services
@@ -74,7 +75,9 @@ def notifications_router(
     *,
     clock: Callable[[], int] = _now,
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["notifications"])
+    router = APIRouter(
+        prefix="/api/client", route_class=idempotent_route(services, keys), tags=["notifications"]
+    )
     profiles = services.profiles
 
     def owners(project_id: int, external_id: str | None, anonymous_id: str | None) -> list[str]:
@@ -132,6 +135,7 @@ def notifications_router(
             "requestBody": {"required": False, "content": {"application/json": {"schema": {}}}}
         },
     )
+    @not_idempotent("public key: the user is named by a token or headers, not the body")
     async def mark_read(notification_id: str, request: Request) -> Response:
         auth = await keys.authenticate(request, secret=False)
         raw = await read_limited(request, MAX_BODY)

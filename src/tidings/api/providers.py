@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
-from tidings.api.lists import _Idempotent
+from tidings.api.idempotency import Idempotent, idempotent_route, in_transaction
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -62,7 +62,12 @@ async def _check_adapter(provider_type: str, data: dict[str, Any]) -> None:
 
 
 def providers_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["providers"], responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/client",
+        route_class=idempotent_route(services, keys),
+        tags=["providers"],
+        responses=ERRORS,
+    )
     assert services.messaging is not None
     store = services.messaging.campaigns
 
@@ -117,10 +122,11 @@ def providers_router(services: Services, keys: KeyCache) -> APIRouter:
         return page_answer(page, present_provider)
 
     @router.post("/providers", status_code=201, summary="Add a provider (admin)")
+    @in_transaction
     async def create_provider(request: Request) -> Response:
         project_id = await _admin(request)
         raw, value = await json_body(request)
-        once = _Idempotent(services, request, project_id, raw)
+        once = Idempotent(services, request, project_id, raw)
         if (replay := await once.replay()) is not None:
             return replay
         values = _fields(value, creating=True, current=None)

@@ -24,6 +24,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
+from tidings.api.idempotency import idempotent_route, not_idempotent
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -95,7 +96,12 @@ def _changes(value: Any) -> list[tuple[int, int]]:
 
 
 def subscriptions_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["subscriptions"], responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/client",
+        route_class=idempotent_route(services, keys),
+        tags=["subscriptions"],
+        responses=ERRORS,
+    )
     assert services.messaging is not None
     store = services.messaging.subscriptions
     profiles = services.profiles
@@ -303,6 +309,7 @@ def subscriptions_router(services: Services, keys: KeyCache) -> APIRouter:
         )
 
     @router.patch("/subscriptions/me", summary="Change my subscriptions (public key + token)")
+    @not_idempotent("public key: the user is named by a token or headers, not the body")
     async def patch_me(request: Request) -> Response:
         project_id, profile_id = await _session(request)
         _, value = await json_body(request)
@@ -361,6 +368,7 @@ def subscriptions_router(services: Services, keys: KeyCache) -> APIRouter:
         "/users/{external_id}/sessions",
         summary="A preference-centre token for a user, valid 15 minutes (editor)",
     )
+    @not_idempotent("changes nothing: signs a short-lived token")
     async def session(request: Request, external_id: str) -> Response:
         project_id = await _auth(request, Role.EDITOR)
         await ignored_body(request)

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tidings.api.auth import KeyCache
-from tidings.api.lists import _Idempotent
+from tidings.api.idempotency import Idempotent, idempotent_route, in_transaction, not_idempotent
 from tidings.api.messaging_wire import (
     ERRORS,
     Body,
@@ -74,7 +74,12 @@ def _locale(body: Body, *, required: bool) -> str | None:
 
 
 def templates_router(services: Services, keys: KeyCache) -> APIRouter:
-    router = APIRouter(prefix="/api/client", tags=["templates"], responses=ERRORS)
+    router = APIRouter(
+        prefix="/api/client",
+        route_class=idempotent_route(services, keys),
+        tags=["templates"],
+        responses=ERRORS,
+    )
     assert services.messaging is not None
     store = services.messaging.campaigns
     adapter_for = services.messaging.delivery.adapter_factory
@@ -119,10 +124,11 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
         return page_answer(page, present_template)
 
     @router.post("/templates", status_code=201, summary="Add a campaign's template (editor)")
+    @in_transaction
     async def create_template(request: Request) -> Response:
         project_id = await _auth(request, Role.EDITOR)
         raw, value = await json_body(request)
-        once = _Idempotent(services, request, project_id, raw)
+        once = Idempotent(services, request, project_id, raw)
         if (replay := await once.replay()) is not None:
             return replay
         body = Body(value, _FIELDS)
@@ -183,6 +189,7 @@ def templates_router(services: Services, keys: KeyCache) -> APIRouter:
         return Response(status_code=204)
 
     @router.post("/templates/{id}/preview", summary="The rendered message, sending nothing")
+    @not_idempotent("read-only: renders the template, changes nothing")
     async def preview(request: Request, id: str) -> Response:
         project_id = await _auth(request, Role.SUPPORT)
         row = await run_in_threadpool(store.template, project_id, resource_id(id, "template"))
