@@ -6,6 +6,7 @@ database matches the code so that it can refuse to start on a stale or newer sch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,10 @@ def _config(engine: Engine | None = None) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest migration's id (read once per process: loading the scripts compiles
+    every migration file)."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
