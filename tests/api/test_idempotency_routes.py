@@ -197,6 +197,23 @@ async def test_a_journey_created_twice_with_one_key_is_created_once(
     assert _journeys(services, project) == 1
 
 
+async def test_a_stored_answer_is_not_replayed_to_a_public_key(
+    client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    # Public keys live in web pages: one must not read a secret route's stored answer by
+    # sending the same Idempotency-Key.
+    body = {"name": "Welcome"}
+    headers = bearer(project.sk, **{"Idempotency-Key": "journey-pk"})
+    first = await client.post(f"{API}/journeys", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    public = bearer(project.pk, **{"Idempotency-Key": "journey-pk"})
+    again = await client.post(f"{API}/journeys", json=body, headers=public)
+    assert again.status_code in (401, 403), again.text
+    assert "idempotent-replayed" not in again.headers
+    assert "Welcome" not in again.text
+    assert _journeys(services, project) == 1
+
+
 async def test_concurrent_twins_create_one_journey(
     client: httpx.AsyncClient, services: Services, project: Project
 ) -> None:

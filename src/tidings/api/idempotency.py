@@ -221,11 +221,11 @@ async def _guard(
     if key is None:
         return await handler(request)
     try:
-        auth = await keys.authenticate_header(
-            request.headers.get("authorization", ""), secret=False
-        )
+        # Secret keys only: every guarded route needs one (the public-key routes are
+        # excluded), and a public key, which web pages carry, must not read a stored answer.
+        auth = await keys.authenticate_header(request.headers.get("authorization", ""), secret=True)
     except TidingsError:
-        return await handler(request)  # no project to hold the key in: the route refuses
+        return await handler(request)  # no secret key to hold the key under: the route refuses
     project_id = auth.project.id
     raw = await read_limited(request, wire.MAX_BODY_BYTES)
     # The handler reads the body again: Request.stream() and .body() give back ``_body``,
