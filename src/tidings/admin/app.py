@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from tidings.admin.campaign_edit import campaign_edit_routes
 from tidings.admin.campaigns import campaigns_routes
+from tidings.admin.channels import channel_routes
 from tidings.admin.journey_edit import journey_edit_routes
 from tidings.admin.journeys import journeys_routes
 from tidings.admin.lists import lists_routes
@@ -61,6 +62,7 @@ def admin_app(services: Services) -> AdminApp:
             *campaigns_routes(admin),
             *reports_routes(admin),
             *team_routes(admin),
+            *channel_routes(admin),
             Mount("/static", static, name="static"),
         ],
         exception_handlers={404: not_found},

@@ -40,6 +40,8 @@ def switch(page: Page) -> Response:
         "schema",
         "keys",
         "settings",
+        "providers",
+        "subscriptions",
     }:
         section = "users"
     if not raw.isdigit():
