@@ -203,13 +203,27 @@ def provider_form(page: Page) -> Response:
 # -- subscription types -------------------------------------------------------------------------
 
 
-def _type_name(raw: str, errors: dict[str, str]) -> str:
-    name = raw.strip()
+def _type_form(page: Page) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
+    """A type form's values as typed, its checked fields (name and flags), and errors."""
+    page.require(Role.ADMIN)
+    values = {
+        "name": page.form.get("name", ""),
+        "channel": page.form.get("channel", ""),
+        "is_public": "1" if page.form.get("is_public") else "",
+        "requires_opt_in": "1" if page.form.get("requires_opt_in") else "",
+    }
+    errors: dict[str, str] = {}
+    name = values["name"].strip()
     if not name:
         errors["name"] = "A subscription type needs a name."
     elif len(name) > 255:
         errors["name"] = "At most 255 characters."
-    return name
+    fields = {
+        "name": name,
+        "is_public": bool(values["is_public"]),
+        "requires_opt_in": bool(values["requires_opt_in"]),
+    }
+    return values, fields, errors
 
 
 def subscriptions(page: Page) -> Response:
@@ -217,24 +231,11 @@ def subscriptions(page: Page) -> Response:
     values = {"name": "", "channel": "email", "is_public": "1", "requires_opt_in": ""}
     errors: dict[str, str] = {}
     if page.request.method == "POST":
-        page.require(Role.ADMIN)
-        values = {
-            "name": page.form.get("name", ""),
-            "channel": page.form.get("channel", ""),
-            "is_public": "1" if page.form.get("is_public") else "",
-            "requires_opt_in": "1" if page.form.get("requires_opt_in") else "",
-        }
-        name = _type_name(values["name"], errors)
+        values, fields, errors = _type_form(page)
         if values["channel"] not in CHANNELS:
             errors["channel"] = f"Choose one of {', '.join(CHANNELS)}."
         if not errors:
-            store.create_type(
-                page.pid,
-                name=name,
-                channel=values["channel"],
-                is_public=bool(values["is_public"]),
-                requires_opt_in=bool(values["requires_opt_in"]),
-            )
+            store.create_type(page.pid, channel=values["channel"], **fields)
             return page.redirect(page.url("/subscriptions", done="type-created"))
     return page.render(
         "subscriptions.html",
@@ -264,21 +265,9 @@ def subscription_form(page: Page) -> Response:
     }
     errors: dict[str, str] = {}
     if page.request.method == "POST":
-        page.require(Role.ADMIN)
-        values = {
-            "name": page.form.get("name", ""),
-            "is_public": "1" if page.form.get("is_public") else "",
-            "requires_opt_in": "1" if page.form.get("requires_opt_in") else "",
-        }
-        name = _type_name(values["name"], errors)
+        values, fields, errors = _type_form(page)
         if not errors:
-            store.update_type(
-                page.pid,
-                current.id,
-                name=name,
-                is_public=bool(values["is_public"]),
-                requires_opt_in=bool(values["requires_opt_in"]),
-            )
+            store.update_type(page.pid, current.id, **fields)
             return page.redirect(page.url("/subscriptions", done="type-saved"))
     return page.render(
         "subscription_form.html",
