@@ -481,7 +481,8 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
         record.body or b"",
         status_code=record.status,
         headers=headers,
-        media_type="application/json",
+        # A stored refusal is replayed in the error envelope's own media type.
+        media_type="application/problem+json" if record.status >= 400 else "application/json",
     )
 
 
