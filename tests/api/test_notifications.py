@@ -44,7 +44,7 @@ def store(services: Services) -> NotificationStore:
 def notifying_app(
     app: TidingsApp, services: Services, store: NotificationStore, clock: list[int]
 ) -> TidingsApp:
-    keys = KeyCache(services.projects, 0)
+    keys = KeyCache(services.projects, 0, lookup_timeout=services.settings.key_lookup_timeout)
     route_first(app, notifications_router(services, keys, store, clock=lambda: clock[0]))
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -120,15 +121,32 @@ class _Process:
         if self.process is None:
             return ""
         if self.process.poll() is None:
+            children = _children(self.process.pid)
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                # Its children (serve's worker, the log writer) share its output pipe and
+                # would keep the read below waiting: they go too.
+                for pid in [self.process.pid, *children]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 self.process.wait(5)
         output = self.process.stdout.read() if self.process.stdout else ""
         self.process = None
         return output
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"\nPPid:\t{pid}\n" in status.read_text():
+                found.append(int(status.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 class Server(_Process):

@@ -48,7 +48,7 @@ PROVIDERS = {
 @pytest.fixture
 def channel_app(app: TidingsApp, services: Services) -> TidingsApp:
     store = NotificationStore(services.db.writer, services.db.reader)
-    keys = KeyCache(services.projects, 0)
+    keys = KeyCache(services.projects, 0, lookup_timeout=services.settings.key_lookup_timeout)
     app.fastapi.include_router(notifications_router(services, keys, store))
     app.fastapi.include_router(inbound_router(PROVIDERS.get, lambda project, phone: None))
     return app

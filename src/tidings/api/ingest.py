@@ -477,13 +477,41 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
     headers = {"Idempotent-Replayed": "true"}
     if record.status == 204:
         return Response(status_code=204, headers=headers)
+    if record.status >= 400:
+        # A stored refusal is replayed in the error envelope's own media type, its
+        # request_id that of the retry (the envelope's request_id is the X-Request-Id).
+        return _ReplayedRefusal(
+            record.body or b"",
+            status_code=record.status,
+            headers=headers,
+            media_type="application/problem+json",
+        )
     return Response(
         record.body or b"",
         status_code=record.status,
         headers=headers,
-        # A stored refusal is replayed in the error envelope's own media type.
-        media_type="application/problem+json" if record.status >= 400 else "application/json",
+        media_type="application/json",
     )
+
+
+class _ReplayedRefusal(Response):
+    """A stored problem answer whose ``request_id`` becomes the retry's own when sent."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        current = scope.get("state", {}).get("request_id")
+        if current is not None:
+            try:
+                problem = msgspec.json.decode(self.body)
+            except msgspec.DecodeError:
+                problem = None
+            if isinstance(problem, dict) and "request_id" in problem:
+                problem["request_id"] = current
+                self.body = msgspec.json.encode(problem)
+                self.raw_headers = [
+                    (name, str(len(self.body)).encode() if name == b"content-length" else value)
+                    for name, value in self.raw_headers
+                ]
+        await super().__call__(scope, receive, send)
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
