@@ -14,9 +14,10 @@ from tests.admin.conftest import csrf_of
 from tests.admin.test_escaping import PAYLOADS, assert_inert
 from tests.admin.test_project_pages import _as
 from tests.conftest import Project
+from tests.messaging.helpers import post
 from tidings.bootstrap import Services
 from tidings.domain.auth import Role
-from tidings.store.tables_messaging import providers, subscription_types
+from tidings.store.tables_messaging import campaigns, providers, subscription_types
 
 SECRET = "hunter2-very-secret-value"
 
@@ -233,3 +234,47 @@ async def test_payloads_in_names_stay_text(
     for row in _providers(services, project.id):
         edit = await owner.get(f"/admin/p/{project.id}/providers/{row['id']}")
         assert_inert(edit.text)
+
+
+async def test_remove_a_provider_unless_a_live_campaign_sends_through_it(
+    owner: httpx.AsyncClient, client: httpx.AsyncClient, services: Services, project: Project
+) -> None:
+    page = await owner.get(f"/admin/p/{project.id}/providers/new")
+    token = csrf_of(page.text)
+    for name in ("Relay A", "Relay B"):
+        made = await owner.post(
+            f"/admin/p/{project.id}/providers/new", data={"csrf": token, **_smtp(name=name)}
+        )
+        assert made.status_code == 303
+    a, b = sorted(_providers(services, project.id), key=lambda r: r["id"])
+    campaign = await post(
+        client,
+        project,
+        "/campaigns",
+        {"type": "trigger", "name": "Receipts", "channel": "email", "provider_id": a["id"]},
+    )
+    with services.db.writer.begin() as conn:
+        conn.execute(
+            sa.update(campaigns).where(campaigns.c.id == campaign["id"]).values(state="running")
+        )
+    listed = await owner.get(f"/admin/p/{project.id}/providers")
+    assert f'action="/admin/p/{project.id}/providers/{a["id"]}/remove"' in listed.text
+    # Without a CSRF token nothing is removed.
+    forged = await owner.post(f"/admin/p/{project.id}/providers/{b['id']}/remove", data={})
+    assert forged.status_code == 403
+    # The live campaign's provider stays, and the page says why.
+    refused = await owner.post(
+        f"/admin/p/{project.id}/providers/{a['id']}/remove", data={"csrf": token}
+    )
+    assert refused.status_code == 409
+    assert f"used by campaign {campaign['id']}" in refused.text and "Relay A" in refused.text
+    removed = await owner.post(
+        f"/admin/p/{project.id}/providers/{b['id']}/remove", data={"csrf": token}
+    )
+    assert removed.status_code == 303 and removed.headers["location"].endswith("done=removed")
+    assert "Provider removed." in (await owner.get(removed.headers["location"])).text
+    assert [r["name"] for r in _providers(services, project.id)] == ["Relay A"]
+    gone = await owner.post(
+        f"/admin/p/{project.id}/providers/{b['id']}/remove", data={"csrf": token}
+    )
+    assert gone.status_code == 404

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from tidings.admin.web import Admin, Page, Refusal, route
 from tidings.domain.auth import Role
-from tidings.domain.errors import InvalidRequest, NotFound
+from tidings.domain.errors import Conflict, InvalidRequest, NotFound
 from tidings.domain.messaging import CHANNELS, PROVIDER_GROUPS, RATE_INTERVALS
 from tidings.messaging.campaigns import CampaignStore
 from tidings.messaging.provider_rows import merge_provider_data, present_provider_data
@@ -30,6 +30,7 @@ _MAX_RATE = 10_000_000
 _NOTES = {
     "created": "Provider added.",
     "saved": "Provider saved.",
+    "removed": "Provider removed.",
     "type-created": "Subscription type added.",
     "type-saved": "Subscription type saved.",
 }
@@ -56,17 +57,32 @@ def _masked(data: Any) -> str:
 # -- providers ----------------------------------------------------------------------------------
 
 
-def providers(page: Page) -> Response:
+def providers(page: Page, refusal: str | None = None) -> Response:
     store, _ = _messaging(page)
     listed = store.providers(page.pid, 100, page.query("cursor") or None)
     return page.render(
         "providers.html",
+        status=409 if refusal else 200,
         nav="providers",
         rows=listed.results,
         next_url=page.url("/providers", cursor=listed.next_cursor),
         more=listed.next_cursor is not None,
         note=_NOTES.get(page.query("done")),
+        refusal=refusal,
     )
+
+
+def remove_provider(page: Page) -> Response:
+    """Removes a provider no live campaign sends through (the API's rule: 409 otherwise,
+    shown on the list)."""
+    store, _ = _messaging(page)
+    try:
+        store.delete_provider(page.pid, _id(page, "provider_id", "provider"))
+    except NotFound:
+        raise Refusal(404, "No such provider", "This project has no such provider.") from None
+    except Conflict as exc:
+        return providers(page, refusal=f"{exc.message} Abort or finish it first.")
+    return page.redirect(page.url("/providers", done="removed"))
 
 
 def _provider_values(page: Page) -> dict[str, str]:
@@ -286,6 +302,13 @@ def channel_routes(admin: Admin) -> list[Route]:
         route("/p/{pid}/providers/new", provider_form, admin, role=Role.ADMIN, methods=both),
         route(
             "/p/{pid}/providers/{provider_id}", provider_form, admin, role=Role.ADMIN, methods=both
+        ),
+        route(
+            "/p/{pid}/providers/{provider_id}/remove",
+            remove_provider,
+            admin,
+            role=Role.ADMIN,
+            methods=["POST"],
         ),
         route("/p/{pid}/subscriptions", subscriptions, admin, methods=both),
         route(
