@@ -135,3 +135,18 @@ def test_a_bad_filter_raises_the_servers_error():
         client.aggregations(END, START)
     assert caught.value.code == "validation_failed"
     assert transport.requests[0].content == b""
+
+
+async def test_async_batching_client_reads_events_and_aggregations(transport):
+    client = tc.AsyncBatchingClient("sk_test", base_url="http://tidings.test", transport=transport)
+    try:
+        got = [e.id async for e in client.events(START, END, page_size=2)]
+        page = await client.events_page(START, END, limit=2)
+        rows = await client.aggregations(START, END, group_by=["event_name"])
+    finally:
+        await client.aclose()
+    assert got == ["evt_1", "evt_2", "evt_3"]
+    assert [e.id for e in page.results] == ["evt_1", "evt_2"] and page.next_cursor == "c2"
+    assert rows[0].count == 3 and rows[0].event_name == "Opened"
+    paths = [r.url.path for r in transport.requests]
+    assert paths == ["/api/client/events"] * 3 + ["/api/client/events/aggregations"]

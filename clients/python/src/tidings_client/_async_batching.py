@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
@@ -20,6 +20,7 @@ from ._batching import BatchingClient
 from ._http import DEFAULT_TIMEOUT
 from ._ops import as_method, named_methods
 from ._queue import Dropped
+from ._reporting import Event
 from ._retry import RetryPolicy
 
 __all__ = ["AsyncBatchingClient"]
@@ -46,6 +47,22 @@ def _in_thread(method: Method[P, T]) -> AsyncMethod[P, T]:
         return await asyncio.to_thread(method, self._sync, *args, **kwargs)
 
     return as_method(call, method)
+
+
+def _pages_in_thread(
+    method: Callable[Concatenate[BatchingClient, P], Iterator[Event]],
+) -> Callable[Concatenate[AsyncBatchingClient, P], AsyncIterator[Event]]:
+    """An async generator over ``method``'s rows, each page fetched in a worker thread."""
+
+    async def call(
+        self: AsyncBatchingClient, /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[Event]:
+        rows = method(self._sync, *args, **kwargs)  # a generator: nothing sent yet
+        done = object()
+        while (row := await asyncio.to_thread(next, rows, done)) is not done:
+            yield row  # type: ignore[misc]
+
+    return as_method(call, method, "AsyncIterator[Event]")
 
 
 @named_methods
@@ -138,3 +155,6 @@ class AsyncBatchingClient(AsyncClosing):
     upsert_users = _in_thread(BatchingClient.upsert_users)
     trigger_campaign = _in_thread(BatchingClient.trigger_campaign)
     trigger_journey = _in_thread(BatchingClient.trigger_journey)
+    events_page = _in_thread(BatchingClient.events_page)
+    events = _pages_in_thread(BatchingClient.events)
+    aggregations = _in_thread(BatchingClient.aggregations)
