@@ -1,14 +1,16 @@
 """Admin UI benchmark: p95 page latency with many profiles and events.
 
     .venv/bin/python bench/admin.py [--profiles N] [--events N] [--requests N]
-                                    [--database-url URL] [--json PATH]
+                                    [--database-url URL [--reuse]] [--keep PATH]
+                                    [--json PATH]
 
 A fresh SQLite database (or the PostgreSQL database ``--database-url`` names, which must
 be empty) gets N profiles (external ids ``cus_<n>``, emails, a few traits, created one
 millisecond apart) with their external identities, and ``--events`` events over the last
 60 days (five names, small properties, spread over the profiles; in the order of their
 times, as they arrive in life, which PostgreSQL's BRIN index on time relies on), written
-straight into the tables with ``INSERT … SELECT`` over a generated series. Then a static
+straight into the tables with ``INSERT … SELECT`` over a generated series, with their
+daily rollups (``INSERT … SELECT … GROUP BY``, as migration 0016 fills them). Then a static
 list of 10,000 members and a dynamic list, a journey, an email campaign with a template,
 an SMTP provider, an owner account, and a real ``tidings api`` server over it (no worker:
 nothing changes while it is measured). One signed-in client asks for each page (every
@@ -136,6 +138,8 @@ def seed(db: Database, project_id: int, profiles: int, events: int, now: int) ->
             for index in indexes:
                 index.create(conn)
                 print(f"  index {index.name}", flush=True)
+    rollups(db)
+    if sqlite:
         with db.writer.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
     else:
@@ -144,6 +148,20 @@ def seed(db: Database, project_id: int, profiles: int, events: int, now: int) ->
             conn.exec_driver_sql("VACUUM ANALYZE")
         engine.dispose()
     return time.perf_counter() - started
+
+
+def rollups(db: Database) -> None:
+    """The events' daily rollups, as the worker (or migration 0016) would have written
+    them: what the reports page's events per day read."""
+    day = f"created_at - ((created_at % {DAY}) + {DAY}) % {DAY}"
+    with db.writer.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO event_rollups (project_id, day, name, count, users, first_seen_at, "
+            f"last_seen_at) SELECT project_id, {day}, name, count(*), "
+            "count(DISTINCT profile_id), min(created_at), max(created_at) FROM events "
+            f"GROUP BY project_id, {day}, name"
+        )
+    print("  event_rollups", flush=True)
 
 
 def lists(db: Database, project_id: int, now: int) -> tuple[int, int]:
@@ -445,11 +463,16 @@ def main() -> None:
         type=Path,
         help="a SQLite file to seed once and reuse on later runs of the same sizes",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="the --database-url database was seeded by an earlier run: measure only",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidings-bench-admin-") as tmp:
         path = args.keep or Path(tmp) / "tidings.db"
         url = args.database_url or f"sqlite:///{path}"
-        seeded = args.keep is not None and args.keep.exists()
+        seeded = args.reuse or (args.keep is not None and args.keep.exists())
         db = open_database(url, sqlite_synchronous="NORMAL")
         seconds = 0.0
         project_id, list_ids = 1, (1, 2)
