@@ -155,11 +155,13 @@ def rollups(db: Database) -> None:
     them: what the reports page's events per day read."""
     day = f"created_at - ((created_at % {DAY}) + {DAY}) % {DAY}"
     with db.writer.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO event_rollups (project_id, day, name, count, users, first_seen_at, "
-            f"last_seen_at) SELECT project_id, {day}, name, count(*), "
-            "count(DISTINCT profile_id), min(created_at), max(created_at) FROM events "
-            f"GROUP BY project_id, {day}, name"
+        conn.execute(
+            sa.text(
+                "INSERT INTO event_rollups (project_id, day, name, count, users, first_seen_at, "
+                f"last_seen_at) SELECT project_id, {day}, name, count(*), "
+                "count(DISTINCT profile_id), min(created_at), max(created_at) FROM events "
+                f"GROUP BY project_id, {day}, name"
+            )
         )
     print("  event_rollups", flush=True)
 
