@@ -303,6 +303,51 @@ def engaged_ids(db: Database, project_id: int) -> Engaged:
     return {name: int(value) for name, value in found.items()}
 
 
+def engaged_rows(db: Database, project_id: int, rows: int, engaged: Engaged, now: int) -> None:
+    """``rows`` entrances of the journey (a tenth waiting at its second step, a third
+    having reached the goal) and ``rows`` sends of the campaign (one in 50 failed): what
+    the reports' goal count, the journey page's waiting counts and the campaign page's
+    sends by state count. Added once (a kept database that has them is left alone)."""
+    sqlite = db.is_sqlite
+    series, source = _series(sqlite)
+    pid = "printf('prf_%026d', i)" if sqlite else "'prf_' || lpad(i::text, 26, '0')"
+    journey, campaign = engaged["journey"], engaged["campaign"]
+    with db.reader.connect() as conn:
+        if conn.execute(
+            sa.text("SELECT 1 FROM journey_entrances WHERE journey_id = :j LIMIT 1"), {"j": journey}
+        ).first():
+            return
+        steps = (
+            conn.execute(
+                sa.text("SELECT id FROM journey_steps WHERE journey_id = :j ORDER BY id"),
+                {"j": journey},
+            )
+            .scalars()
+            .all()
+        )
+    statements = (
+        f"{series}INSERT INTO journey_entrances (project_id, journey_id, entrance_step_id, "
+        "profile_id, entrance_key, occurrence, step_id, state, holdout, created_at, "
+        f"updated_at, goal_at) SELECT {project_id}, {journey}, {steps[0]}, {pid}, '', '1', "
+        f"CASE WHEN i % 10 = 0 THEN {steps[1]} ELSE NULL END, "
+        "CASE WHEN i % 10 = 0 THEN 'waiting' ELSE 'done' END, FALSE, :now - i, :now - i, "
+        f"CASE WHEN i % 3 = 0 THEN :now ELSE NULL END FROM {source}",
+        f"{series}INSERT INTO sends (project_id, campaign_id, subscription_id, profile_id, "
+        "reference, state, due_at, attempts, created_at, updated_at) SELECT "
+        f"{project_id}, {campaign}, {engaged['subscription']}, {pid}, 'r' || i, "
+        "CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'sent' END, :now - i, 1, :now - i, :now - i "
+        f"FROM {source}",
+    )
+    for sql in statements:
+        for lo in range(0, rows, 500_000):
+            with db.writer.begin() as conn:
+                conn.execute(sa.text(sql), {"lo": lo, "hi": min(rows, lo + 500_000), "now": now})
+        print(f"  {sql.split('INSERT INTO ')[1].split()[0]}: {rows:,}", flush=True)
+    with db.writer.begin() as conn:
+        conn.exec_driver_sql("ANALYZE journey_entrances")
+        conn.exec_driver_sql("ANALYZE sends")
+
+
 def _port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -466,6 +511,12 @@ def main() -> None:
         help="a SQLite file to seed once and reuse on later runs of the same sizes",
     )
     parser.add_argument(
+        "--engaged-rows",
+        type=int,
+        default=0,
+        help="entrances of the journey and sends of the campaign to add (default none)",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="the --database-url database was seeded by an earlier run: measure only",
@@ -496,6 +547,8 @@ def main() -> None:
             engagement(db, project_id, now)
             print(f"seeded in {seconds:.0f} s", flush=True)
         engaged = engaged_ids(db, project_id)
+        if args.engaged_rows:
+            engaged_rows(db, project_id, args.engaged_rows, engaged, time.time_ns() // 1000)
         db.dispose()
         port = _port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
