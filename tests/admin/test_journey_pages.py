@@ -203,3 +203,70 @@ async def test_payloads_in_journey_and_step_names_stay_text(
         assert page.status_code == 200
         assert_inert(page.text)
     assert "&lt;/textarea&gt;&lt;svg onload" in page.text
+
+
+def test_waiting_counts_seek_the_entrances_still_in_the_journey(
+    services: Services, project: Project
+) -> None:
+    """The graph's "waiting now" per step counts the running and waiting entrances of the
+    journey's current steps, each (step, state) pair read from its own range of the index:
+    the entrances that left long ago are not read (a journey keeps every entrance)."""
+    import sqlalchemy as sa
+
+    from tidings.store.tables_journeys import journey_entrances
+
+    journey_id = _journey(services, project, _graph())
+    store = _store(services)
+    ids = {step.uuid: step.id for step in store.steps(journey_id).values()}
+    states = ["waiting"] * 3 + ["running"] * 2 + ["done"] * 4 + ["failed"]
+    rows = [(ids["wait"], state) for state in states] + [(ids["gate"], "done")]
+    rows.append((ids["wait"] + 1000, "waiting"))  # a step no longer in the journey
+    with services.db.writer.begin() as conn:
+        conn.execute(
+            sa.insert(journey_entrances),
+            [
+                {
+                    "project_id": project.id,
+                    "journey_id": journey_id,
+                    "entrance_step_id": ids["in"],
+                    "profile_id": f"p{n}",
+                    "entrance_key": "",
+                    "occurrence": "1",
+                    "step_id": step_id,
+                    "state": state,
+                    "holdout": False,
+                    "created_at": 1,
+                    "updated_at": 1,
+                }
+                for n, (step_id, state) in enumerate(rows)
+            ],
+        )
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: object, cursor: object, sql: str, params: Any, *_: object) -> None:
+        if "FROM journey_entrances" in sql:
+            seen.append((sql, params))
+
+    engine = services.db.reader
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        stats = store.stats(journey_id)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert {uuid: counts["waiting"] for uuid, counts in stats.items()} == {
+        "in": 0,
+        "gate": 0,
+        "wait": 5,
+        "out": 0,
+    }
+    [(sql, params)] = seen
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            plan = " ".join(
+                str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            )
+            assert "(journey_id=? AND step_id=? AND state=?)" in plan, plan
+        else:  # a tiny table: forbid the sequential scan the planner would rather do
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + sql, params))
+            assert "ix_journey_entrances_step" in plan and "step_id = ANY" in plan, plan

@@ -218,6 +218,68 @@ def test_counting_back_from_the_list_counter_gives_the_same_history(
     assert back == forward
 
 
+async def test_a_chart_is_drawn_once_for_the_same_figures_and_anew_when_they_move(
+    owner: httpx.AsyncClient, services: Services, project: Project, clock: Clock
+) -> None:
+    today = clock.now - clock.now % DAY
+    list_id = _list(services, project, "Drawn")
+    path = f"/admin/p/{project.id}/reports/lists/{list_id}.svg"
+
+    def counter(members: int) -> None:
+        with services.db.writer.begin() as conn:
+            conn.execute(sa.update(lists).where(lists.c.id == list_id).values(users_count=members))
+
+    _changes(services, project, list_id, [(today - DAY, "entered")])
+    counter(1)
+    first = await owner.get(path)
+    # pygal names each drawing with a fresh random id: the same text is the same drawing.
+    assert (await owner.get(path)).text == first.text
+    _changes(services, project, list_id, [(today + 10, "entered")])
+    counter(2)
+    moved = await owner.get(path)
+    assert moved.text != first.text
+    values = re.findall(r'<desc class="value">([^<]*)</desc>', moved.text)
+    assert values[:DAYS][-2:] == ["1", "2"]
+    assert (await owner.get(path)).text == moved.text
+
+
+def test_list_growth_reads_its_window_from_the_index_alone(
+    services: Services, project: Project
+) -> None:
+    """The per-day counts of ``list_history`` need no visit to the facts' rows: the plan
+    of the query it runs is an index-only scan of ``ix_list_changes_list_time``."""
+    from tidings.reporting.history import list_history
+
+    list_id = _list(services, project, "Indexed")
+    start = 1_800_000_000_000_000 - 1_800_000_000_000_000 % DAY
+    _changes(services, project, list_id, [(start + n * 1000, "entered") for n in range(50)])
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn: object, cursor: object, sql: str, params: object, *_: object) -> None:
+        if "list_changes" in sql and not sql.startswith("EXPLAIN"):
+            seen.append((sql, params))
+
+    engine = services.db.reader
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with engine.connect() as conn:
+            list_history(conn, project.id, list_id, start, start + DAY, size_at_end=50)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    [(sql, params)] = seen
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()  # type: ignore[arg-type]
+            plan = " ".join(str(r[-1]) for r in rows)
+            assert "USING COVERING INDEX ix_list_changes_list_time" in plan, plan
+        else:  # a tiny table: forbid the sequential scan the planner would rather do
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            rows = conn.exec_driver_sql("EXPLAIN " + sql, params).all()  # type: ignore[arg-type]
+            plan = " ".join(str(r[0]) for r in rows)
+            assert "Index Only Scan using ix_list_changes_list_time" in plan, plan
+
+
 async def test_the_project_switcher_keeps_the_reports_section(
     owner: httpx.AsyncClient, project: Project
 ) -> None:

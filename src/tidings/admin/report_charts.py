@@ -9,12 +9,18 @@ page's table and as an SVG chart (pygal) of its own response, as ``reports.chart
   how many entered and completed it, from the journey's per-step counters
   (``JourneyStore.stats``), and how many entrances reached the journey's goal
   (``JourneyStore.goals``).
+
+Each chart's figures are read on every request, but the SVG is drawn once per distinct
+figures (``drawn``: pygal takes tens of milliseconds for one chart, the query a few): a
+chart asked for again while nothing moved is the same text, never a stale one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import pygal
 from pygal.style import Style
@@ -34,12 +40,14 @@ __all__ = [
     "STYLE",
     "Conversion",
     "chart_routes",
+    "drawn",
     "pick",
     "svg_response",
     "window",
 ]
 
 DAYS = 30
+DRAWN = 64  # charts kept by each drawing function, by their figures (~45 KB each)
 DAY = 86_400_000_000
 CHOICES = 100  # lists and journeys offered in the reports page's pickers
 CHART_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
@@ -64,6 +72,15 @@ class Conversion:
     @property
     def goal_rate(self) -> float | None:
         return self.reached / self.entrances if self.entrances else None
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def drawn(draw: Callable[[K], str]) -> Callable[[K], str]:
+    """``draw`` (a pure function of its figures, given as one hashable value) remembering
+    its last ``DRAWN`` charts."""
+    return lru_cache(maxsize=DRAWN)(draw)
 
 
 def svg_response(svg: str) -> Response:
@@ -128,6 +145,11 @@ def growth(page: Page, row: ListRow) -> list[dict[str, Any]]:
 
 
 def growth_svg(history: list[dict[str, Any]]) -> str:
+    return _growth_svg(tuple((d["day"], d["size"], d["entered"], d["left"]) for d in history))
+
+
+@drawn
+def _growth_svg(days: tuple[tuple[str, int, int, int], ...]) -> str:
     chart = pygal.Line(
         js=[],
         width=860,
@@ -139,11 +161,11 @@ def growth_svg(history: list[dict[str, Any]]) -> str:
         dots_size=2,
         style=STYLE,
     )
-    chart.x_labels = [d["day"][5:] for d in history]
-    chart.x_labels_major = [d["day"][5:] for d in history[::7]]
-    chart.add("Members", [d["size"] for d in history], fill=True)
-    chart.add("Entered", [d["entered"] for d in history])
-    chart.add("Left", [d["left"] for d in history])
+    chart.x_labels = [day[5:] for day, *_ in days]
+    chart.x_labels_major = [day[5:] for day, *_ in days[::7]]
+    chart.add("Members", [size for _, size, _, _ in days], fill=True)
+    chart.add("Entered", [entered for _, _, entered, _ in days])
+    chart.add("Left", [left for *_, left in days])
     return str(chart.render(is_unicode=True))
 
 
@@ -183,19 +205,24 @@ def conversion(page: Page, journey: JourneyRow) -> Conversion:
 
 
 def conversion_svg(found: Conversion) -> str:
+    return _conversion_svg(tuple((s["title"], s["entered"], s["completed"]) for s in found.steps))
+
+
+@drawn
+def _conversion_svg(steps: tuple[tuple[str, int, int], ...]) -> str:
     chart = pygal.HorizontalBar(
         js=[],
         width=860,
-        height=max(200, 80 + 44 * len(found.steps)),
+        height=max(200, 80 + 44 * len(steps)),
         legend_at_bottom=True,
         legend_at_bottom_columns=2,
         style=STYLE,
     )
     # Top step first: pygal draws a horizontal bar chart's first label at the bottom.
-    ordered = list(reversed(found.steps))
-    chart.x_labels = [f"{n}. {s['title']}" for n, s in reversed(list(enumerate(found.steps, 1)))]
-    chart.add("Entered", [s["entered"] for s in ordered])
-    chart.add("Completed", [s["completed"] for s in ordered])
+    ordered = list(reversed(steps))
+    chart.x_labels = [f"{n}. {title}" for n, (title, _, _) in reversed(list(enumerate(steps, 1)))]
+    chart.add("Entered", [entered for _, entered, _ in ordered])
+    chart.add("Completed", [completed for _, _, completed in ordered])
     return str(chart.render(is_unicode=True))
 
 

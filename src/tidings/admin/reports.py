@@ -20,6 +20,7 @@ from tidings.admin.report_charts import (
     DAYS,
     STYLE,
     chart_routes,
+    drawn,
     pick,
     svg_response,
     window,
@@ -58,6 +59,11 @@ def report(page: Page) -> Report:
 
 
 def chart_svg(days: list[tuple[str, int]]) -> str:
+    return _chart_svg(tuple(days))
+
+
+@drawn
+def _chart_svg(days: tuple[tuple[str, int], ...]) -> str:
     chart = pygal.Bar(
         js=[],  # no tooltips script (and an <img> would not run it)
         width=860,

@@ -44,10 +44,13 @@ def step_stats(reader: Engine, journey_id: int) -> dict[str, dict[str, int]]:
                 out[ids[r.step_id]].update(
                     entered=int(r.entered), completed=int(r.completed), failed=int(r.failed)
                 )
+        # Each (step, state) pair seeks its own range of ``ix_journey_entrances_step``:
+        # the cost is the entrances still in the journey, not every entrance it ever had.
         for step_id, count in conn.execute(
             sa.select(journey_entrances.c.step_id, sa.func.count())
             .where(
                 journey_entrances.c.journey_id == journey_id,
+                journey_entrances.c.step_id.in_(sorted(ids)),
                 journey_entrances.c.state.in_(("running", "waiting")),
             )
             .group_by(journey_entrances.c.step_id)

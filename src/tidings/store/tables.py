@@ -275,7 +275,9 @@ list_changes = sa.Table(
     sa.Column("change", sa.String(16), nullable=False),  # entered | left
     sa.Column("list_version", sa.Integer, nullable=False),
     sa.Column("created_at", Micros, nullable=False),
-    sa.Index("ix_list_changes_list", "list_id", "created_at"),
+    # A list's facts by time; ``change`` and ``project_id`` ride along so that the list
+    # growth per day (reporting/history.py) reads its window from the index alone.
+    sa.Index("ix_list_changes_list_time", "list_id", "created_at", "change", "project_id"),
     sa.Index("ix_list_changes_profile", "project_id", "profile_id", "created_at"),
     sqlite_autoincrement=True,
 )
