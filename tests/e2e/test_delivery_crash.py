@@ -48,7 +48,9 @@ def _worker(url: str, log: Path) -> subprocess.Popen[bytes]:
 def _lines(sink: Path) -> list[dict[str, object]]:
     if not sink.exists():
         return []
-    return [json.loads(line) for line in sink.read_text().splitlines() if line.strip()]
+    # The last line may be half written while a worker sends: only whole lines count.
+    whole = sink.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
 async def _setup(tmp_path: Path, url: str, sink: Path) -> int:
