@@ -296,50 +296,71 @@ def _add_to_sketches(
     conn: Connection, newcomers: dict[RollupKey, list[str]], fresh: set[RollupKey]
 ) -> None:
     """Add each key's new users to its sketch. A key whose every user is new in this batch
-    (``fresh``) gets a sketch of them; any other key without a sketch gets a stale one."""
+    (``fresh``) gets a sketch of them; any other key without a sketch gets a stale one.
+    Driver-level statements, like the upserts: a handful of rows, once per batch."""
     if not newcomers:
         return
-    s = event_day_sketches.c
     keys = sorted(newcomers)
+    postgresql = conn.dialect.name == "postgresql"
     stored: dict[RollupKey, bytes | None] = {}
     for start in range(0, len(keys), _CHUNK):
-        chunk = [(p, n, d) for p, d, n in keys[start : start + _CHUNK]]
-        for project_id, name, day, registers in conn.execute(
-            sa.select(s.project_id, s.name, s.day, s.registers).where(
-                sa.tuple_(s.project_id, s.name, s.day).in_(chunk)
-            )
-        ):
+        chunk = keys[start : start + _CHUNK]
+        if postgresql:
+            sql = _SKETCHES_OF_PG
+            params: Sequence[Any] = [
+                [k[0] for k in chunk],
+                [k[2] for k in chunk],
+                [k[1] for k in chunk],
+            ]
+        else:
+            sql = _SKETCHES_OF_SQLITE + ", ".join(["(?, ?, ?)"] * len(chunk)) + ")"
+            params = [v for project_id, day, name in chunk for v in (project_id, name, day)]
+        for project_id, name, day, registers in _fetch(conn, sql, params):
             stored[(project_id, day, name)] = registers
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
     for key in keys:
-        row = {"p": key[0], "d": key[1], "n": key[2]}
+        project_id, day, name = key
         if key not in stored:
             registers = hll.registers_of(newcomers[key]) if key in fresh else None
-            inserts.append({**row, "r": registers})
+            inserts.append((project_id, name, day, registers))
         elif (old := stored[key]) is not None:
             registers = hll.add(old, newcomers[key])
             if registers is not old:
-                updates.append({**row, "r": registers})
-    if inserts:
-        conn.execute(
-            sa.insert(event_day_sketches),
-            [
-                {"project_id": i["p"], "name": i["n"], "day": i["d"], "registers": i["r"]}
-                for i in inserts
-            ],
-        )
-    if updates:
-        conn.execute(
-            sa.update(event_day_sketches)
-            .where(
-                s.project_id == sa.bindparam("p"),
-                s.name == sa.bindparam("n"),
-                s.day == sa.bindparam("d"),
+                updates.append((registers, project_id, name, day))
+    mark = "%s" if postgresql else "?"
+    blob = "%b" if postgresql else "?"  # 4 KiB: binary on PostgreSQL, not hex text
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if inserts:
+            cursor.executemany(
+                "INSERT INTO event_day_sketches (project_id, name, day, registers) "
+                f"VALUES ({mark}, {mark}, {mark}, {blob})",
+                inserts,
             )
-            .values(registers=sa.bindparam("r")),
-            updates,
-        )
+        if updates:
+            cursor.executemany(
+                f"UPDATE event_day_sketches SET registers = {blob} "
+                f"WHERE project_id = {mark} AND name = {mark} AND day = {mark}",
+                updates,
+            )
+    finally:
+        cursor.close()
+
+
+_SKETCHES_OF_PG = (
+    "SELECT s.project_id, s.name, s.day, s.registers FROM event_day_sketches AS s "
+    "JOIN unnest(%b::integer[], %b::text[], %b::bigint[]) AS k(project_id, name, day) "
+    "ON s.project_id = k.project_id AND s.name = k.name AND s.day = k.day"
+)
+_STALE_SKETCHES = (
+    "SELECT project_id, name, day FROM event_day_sketches WHERE registers IS NULL "
+    "ORDER BY project_id, name, day LIMIT "
+)
+_SKETCHES_OF_SQLITE = (
+    "SELECT project_id, name, day, registers FROM event_day_sketches "
+    "WHERE (project_id, name, day) IN (VALUES "
+)
 
 
 def _mark_stale(conn: Connection, project_id: int, name: str, day: int) -> None:
@@ -394,12 +415,8 @@ def repair_sketches(conn: Connection, limit: int) -> int:
     (``SKIP LOCKED``): that transaction may be adding user-days this one cannot see."""
     s = event_day_sketches.c
     r = event_rollups.c
-    stale = conn.execute(
-        sa.select(s.project_id, s.name, s.day)
-        .where(s.registers.is_(None))
-        .order_by(s.project_id, s.name, s.day)
-        .limit(limit)
-    ).all()
+    # Driver-level: it runs once per batch, and finds nothing nearly always.
+    stale = _fetch(conn, _STALE_SKETCHES + str(int(limit)), ())
     done = 0
     for project_id, name, day in stale:
         if conn.dialect.name == "postgresql":
