@@ -165,6 +165,10 @@ class _Statements:
     # which equals what this batch adds only for the rows it created (a stored row counts
     # at least one event already): those are the new users of their day.
     user_days: _Upsert
+    # The same for a batch of one project and one day (live traffic): RETURNING only the
+    # name, profile and count, two columns fewer for each of the batch's user-days to
+    # carry back (SQLite: ~7% of the hook, counted with callgrind).
+    user_days_of_one_day: _Upsert
     # Rollups: RETURNING each key's users after the write: equal to the batch's new users
     # when the key is new, which is when the batch's users make its whole sketch.
     rollup: _Upsert
@@ -179,16 +183,24 @@ class _Statements:
                 f"last_seen_at = {high}({table}.last_seen_at, excluded.last_seen_at)"
             )
 
+        user_days = (
+            "ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
+            "count = event_user_days.count + excluded.count, " + edges("event_user_days")
+        )
         return cls(
             user_days=_Upsert(
                 dialect,
                 paramstyle,
                 "event_user_days",
                 _USER_DAY_COLUMNS,
-                "ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
-                "count = event_user_days.count + excluded.count, "
-                + edges("event_user_days")
-                + " RETURNING project_id, name, day, profile_id, count",
+                user_days + " RETURNING project_id, name, day, profile_id, count",
+            ),
+            user_days_of_one_day=_Upsert(
+                dialect,
+                paramstyle,
+                "event_user_days",
+                _USER_DAY_COLUMNS,
+                user_days + " RETURNING name, profile_id, count",
             ),
             rollup=_Upsert(
                 dialect,
@@ -258,13 +270,24 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     statements = _for(conn)
     # The user-days this batch created (their count is the batch's own), per rollup key.
     newcomers: dict[RollupKey, list[str]] = {}
-    for project_id, name, day, profile_id, count in statements.user_days(conn, columns):
-        if count == shares[(project_id, name, day)][0][profile_id]:
-            new = newcomers.get((project_id, day, name))
-            if new is None:
-                newcomers[(project_id, day, name)] = [profile_id]
-            else:
-                new.append(profile_id)
+    places = {(project_id, day) for project_id, _, day in shares}
+    if len(places) == 1:
+        ((project_id, day),) = places
+        for name, profile_id, count in statements.user_days_of_one_day(conn, columns):
+            if count == shares[(project_id, name, day)][0][profile_id]:
+                new = newcomers.get((project_id, day, name))
+                if new is None:
+                    newcomers[(project_id, day, name)] = [profile_id]
+                else:
+                    new.append(profile_id)
+    else:
+        for project_id, name, day, profile_id, count in statements.user_days(conn, columns):
+            if count == shares[(project_id, name, day)][0][profile_id]:
+                new = newcomers.get((project_id, day, name))
+                if new is None:
+                    newcomers[(project_id, day, name)] = [profile_id]
+                else:
+                    new.append(profile_id)
     keys = sorted((p, d, n) for p, n, d in shares)  # the rollups' key order
     rollup: list[list[Any]] = [[], [], [], [], [], [], []]
     for project_id, day, name in keys:
