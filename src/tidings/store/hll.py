@@ -33,12 +33,6 @@ _HIGH = int.from_bytes(b"\x80" * M, "little")  # the top bit of every lane
 _ALPHA = 1 / (2 * math.log(2))
 
 
-def _slot(user: str) -> tuple[int, int]:
-    """(register, value) for one user: value in 1..Q+1."""
-    h = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "little")
-    return h >> _Q, _Q - (h & _LOW).bit_length() + 1
-
-
 def registers_of(users: Iterable[str]) -> bytes:
     """The sketch of a set of users."""
     return add(EMPTY, users)
@@ -47,8 +41,13 @@ def registers_of(users: Iterable[str]) -> bytes:
 def add(sketch: bytes, users: Iterable[str]) -> bytes:
     """``sketch`` with ``users`` added (the same bytes object if no register moved)."""
     changed: bytearray | None = None
+    blake2b = hashlib.blake2b
     for user in users:
-        index, value = _slot(user)
+        # The register (first P bits of the hash) and its value (position of the first
+        # 1 bit of the other Q, 1..Q+1), inline: this runs for every new user-day.
+        h = int.from_bytes(blake2b(user.encode(), digest_size=8).digest(), "little")
+        index = h >> _Q
+        value = _Q - (h & _LOW).bit_length() + 1
         current = sketch[index] if changed is None else changed[index]
         if value > current:
             if changed is None:

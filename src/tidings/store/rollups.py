@@ -28,7 +28,7 @@ in the same order and never deadlock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,6 @@ __all__ = [
 DAY = 86_400_000_000  # microseconds
 _CHUNK = 300
 
-UserDayKey = tuple[int, str, int, str]  # project, name, day, profile
 RollupKey = tuple[int, int, str]  # project, day, name
 
 
@@ -92,24 +91,56 @@ _USER_DAY_COLUMNS = (
 _ROLLUP_COLUMNS = ("project_id", "day", "name", "count", "users", "first_seen_at", "last_seen_at")
 
 
-class _Unnest:
-    """PostgreSQL: ``INSERT … SELECT * FROM unnest(<one array per column>) …``, one
-    statement and one parameter per column whatever the rows: psycopg spends longer
-    parsing a multi-row ``VALUES`` of a few hundred rows than the server takes to run it."""
+class _Upsert:
+    """``INSERT … ON CONFLICT … RETURNING …`` of many rows, given as one list per column;
+    the rows it returns, as the driver's tuples.
 
-    def __init__(self, table: str, columns: Sequence[tuple[str, str]], suffix: str) -> None:
-        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
-        names = ", ".join(name for name, _ in columns)
-        self._sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {suffix}"
-        self._width = len(columns)
+    - PostgreSQL: ``INSERT … SELECT * FROM unnest(<one array per column>) …``, one
+      statement and one parameter per column whatever the rows (psycopg spends longer
+      parsing a multi-row ``VALUES`` of a few hundred rows than the server takes to run
+      it). The arrays go in binary (``%b``): psycopg writes a text array literal value by
+      value in Python, about four times slower than the binary form (docs/benchmarks.md).
+    - SQLite: multi-row ``VALUES`` (store/bulk.py), up to 1,000 rows a statement.
 
-    def statements(self, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        if rows:
-            yield self._sql, tuple(list(column) for column in zip(*rows, strict=True))
+    The statement runs on the connection's DBAPI connection, in its transaction: the rows
+    of SQLAlchemy's results cost about 2 µs each, as much as the database spends
+    writing a user-day.
+    """
 
-    def __call__(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
-        for sql, params in self.statements(rows):
-            conn.exec_driver_sql(sql, params)
+    def __init__(
+        self, dialect: str, paramstyle: str, table: str, columns: Sequence[str], suffix: str
+    ) -> None:
+        self._values: BulkInsert | None = None
+        if dialect == "postgresql":
+            arrays = ", ".join(f"%b::{_TYPES[c]}[]" for c in columns)
+            self._sql = (
+                f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+                + suffix
+            )
+        else:
+            self._values = BulkInsert(
+                dialect, paramstyle, table, columns, suffix=suffix, chunk=1000
+            )
+
+    def __call__(self, conn: Connection, columns: Sequence[list[Any]]) -> list[Any]:
+        if not columns[0]:
+            return []
+        if self._values is None:
+            return _fetch(conn, self._sql, columns)
+        returned: list[Any] = []
+        for sql, params in self._values.statements(list(zip(*columns, strict=True))):
+            returned += _fetch(conn, sql, params)
+        return returned
+
+
+def _fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Run ``sql`` on ``conn``'s DBAPI connection; the rows it returns."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    finally:
+        cursor.close()
 
 
 _TYPES = {
@@ -124,27 +155,23 @@ _TYPES = {
 }
 
 
-def _writer(
-    dialect: str, paramstyle: str, table: str, columns: Sequence[str], suffix: str
-) -> BulkInsert | _Unnest:
-    if dialect == "postgresql":
-        return _Unnest(table, [(c, _TYPES[c]) for c in columns], suffix)
-    return BulkInsert(dialect, paramstyle, table, columns, suffix=suffix)
-
-
 @dataclass(frozen=True, slots=True)
 class _Statements:
-    """The multi-row statements of ``add_events`` for one dialect (store/bulk.py: one
-    driver-level INSERT per few hundred rows, not one per row, nor a statement that
-    SQLAlchemy compiles again for every batch)."""
+    """The multi-row statements of ``add_events`` for one dialect (one driver-level
+    statement per batch, not one per row, nor one that SQLAlchemy compiles again for
+    every batch)."""
 
     # User-days: inserted, or added to. RETURNING gives each row's count after the write,
     # which equals what this batch adds only for the rows it created (a stored row counts
     # at least one event already): those are the new users of their day.
-    user_days: BulkInsert | _Unnest
+    user_days: _Upsert
+    # The same for a batch of one project and one day (live traffic): RETURNING only the
+    # name, profile and count, two columns fewer for each of the batch's user-days to
+    # carry back (SQLite: ~7% of the hook, counted with callgrind).
+    user_days_of_one_day: _Upsert
     # Rollups: RETURNING each key's users after the write: equal to the batch's new users
     # when the key is new, which is when the batch's users make its whole sketch.
-    rollup: BulkInsert | _Unnest
+    rollup: _Upsert
 
     @classmethod
     def build(cls, dialect: str, paramstyle: str) -> _Statements:
@@ -156,18 +183,26 @@ class _Statements:
                 f"last_seen_at = {high}({table}.last_seen_at, excluded.last_seen_at)"
             )
 
+        user_days = (
+            "ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
+            "count = event_user_days.count + excluded.count, " + edges("event_user_days")
+        )
         return cls(
-            user_days=_writer(
+            user_days=_Upsert(
                 dialect,
                 paramstyle,
                 "event_user_days",
                 _USER_DAY_COLUMNS,
-                "ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
-                "count = event_user_days.count + excluded.count, "
-                + edges("event_user_days")
-                + " RETURNING project_id, name, day, profile_id, count",
+                user_days + " RETURNING project_id, name, day, profile_id, count",
             ),
-            rollup=_writer(
+            user_days_of_one_day=_Upsert(
+                dialect,
+                paramstyle,
+                "event_user_days",
+                _USER_DAY_COLUMNS,
+                user_days + " RETURNING name, profile_id, count",
+            ),
+            rollup=_Upsert(
                 dialect,
                 paramstyle,
                 "event_rollups",
@@ -192,55 +227,91 @@ def _for(conn: Connection) -> _Statements:
     return found
 
 
+# One rollup key's share of a batch: each profile's count, first and last ``created_at``
+# (three dicts of ints rather than a list per user-day: nothing for the cyclic garbage
+# collector to track, and the columns of the upsert come out of them whole).
+_Share = tuple[dict[str, int], dict[str, int], dict[str, int]]
+
+
 def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Count newly inserted events (rows as inserted into ``events``)."""
     if not rows:
         return
-    per_user: dict[UserDayKey, list[int]] = {}
+    shares: dict[tuple[int, str, int], _Share] = {}  # (project, name, day)
     for row in rows:
         created = row["created_at"]
-        key = (row["project_id"], row["name"], created - created % DAY, row["profile_id"])
-        found = per_user.get(key)
-        if found is None:
-            per_user[key] = [1, created, created]
+        where = (row["project_id"], row["name"], created - created % DAY)
+        share = shares.get(where)
+        if share is None:
+            share = shares[where] = ({}, {}, {})
+        counts, firsts, lasts = share
+        profile_id = row["profile_id"]
+        count = counts.get(profile_id)
+        if count is None:
+            counts[profile_id] = 1
+            firsts[profile_id] = lasts[profile_id] = created
         else:
-            found[0] += 1
-            if created < found[1]:
-                found[1] = created
-            if created > found[2]:
-                found[2] = created
+            counts[profile_id] = count + 1
+            if created < firsts[profile_id]:
+                firsts[profile_id] = created
+            elif created > lasts[profile_id]:
+                lasts[profile_id] = created
+    # The user-days in key order (project, name, day, profile), as columns.
+    columns: list[list[Any]] = [[], [], [], [], [], [], []]
+    for where in sorted(shares):
+        counts, firsts, lasts = shares[where]
+        profiles = sorted(counts)
+        for column, value in zip(columns, where, strict=False):
+            column += itertools.repeat(value, len(profiles))
+        columns[3] += profiles
+        columns[4] += map(counts.__getitem__, profiles)
+        columns[5] += map(firsts.__getitem__, profiles)
+        columns[6] += map(lasts.__getitem__, profiles)
     statements = _for(conn)
-    keys = sorted(per_user)
-    values = [(*k, *per_user[k]) for k in keys]
-    inserted: set[tuple[Any, ...]] = set()
-    for sql, params in statements.user_days.statements(values):
-        for written in conn.exec_driver_sql(sql, params):
-            key = (written[0], written[1], written[2], written[3])
-            if written[4] == per_user[key][0]:
-                inserted.add(key)
-    per_key: dict[RollupKey, list[int]] = {}
+    # The user-days this batch created (their count is the batch's own), per rollup key.
     newcomers: dict[RollupKey, list[str]] = {}
-    for key in keys:
-        count, first, last = per_user[key]
-        rollup = (key[0], key[2], key[1])
-        new = 0
-        if key in inserted:
-            new = 1
-            newcomers.setdefault(rollup, []).append(key[3])
-        found = per_key.get(rollup)
-        if found is None:
-            per_key[rollup] = [count, new, first, last]
-        else:
-            found[0] += count
-            found[1] += new
-            found[2] = min(found[2], first)
-            found[3] = max(found[3], last)
+    places = {(project_id, day) for project_id, _, day in shares}
+    if len(places) == 1:
+        ((project_id, day),) = places
+        for name, profile_id, count in statements.user_days_of_one_day(conn, columns):
+            if count == shares[(project_id, name, day)][0][profile_id]:
+                new = newcomers.get((project_id, day, name))
+                if new is None:
+                    newcomers[(project_id, day, name)] = [profile_id]
+                else:
+                    new.append(profile_id)
+    else:
+        for project_id, name, day, profile_id, count in statements.user_days(conn, columns):
+            if count == shares[(project_id, name, day)][0][profile_id]:
+                new = newcomers.get((project_id, day, name))
+                if new is None:
+                    newcomers[(project_id, day, name)] = [profile_id]
+                else:
+                    new.append(profile_id)
+    keys = sorted((p, d, n) for p, n, d in shares)  # the rollups' key order
+    rollup: list[list[Any]] = [[], [], [], [], [], [], []]
+    for project_id, day, name in keys:
+        counts, firsts, lasts = shares[(project_id, name, day)]
+        new = newcomers.get((project_id, day, name))
+        for column, value in zip(
+            rollup,
+            (
+                project_id,
+                day,
+                name,
+                sum(counts.values()),
+                0 if new is None else len(new),
+                min(firsts.values()),
+                max(lasts.values()),
+            ),
+            strict=True,
+        ):
+            column.append(value)
     fresh: set[RollupKey] = set()
-    for sql, params in statements.rollup.statements([(*k, *per_key[k]) for k in sorted(per_key)]):
-        for project_id, day, name, users in conn.exec_driver_sql(sql, params):
-            returned: RollupKey = (project_id, day, name)
-            if users == per_key[returned][1]:
-                fresh.add(returned)
+    for project_id, day, name, users in statements.rollup(conn, rollup):
+        new = newcomers.get((project_id, day, name))
+        if new is not None and users == len(new):
+            fresh.add((project_id, day, name))
     _add_to_sketches(conn, newcomers, fresh)
 
 
@@ -248,50 +319,71 @@ def _add_to_sketches(
     conn: Connection, newcomers: dict[RollupKey, list[str]], fresh: set[RollupKey]
 ) -> None:
     """Add each key's new users to its sketch. A key whose every user is new in this batch
-    (``fresh``) gets a sketch of them; any other key without a sketch gets a stale one."""
+    (``fresh``) gets a sketch of them; any other key without a sketch gets a stale one.
+    Driver-level statements, like the upserts: a handful of rows, once per batch."""
     if not newcomers:
         return
-    s = event_day_sketches.c
     keys = sorted(newcomers)
+    postgresql = conn.dialect.name == "postgresql"
     stored: dict[RollupKey, bytes | None] = {}
     for start in range(0, len(keys), _CHUNK):
-        chunk = [(p, n, d) for p, d, n in keys[start : start + _CHUNK]]
-        for project_id, name, day, registers in conn.execute(
-            sa.select(s.project_id, s.name, s.day, s.registers).where(
-                sa.tuple_(s.project_id, s.name, s.day).in_(chunk)
-            )
-        ):
+        chunk = keys[start : start + _CHUNK]
+        if postgresql:
+            sql = _SKETCHES_OF_PG
+            params: Sequence[Any] = [
+                [k[0] for k in chunk],
+                [k[2] for k in chunk],
+                [k[1] for k in chunk],
+            ]
+        else:
+            sql = _SKETCHES_OF_SQLITE + ", ".join(["(?, ?, ?)"] * len(chunk)) + ")"
+            params = [v for project_id, day, name in chunk for v in (project_id, name, day)]
+        for project_id, name, day, registers in _fetch(conn, sql, params):
             stored[(project_id, day, name)] = registers
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
     for key in keys:
-        row = {"p": key[0], "d": key[1], "n": key[2]}
+        project_id, day, name = key
         if key not in stored:
             registers = hll.registers_of(newcomers[key]) if key in fresh else None
-            inserts.append({**row, "r": registers})
+            inserts.append((project_id, name, day, registers))
         elif (old := stored[key]) is not None:
             registers = hll.add(old, newcomers[key])
             if registers is not old:
-                updates.append({**row, "r": registers})
-    if inserts:
-        conn.execute(
-            sa.insert(event_day_sketches),
-            [
-                {"project_id": i["p"], "name": i["n"], "day": i["d"], "registers": i["r"]}
-                for i in inserts
-            ],
-        )
-    if updates:
-        conn.execute(
-            sa.update(event_day_sketches)
-            .where(
-                s.project_id == sa.bindparam("p"),
-                s.name == sa.bindparam("n"),
-                s.day == sa.bindparam("d"),
+                updates.append((registers, project_id, name, day))
+    mark = "%s" if postgresql else "?"
+    blob = "%b" if postgresql else "?"  # 4 KiB: binary on PostgreSQL, not hex text
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if inserts:
+            cursor.executemany(
+                "INSERT INTO event_day_sketches (project_id, name, day, registers) "
+                f"VALUES ({mark}, {mark}, {mark}, {blob})",
+                inserts,
             )
-            .values(registers=sa.bindparam("r")),
-            updates,
-        )
+        if updates:
+            cursor.executemany(
+                f"UPDATE event_day_sketches SET registers = {blob} "
+                f"WHERE project_id = {mark} AND name = {mark} AND day = {mark}",
+                updates,
+            )
+    finally:
+        cursor.close()
+
+
+_SKETCHES_OF_PG = (
+    "SELECT s.project_id, s.name, s.day, s.registers FROM event_day_sketches AS s "
+    "JOIN unnest(%b::integer[], %b::text[], %b::bigint[]) AS k(project_id, name, day) "
+    "ON s.project_id = k.project_id AND s.name = k.name AND s.day = k.day"
+)
+_STALE_SKETCHES = (
+    "SELECT project_id, name, day FROM event_day_sketches WHERE registers IS NULL "
+    "ORDER BY project_id, name, day LIMIT "
+)
+_SKETCHES_OF_SQLITE = (
+    "SELECT project_id, name, day, registers FROM event_day_sketches "
+    "WHERE (project_id, name, day) IN (VALUES "
+)
 
 
 def _mark_stale(conn: Connection, project_id: int, name: str, day: int) -> None:
@@ -346,12 +438,8 @@ def repair_sketches(conn: Connection, limit: int) -> int:
     (``SKIP LOCKED``): that transaction may be adding user-days this one cannot see."""
     s = event_day_sketches.c
     r = event_rollups.c
-    stale = conn.execute(
-        sa.select(s.project_id, s.name, s.day)
-        .where(s.registers.is_(None))
-        .order_by(s.project_id, s.name, s.day)
-        .limit(limit)
-    ).all()
+    # Driver-level: it runs once per batch, and finds nothing nearly always.
+    stale = _fetch(conn, _STALE_SKETCHES + str(int(limit)), ())
     done = 0
     for project_id, name, day in stale:
         if conn.dialect.name == "postgresql":
