@@ -9,6 +9,7 @@ thread (``asyncio.to_thread``), so they never block the loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -52,15 +53,16 @@ def _in_thread(method: Method[P, T]) -> AsyncMethod[P, T]:
 def _pages_in_thread(
     method: Callable[Concatenate[BatchingClient, P], Iterator[Event]],
 ) -> Callable[Concatenate[AsyncBatchingClient, P], AsyncIterator[Event]]:
-    """An async generator over ``method``'s rows, each page fetched in a worker thread."""
+    """An async generator over ``method``'s rows, fetched in a worker thread a page's
+    worth (100 rows) at a time."""
 
     async def call(
         self: AsyncBatchingClient, /, *args: P.args, **kwargs: P.kwargs
     ) -> AsyncIterator[Event]:
         rows = method(self._sync, *args, **kwargs)  # a generator: nothing sent yet
-        done = object()
-        while (row := await asyncio.to_thread(next, rows, done)) is not done:
-            yield row  # type: ignore[misc]
+        while chunk := await asyncio.to_thread(list, itertools.islice(rows, 100)):
+            for row in chunk:
+                yield row
 
     return as_method(call, method, "AsyncIterator[Event]")
 
