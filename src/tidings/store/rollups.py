@@ -271,23 +271,18 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     # The user-days this batch created (their count is the batch's own), per rollup key.
     newcomers: dict[RollupKey, list[str]] = {}
     places = {(project_id, day) for project_id, _, day in shares}
-    if len(places) == 1:
-        ((project_id, day),) = places
-        for name, profile_id, count in statements.user_days_of_one_day(conn, columns):
-            if count == shares[(project_id, name, day)][0][profile_id]:
-                new = newcomers.get((project_id, day, name))
-                if new is None:
-                    newcomers[(project_id, day, name)] = [profile_id]
-                else:
-                    new.append(profile_id)
+    written: Iterable[tuple[Any, ...]]
+    if len(places) == 1:  # live traffic: the statement returns name, profile and count
+        ((one_project, one_day),) = places
+        written = (
+            (one_project, name, one_day, profile_id, count)
+            for name, profile_id, count in statements.user_days_of_one_day(conn, columns)
+        )
     else:
-        for project_id, name, day, profile_id, count in statements.user_days(conn, columns):
-            if count == shares[(project_id, name, day)][0][profile_id]:
-                new = newcomers.get((project_id, day, name))
-                if new is None:
-                    newcomers[(project_id, day, name)] = [profile_id]
-                else:
-                    new.append(profile_id)
+        written = statements.user_days(conn, columns)
+    for project_id, name, day, profile_id, count in written:
+        if count == shares[(project_id, name, day)][0][profile_id]:
+            newcomers.setdefault((project_id, day, name), []).append(profile_id)
     keys = sorted((p, d, n) for p, n, d in shares)  # the rollups' key order
     rollup: list[list[Any]] = [[], [], [], [], [], [], []]
     for project_id, day, name in keys:
