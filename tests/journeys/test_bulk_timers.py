@@ -5,6 +5,7 @@ entrance that left the delay is not moved, and an edit of a live delay re-decide
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -15,7 +16,12 @@ from tests.conftest import Project, bearer
 from tests.journeys.conftest import Clock, TableSends, make_journey, tick
 from tidings.bootstrap import Services
 from tidings.journeys.engine import JourneyEngine
-from tidings.store.tables_journeys import journey_entrances, journey_steps, journey_timers
+from tidings.store.tables_journeys import (
+    journey_entrances,
+    journey_ready,
+    journey_steps,
+    journey_timers,
+)
 
 USERS = 30
 
@@ -57,16 +63,24 @@ def _engine(services: Services) -> JourneyEngine:
 
 
 def _timers(services: Services) -> list[tuple[str, str]]:
-    """(kind, step uuid) of every timer."""
+    """(kind, step uuid) of every timer, and ("ready", the delay's uuid) of every fired
+    delay waiting in the ready queue."""
     with services.db.reader.connect() as conn:
-        return sorted(
-            (kind, uuid)
-            for kind, uuid in conn.execute(
+        timers = list(
+            conn.execute(
                 sa.select(journey_timers.c.kind, journey_steps.c.uuid).join(
                     journey_steps, journey_steps.c.id == journey_timers.c.step_id
                 )
             )
         )
+        ready = list(
+            conn.execute(
+                sa.select(sa.literal("ready"), journey_steps.c.uuid)
+                .select_from(journey_ready)
+                .join(journey_steps, journey_steps.c.id == journey_ready.c.step_id)
+            )
+        )
+        return sorted((kind, uuid) for kind, uuid in timers + ready)
 
 
 async def test_due_delays_fire_in_bulk_then_the_next_step_runs_once(
@@ -79,12 +93,26 @@ async def test_due_delays_fire_in_bulk_then_the_next_step_runs_once(
     clock.advance(61)
     assert engine.fire_due() == USERS
     # Fired: the delay is complete, each entrance is ready at the send, nothing sent yet.
-    assert _timers(services) == [("ready", "mail")] * USERS
+    assert _timers(services) == [("ready", "d0")] * USERS
     assert sends.rows(services.db.reader) == []
     stats = (
         await client.get(f"/api/client/journeys/{journey_id}", headers=bearer(project.sk))
     ).json()["stats"]
     assert stats["d0"]["completed"] == USERS and stats["mail"]["entered"] == USERS
+    assert stats["d0"]["waiting"] == 0 and stats["mail"]["waiting"] == USERS
+    # One user's path reads as it will be written when the send runs: the delay
+    # completed at the firing, the send entered then.
+    path = (
+        await client.get(f"/api/client/journeys/{journey_id}/users/b0", headers=bearer(project.sk))
+    ).json()["results"][0]["path"]
+    assert [(p["step_uuid"], p["outcome"]) for p in path] == [
+        ("in", "entered"),
+        ("d0", "completed"),
+        ("mail", None),
+    ]
+    fired = path[1]["completed_at"]
+    assert fired is not None and path[2]["entered_at"] == fired
+    clock.advance(5)  # the ready queue runs the sends five seconds after the firing
     assert engine.fire_due() == 0  # nothing fires twice
     assert engine.run_ready() == USERS
     assert engine.run_ready() == 0
@@ -98,6 +126,9 @@ async def test_due_delays_fire_in_bulk_then_the_next_step_runs_once(
         ("d0", "completed"),
         ("mail", "queued"),
     ]
+    assert path[1]["completed_at"] == path[2]["entered_at"] == fired  # as of the firing
+    ran = datetime.fromisoformat(path[2]["completed_at"])
+    assert (ran - datetime.fromisoformat(fired)).total_seconds() >= 5
 
 
 class _Died(Exception):
@@ -151,8 +182,8 @@ async def test_an_entrance_that_left_the_delay_is_not_fired(
             .values(state="exited")
         )
     clock.advance(61)
-    assert _engine(services).fire_due() == 2  # both claimed: one moved, one dropped
-    assert _timers(services) == [("ready", "mail")]
+    assert _engine(services).fire_due() == 2  # both claimed: one fired, one dropped
+    assert _timers(services) == [("ready", "d0")]
     await tick(services)
     assert len(sends.rows(services.db.reader)) == 1
 

@@ -35,7 +35,7 @@ from tidings.journeys.engine import JourneyEngine
 from tidings.journeys.hook import JourneyHook
 from tidings.pipeline.processor import BatchProcessor
 from tidings.settings import Settings
-from tidings.store.tables_journeys import journey_entrances, journey_timers
+from tidings.store.tables_journeys import journey_entrances, journey_ready, journey_timers
 
 
 def _delay_then_send(seconds: int = 60, campaign_id: int = 3, trigger: str = "none") -> dict:
@@ -227,7 +227,7 @@ async def test_a_crash_between_effect_and_completion_never_repeats_a_send(
     with pytest.raises(_Crash), services.db.writer.begin() as conn:
         engine._run_ready(conn, clock(), 500)
     assert sends.rows(services.db.reader) == []  # the send went with the step
-    assert _count(services, journey_timers) == 1  # and the ready row is still there
+    assert _count(services, journey_ready) == 1  # and the ready row is still there
     # The next worker (or the same after a restart) runs the step: one send, once.
     assert engine.run_due() == 1
     assert engine.run_due() == 0

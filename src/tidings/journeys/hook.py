@@ -19,6 +19,7 @@ from tidings.journeys.state import ACTIVE, Profile, Tx, key_text, profile_of
 from tidings.store.tables_journeys import (
     journey_entrances,
     journey_path,
+    journey_ready,
     journey_timers,
     journey_waits,
 )
@@ -272,6 +273,6 @@ class JourneyHook:
             ]
             if not ids:
                 continue
-            for table in (journey_timers, journey_waits, journey_path):
+            for table in (journey_timers, journey_ready, journey_waits, journey_path):
                 conn.execute(sa.delete(table).where(table.c.entrance_id.in_(ids)))
             conn.execute(sa.delete(e).where(e.c.id.in_(ids)))

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from tidings.store.tables_journeys import (
     journey_entrances,
     journey_path,
+    journey_ready,
     journey_step_stats,
     journey_steps,
 )
@@ -19,15 +20,14 @@ __all__ = ["goals", "step_stats", "user_entrances"]
 
 def step_stats(reader: Engine, journey_id: int) -> dict[str, dict[str, int]]:
     with reader.connect() as conn:
-        ids = {
-            r.id: r.uuid
-            for r in conn.execute(
-                sa.select(journey_steps.c.id, journey_steps.c.uuid).where(
-                    journey_steps.c.journey_id == journey_id,
-                    journey_steps.c.removed_at.is_(None),
-                )
+        rows = conn.execute(
+            sa.select(journey_steps.c.id, journey_steps.c.uuid, journey_steps.c.children).where(
+                journey_steps.c.journey_id == journey_id,
+                journey_steps.c.removed_at.is_(None),
             )
-        }
+        ).all()
+        ids = {r.id: r.uuid for r in rows}
+        first_child = {r.id: _first_child(r.children) for r in rows}
         out = {u: {"entered": 0, "completed": 0, "waiting": 0, "failed": 0} for u in ids.values()}
         st = journey_step_stats
         for r in conn.execute(
@@ -57,7 +57,25 @@ def step_stats(reader: Engine, journey_id: int) -> dict[str, dict[str, int]]:
         ):
             if step_id in ids:
                 out[ids[step_id]]["waiting"] = int(count)
+        # Fired delays whose next step has not run yet: already at the next step (the
+        # firing counted them there), though their entrance row still names the delay.
+        for step_id, count in conn.execute(
+            sa.select(journey_ready.c.step_id, sa.func.count())
+            .where(journey_ready.c.journey_id == journey_id)
+            .group_by(journey_ready.c.step_id)
+        ):
+            following = first_child.get(step_id)
+            if step_id in ids and following in out:
+                out[ids[step_id]]["waiting"] = max(0, out[ids[step_id]]["waiting"] - int(count))
+                out[following]["waiting"] += int(count)
     return out
+
+
+def _first_child(children: Any) -> str | None:
+    for child in children or []:
+        if isinstance(child, dict) and child.get("external_id"):
+            return str(child["external_id"])
+    return None
 
 
 def goals(reader: Engine, journey_id: int) -> dict[str, Any]:
@@ -107,14 +125,49 @@ def user_entrances(reader: Engine, journey_id: int, profile_id: str) -> list[dic
             )
             .order_by(journey_entrances.c.id)
         ).all()
-        paths: dict[int, list[Any]] = {e.id: [] for e in entrances}
+        paths: dict[int, list[dict[str, Any]]] = {e.id: [] for e in entrances}
+        fired: dict[int, Any] = {}
         if entrances:
             for p in conn.execute(
                 sa.select(journey_path)
                 .where(journey_path.c.entrance_id.in_(list(paths)))
                 .order_by(journey_path.c.id)
             ):
-                paths[p.entrance_id].append(p)
+                paths[p.entrance_id].append(
+                    {
+                        "step_id": p.step_id,
+                        "entered_at": p.entered_at,
+                        "completed_at": p.completed_at,
+                        "outcome": p.outcome,
+                    }
+                )
+            r = journey_ready
+            fired = {
+                x.entrance_id: x
+                for x in conn.execute(
+                    sa.select(r).where(
+                        r.c.journey_id == journey_id, r.c.entrance_id.in_(list(paths))
+                    )
+                )
+            }
+    by_uuid = {s.uuid: s for s in steps.values() if s.removed_at is None}
+    for entrance_id, x in fired.items():
+        # A fired delay whose next step has not run yet reads as it will be written
+        # then: the delay completed, the next step entered, both at the firing.
+        path = paths[entrance_id]
+        if not path or path[-1]["step_id"] != x.step_id or path[-1]["completed_at"]:
+            continue
+        path[-1].update(completed_at=x.fired_at, outcome="completed")
+        following = by_uuid.get(_first_child(steps[x.step_id].children) or "")
+        if following is not None:
+            path.append(
+                {
+                    "step_id": following.id,
+                    "entered_at": x.fired_at,
+                    "completed_at": None,
+                    "outcome": None,
+                }
+            )
     out = []
     for e in entrances:
         entrance_step = steps.get(e.entrance_step_id)
@@ -132,12 +185,12 @@ def user_entrances(reader: Engine, journey_id: int, profile_id: str) -> list[dic
                 "goal_reached_at": e.goal_at,
                 "path": [
                     {
-                        "step_id": p.step_id,
-                        "step_uuid": steps[p.step_id].uuid if p.step_id in steps else None,
-                        "type": steps[p.step_id].type if p.step_id in steps else None,
-                        "entered_at": p.entered_at,
-                        "completed_at": p.completed_at,
-                        "outcome": p.outcome,
+                        "step_id": p["step_id"],
+                        "step_uuid": steps[p["step_id"]].uuid if p["step_id"] in steps else None,
+                        "type": steps[p["step_id"]].type if p["step_id"] in steps else None,
+                        "entered_at": p["entered_at"],
+                        "completed_at": p["completed_at"],
+                        "outcome": p["outcome"],
                     }
                     for p in paths[e.id]
                 ],

@@ -32,6 +32,7 @@ from tidings.store import cursors
 from tidings.store.database import Writer
 from tidings.store.tables_journeys import (
     journey_entrances,
+    journey_ready,
     journey_steps,
     journey_timers,
     journey_waits,
@@ -216,9 +217,8 @@ class JourneyStore:
                 .values(deleted_at=now, status="off", updated_at=now)
             ).rowcount
             if done:
-                conn.execute(
-                    sa.delete(journey_timers).where(journey_timers.c.journey_id == journey_id)
-                )
+                for table in (journey_timers, journey_ready):
+                    conn.execute(sa.delete(table).where(table.c.journey_id == journey_id))
                 ids = sa.select(journey_entrances.c.id).where(
                     journey_entrances.c.journey_id == journey_id
                 )

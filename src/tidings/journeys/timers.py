@@ -1,22 +1,29 @@
 """Timers: firing due delays in bulk, and running the ready queue entrance by entrance.
 
 A delay step's timer is a row of ``journey_timers`` (kind ``run``, at the delay step,
-``due_at``). **Firing** it means: the delay step completes and the entrance moves to the
-delay's next step, ready to run. ``fire_due`` does that set-based, for all due timers of a
-(journey, delay step) group at once, in one transaction of a few statements per up to
-``BULK`` timers: claim them (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one
-writer at a time), move the entrances still on that step (one ``UPDATE … RETURNING``),
-complete the delay's path rows and open the next step's, count both, and turn each
-claimed timer into a ready row (kind ``ready``, at the next step, its due time kept); the
-timers of entrances that left the step meanwhile are deleted. A worker that dies
-holding a claim rolls back: its locks go and another worker fires those timers. Nothing
-fires twice: a fired timer is a ``ready`` row, which bulk firing never takes (a next
-step that is itself a delay is decided by ``run_ready``, which sets its own timer).
+``due_at``). **Firing** it means: the delay step completes and the entrance is queued to
+run the delay's next step. ``fire_due`` does that set-based, for all due timers of a
+(journey, delay step) group at once, in transactions of up to ``BULK`` timers, and writes
+as little as it can per timer, because a burst of timers due in the same second is as
+large as the list or schedule that made it: each claimed timer is deleted and, when its
+entrance is still waiting at that delay, one row goes into ``journey_ready`` (the
+delay, the due time, the firing time); the delay's completions and the next step's
+entries are counted once per group. On PostgreSQL that is one statement (claimed with
+``FOR UPDATE SKIP LOCKED``, so workers side by side take different timers); on SQLite
+(one writer at a time) an insert and a delete of the same first ``BULK`` timers. A
+worker that dies holding a claim rolls back: its locks go and another worker fires those
+timers. Nothing fires twice: the timer is gone in the transaction that fired it.
 
-``run_ready`` then runs the ready rows as it runs every other due timer: entrance by
-entrance (``advance``), oldest due first, in the transaction that deletes the row, at
-the engine's step rate. So "fired" (due → delay completed) is a bulk operation, while
-"the next step ran" (due → e.g. the send enqueued) waits for the ready queue.
+``run_ready`` then runs the ready rows with every other due timer, oldest due first,
+entrance by entrance, in the transaction that deletes the row, at the engine's step rate:
+a ready row's entrance completes the delay and enters the next step as of the firing
+(``fired_at``: its path rows say when the delay really completed), then runs from there
+(``advance``). Until then the entrance's own row still names the delay; what reads
+positions (per-step counts, one user's path: ``reports.py``) reads the ready rows too,
+so the answer is the same before and after. An entrance that left the delay meanwhile (it
+exited, merged, or an edit moved it) is no longer at ``step_id`` and its row is dropped.
+So "fired" (due → delay completed) is a bulk operation, while "the next step ran"
+(due → e.g. the send enqueued) waits for the ready queue.
 
 Bulk firing takes delays of the ``duration`` format only: their due time depends on the
 arrival and the step's duration alone (an edit of a live delay's duration re-decides its
@@ -32,18 +39,17 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from tidings.journeys.graphs import Graph
 from tidings.journeys.runner import StepRunner
-from tidings.journeys.sql import add_counts, id_values, ids_in, skip_locked
+from tidings.journeys.sql import add_counts, ids_in, run_many, skip_locked
 from tidings.journeys.state import ACTIVE, EntranceState, Profile, Tx, stats_shard
 from tidings.journeys.waits import happened_meanwhile
 from tidings.store.tables_journeys import (
     journey_entrances,
-    journey_path,
     journey_rates,
+    journey_ready,
     journey_step_stats,
     journey_timers,
     journey_waits,
@@ -54,7 +60,47 @@ __all__ = ["BULK", "TimerRunner"]
 
 logger = logging.getLogger(__name__)
 
-BULK = 5000  # timers fired per transaction (SQLite takes at most 32,766 parameters)
+# Timers fired per transaction. SQLite: a few milliseconds of its one writer lock at a
+# time. PostgreSQL: the claim's index scan must step over the entries of timers deleted by
+# the transactions before it (until vacuum), so each transaction takes many more.
+BULK = {"sqlite": 5_000, "postgresql": 50_000}
+_MAX_ID = 2**63 - 1
+_ACTIVE_SQL = "('running', 'waiting')"
+
+# Firing one group's due timers: claim up to ``n`` (oldest due first), delete them, and
+# put those whose entrance is still waiting at the delay into the ready queue; answers
+# (claimed, fired). One statement on PostgreSQL (the rows never travel to Python; SKIP
+# LOCKED leaves another worker's claims to it). On SQLite (one writer at a time) the
+# claim is the first ``n`` in (due_at, id) order, bounded by the n-th: the insert and the
+# delete take exactly those.
+_FIRE_PG = (
+    "WITH c AS (SELECT id FROM journey_timers WHERE journey_id = %(j)s AND step_id = %(s)s"
+    " AND kind = 'run' AND due_at <= %(now)s ORDER BY due_at LIMIT %(n)s"
+    " FOR UPDATE SKIP LOCKED),"
+    " d AS (DELETE FROM journey_timers AS t USING c WHERE t.id = c.id"
+    " RETURNING t.entrance_id, t.due_at),"
+    " r AS (INSERT INTO journey_ready (due_at, entrance_id, journey_id, step_id, fired_at)"
+    " SELECT d.due_at, d.entrance_id, %(j)s, %(s)s, %(now)s FROM d"
+    " JOIN journey_entrances AS e ON e.id = d.entrance_id"
+    f" WHERE e.step_id = %(s)s AND e.state IN {_ACTIVE_SQL}"
+    " ON CONFLICT DO NOTHING RETURNING 1)"
+    " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM r)"
+)
+_CUT_SQLITE = (
+    "SELECT due_at, id FROM journey_timers WHERE step_id = :s AND kind = 'run'"
+    " AND due_at <= :now AND journey_id = :j ORDER BY due_at, id LIMIT 1 OFFSET :n - 1"
+)
+_CLAIMED_SQLITE = (
+    "t.step_id = :s AND t.kind = 'run' AND t.due_at <= :now AND t.journey_id = :j"
+    " AND (t.due_at, t.id) <= (:cd, :ci)"
+)
+_READY_SQLITE = (
+    "INSERT OR IGNORE INTO journey_ready (due_at, entrance_id, journey_id, step_id, fired_at)"
+    " SELECT t.due_at, t.entrance_id, :j, :s, :now FROM journey_timers AS t"
+    " JOIN journey_entrances AS e ON e.id = t.entrance_id"
+    f" WHERE {_CLAIMED_SQLITE} AND e.step_id = :s AND e.state IN {_ACTIVE_SQL}"
+)
+_DELETE_SQLITE = f"DELETE FROM journey_timers AS t WHERE {_CLAIMED_SQLITE}"
 
 
 def bulk_steps(graph: Graph) -> dict[int, int]:
@@ -89,7 +135,7 @@ class TimerRunner(StepRunner):
     def fire_due(
         self,
         now: int | None = None,
-        limit: int = BULK,
+        limit: int | None = None,
         committed: Callable[[int], None] | None = None,
     ) -> int:
         """Fire every due timer of live journeys' duration delays, group by group, up
@@ -97,6 +143,8 @@ class TimerRunner(StepRunner):
         ``committed`` is told each transaction's count after its commit."""
         now = self.clock() if now is None else now
         with self.reader.connect() as conn:
+            if limit is None:
+                limit = BULK.get(conn.dialect.name, 5_000)
             live = self.graphs.live(conn)
             steps: dict[int, tuple[Graph, int]] = {}
             for graph in live:
@@ -135,66 +183,21 @@ class TimerRunner(StepRunner):
         if current.updated_at != graph.journey.updated_at:
             self.graphs.invalidate()
             return 0  # edited since the graph was read: the next round reads it again
-        t, e, p = journey_timers, journey_entrances, journey_path
-        claimed = conn.execute(
-            skip_locked(
-                conn,
-                sa.select(t.c.id, t.c.entrance_id)
-                .where(
-                    t.c.journey_id == journey_id,
-                    t.c.step_id == step_id,
-                    t.c.kind == "run",
-                    t.c.due_at <= now,
-                )
-                .order_by(t.c.due_at)
-                .limit(limit),
-            )
-        ).all()
-        if not claimed:
-            return 0
-        moved = set(
-            conn.execute(
-                sa.update(e)
-                .where(
-                    ids_in(conn, e.c.id, [r.entrance_id for r in claimed]),
-                    e.c.step_id == step_id,
-                    e.c.state.in_(ACTIVE),
-                )
-                .values(step_id=next_id, state="running", updated_at=now)
-                .returning(e.c.id)
-            ).scalars()
-        )
-        stale = [r.id for r in claimed if r.entrance_id not in moved]
-        if stale:  # left the step meanwhile (exited, merged, moved by an edit)
-            conn.execute(sa.delete(t).where(ids_in(conn, t.c.id, stale)))
-        if not moved:
-            return len(claimed)
-        ids = sorted(moved)
-        conn.execute(
-            sa.update(t)
-            .where(ids_in(conn, t.c.id, [r.id for r in claimed if r.entrance_id in moved]))
-            .values(step_id=next_id, kind="ready")
-        )
-        conn.execute(
-            sa.update(p)
-            .where(ids_in(conn, p.c.entrance_id, ids), p.c.step_id == step_id)
-            .values(completed_at=now, outcome="completed")
-        )
-        opened = id_values(conn, ids).add_columns(
-            sa.literal(next_id, sa.Integer), sa.literal(now, sa.BigInteger)
-        )
-        insert = postgresql.insert(p) if conn.dialect.name == "postgresql" else sqlite.insert(p)
-        conn.execute(
-            insert.from_select(
-                ["entrance_id", "step_id", "entered_at"], opened.where(sa.true())
-            ).on_conflict_do_nothing()
-        )
-        tx = Tx(now)
-        tx.counts[(journey_id, step_id)][1] += len(ids)
-        tx.counts[(journey_id, next_id)][0] += len(ids)
-        tx.steps_run += len(ids)
-        tx.flush(conn)
-        return len(claimed)
+        params = {"j": journey_id, "s": step_id, "now": now, "n": limit}
+        if conn.dialect.name == "postgresql":
+            claimed, fired = conn.exec_driver_sql(_FIRE_PG, params).one()
+        else:
+            cut = conn.exec_driver_sql(_CUT_SQLITE, params).first()
+            params["cd"], params["ci"] = (now, _MAX_ID) if cut is None else (cut[0], cut[1])
+            fired = conn.exec_driver_sql(_READY_SQLITE, params).rowcount
+            claimed = conn.exec_driver_sql(_DELETE_SQLITE, params).rowcount
+        if fired:
+            tx = Tx(now)
+            tx.counts[(journey_id, step_id)][1] += fired
+            tx.counts[(journey_id, next_id)][0] += fired
+            tx.steps_run += fired
+            tx.flush(conn)
+        return int(claimed)
 
     def run_ready(self, now: int | None = None, limit: int = 500) -> int:
         """Run the entrances of due timers of live journeys (at most ``limit``) one by one
@@ -263,24 +266,58 @@ class TimerRunner(StepRunner):
 
     def _run_ready(self, conn: Connection, now: int, limit: int) -> int:
         live = sa.select(journeys.c.id).where(journeys.c.status == "live")
-        query = (
-            sa.select(journey_timers)
-            .where(journey_timers.c.due_at <= now, journey_timers.c.journey_id.in_(live))
-            .order_by(journey_timers.c.due_at)
-            .limit(limit)
-        )
-        due = conn.execute(skip_locked(conn, query, journey_timers)).all()
-        if not due:
+        t, r = journey_timers, journey_ready
+        due = conn.execute(
+            skip_locked(
+                conn,
+                sa.select(t)
+                .where(t.c.due_at <= now, t.c.journey_id.in_(live))
+                .order_by(t.c.due_at)
+                .limit(limit),
+                t,
+            )
+        ).all()
+        ready = conn.execute(
+            skip_locked(
+                conn,
+                sa.select(r)
+                .where(
+                    r.c.due_at <= now,
+                    # Not "journey_id IN (live ones)": PostgreSQL would then read all the
+                    # due rows and sort them (the queue's statistics are usually those
+                    # of an empty table) instead of the key's first ``limit``.
+                    ~sa.exists().where(
+                        journeys.c.id == r.c.journey_id, journeys.c.status != "live"
+                    ),
+                )
+                .order_by(r.c.due_at, r.c.entrance_id)
+                .limit(limit),
+                r,
+            )
+        ).all()
+        if not due and not ready:
             return 0
-        conn.execute(
-            sa.delete(journey_timers).where(ids_in(conn, journey_timers.c.id, [t.id for t in due]))
-        )
+        # Oldest due first across both, ``limit`` in all (the rest stay for the next round).
+        taken = sorted([(x.due_at, 0, x) for x in due] + [(x.due_at, 1, x) for x in ready])
+        taken = taken[:limit]
+        due = [x for _, kind, x in taken if kind == 0]
+        ready = [x for _, kind, x in taken if kind == 1]
+        if due:
+            conn.execute(sa.delete(t).where(ids_in(conn, t.c.id, [x.id for x in due])))
+        if ready:
+            run_many(
+                conn,
+                "DELETE FROM journey_ready WHERE due_at = ? AND entrance_id = ?",
+                [(x.due_at, x.entrance_id) for x in ready],
+                pg="DELETE FROM journey_ready AS r USING unnest(%s::bigint[], %s::bigint[])"
+                " AS u(d, e) WHERE r.due_at = u.d AND r.entrance_id = u.e",
+            )
         tx = Tx(now)
         self.graphs.refresh(conn)
-        states = self.states(conn, [t.entrance_id for t in due])
-        timeouts = {t.entrance_id: t.due_at for t in due if t.kind == "timeout"}
+        states = self.states(conn, [x.entrance_id for _, _, x in taken])
+        timeouts = {x.entrance_id: x.due_at for x in due if x.kind == "timeout"}
         people = self.load_profiles(conn, {s.profile_id for s in states.values()})
-        for timer in due:
+        for _, kind, timer in taken:
             state = states.get(timer.entrance_id)
             if state is None or state.state not in ACTIVE:
                 continue
@@ -289,7 +326,10 @@ class TimerRunner(StepRunner):
             if graph is None or profile is None:
                 continue
             resumed = None
-            if timer.kind in ("timeout", "recheck"):
+            if kind == 1:
+                if not self._past_delay(conn, graph, state, timer, profile, tx):
+                    continue
+            elif timer.kind in ("timeout", "recheck"):
                 resumed = self._wait_ends(conn, graph, state, profile, timer, now, timeouts)
                 if resumed is None:
                     continue  # the awaited event came first, or (recheck) nothing yet
@@ -297,7 +337,39 @@ class TimerRunner(StepRunner):
                 continue  # a timer left from a step the entrance has moved on from
             self.advance(conn, graph, state, profile, tx, resumed)
         tx.flush(conn)
-        return len(due)
+        return len(taken)
+
+    def _past_delay(
+        self,
+        conn: Connection,
+        graph: Graph,
+        state: EntranceState,
+        ready: Any,
+        profile: Profile,
+        tx: Tx,
+    ) -> bool:
+        """A fired delay's entrance (a ``journey_ready`` row) moves to the delay's next
+        step, as of the firing: the delay's path row completes and the next one opens at
+        ``fired_at`` (the firing counted both). False when it is no longer at that delay
+        (it left, or an edit moved it, meanwhile): the row is dropped."""
+        if state.step_id != ready.step_id:
+            return False
+        delay = graph.by_id.get(ready.step_id)
+        following = graph.steps.get((delay.child() if delay is not None else None) or "")
+        tx.path_done.append(
+            {"e": state.id, "s": state.step_id, "c": ready.fired_at, "o": "completed"}
+        )
+        if following is None:  # an edit removed the next step since: the entrance ends
+            self._end(conn, state, profile, tx)
+            self._save(conn, state, tx)
+            return False
+        state.step_id = following.id
+        state.state = "running"
+        state.arrived_at = ready.fired_at
+        tx.path_new.append(
+            {"entrance_id": state.id, "step_id": following.id, "entered_at": ready.fired_at}
+        )
+        return True
 
     @staticmethod
     def _wait_ends(
@@ -349,8 +421,10 @@ class TimerRunner(StepRunner):
         """When the next timer of a live journey is due (None: none is)."""
         live = sa.select(journeys.c.id).where(journeys.c.status == "live")
         with self.reader.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.min(journey_timers.c.due_at)).where(
-                    journey_timers.c.journey_id.in_(live)
-                )
-            ).scalar()
+            dues = [
+                conn.execute(
+                    sa.select(sa.func.min(table.c.due_at)).where(table.c.journey_id.in_(live))
+                ).scalar()
+                for table in (journey_timers, journey_ready)
+            ]
+        return min((d for d in dues if d is not None), default=None)

@@ -9,10 +9,13 @@
   exactly-once (``occurrence`` is ``0`` unless the entrance allows re-entry).
 - ``journey_path``: the steps an entrance went through, one row per (entrance, step).
 - ``journey_timers``: what must happen at ``due_at``, one row per (entrance, kind):
-  ``run`` (a step held until then: a delay, quiet hours, a throttle), ``ready`` (a delay
-  fired in bulk: its next step runs, see ``journeys/timers.py``), ``timeout`` (a wait's),
+  ``run`` (a step held until then: a delay, quiet hours, a throttle), ``timeout`` (a wait's),
   ``recheck`` (a wait of a journey turned back on), ``move`` (an edit moved the entrance
   or changed its delay: decide again now); claimed in the transaction that applies it.
+- ``journey_ready`` (migration 0022): duration delays fired in bulk, one row per entrance
+  (the delay step, the timer's due time, when it fired): the delay is complete, and the
+  entrance's next step runs from the ready queue (``journeys/timers.py``). Narrow, with
+  one index, so that firing writes as little as it can per timer.
 - ``journey_waits``: entrances waiting at a wait step for an event or a list change.
 - ``journey_step_stats``: per-step counters (entered, completed, failed), in shards:
   each transaction adds to the shard of its thread, so that workers side by side do not
@@ -40,6 +43,7 @@ __all__ = [
     "journey_outbox",
     "journey_path",
     "journey_rates",
+    "journey_ready",
     "journey_schedule_runs",
     "journey_step_stats",
     "journey_steps",
@@ -141,12 +145,24 @@ journey_timers = sa.Table(
     sa.Column("journey_id", sa.Integer, nullable=False),
     sa.Column("entrance_id", sa.BigInteger, nullable=False),
     sa.Column("step_id", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(8), nullable=False),  # run | ready | timeout | recheck | move
+    sa.Column("kind", sa.String(8), nullable=False),  # run | timeout | recheck | move
     sa.Column("due_at", Micros, nullable=False),
     sa.UniqueConstraint("entrance_id", "kind", name="uq_journey_timers_entrance"),
     sa.Index("ix_journey_timers_due", "due_at"),
     sa.Index("ix_journey_timers_step", "step_id", "kind", "due_at"),
     sqlite_autoincrement=True,
+)
+
+journey_ready = sa.Table(
+    "journey_ready",
+    metadata,
+    # The ready queue's order (oldest due first) is the key's; an entrance has at most
+    # one row (its ``run`` timer, unique per entrance, was deleted in the same statement).
+    sa.Column("due_at", Micros, primary_key=True, autoincrement=False),
+    sa.Column("entrance_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("journey_id", sa.Integer, nullable=False),
+    sa.Column("step_id", sa.Integer, nullable=False),  # the delay that fired
+    sa.Column("fired_at", Micros, nullable=False),
 )
 
 journey_waits = sa.Table(
