@@ -12,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Project, bearer
+from tests.conftest import Project, bearer, drain
 from tests.journeys.conftest import Clock, TableSends, make_journey, tick
 from tidings.bootstrap import Services
 from tidings.journeys.engine import JourneyEngine
@@ -211,3 +211,85 @@ async def test_editing_a_live_delay_decides_its_waiting_users_again(
     clock.advance(3600)
     await tick(services)
     assert len(sends.rows(services.db.reader)) == 3
+
+
+async def test_a_fired_delay_waits_while_its_journey_is_off(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    h = bearer(project.sk)
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 3)
+    engine = _engine(services)
+    clock.advance(61)
+    assert engine.fire_due() == 3
+    r = await client.patch(f"/api/client/journeys/{journey_id}", json={"status": "off"}, headers=h)
+    assert r.json()["status"] == "off"
+    assert engine.run_ready() == 0  # off: the fired entrances wait in the ready queue
+    assert sends.rows(services.db.reader) == []
+    assert _timers(services) == [("ready", "d0")] * 3
+    r = await client.patch(f"/api/client/journeys/{journey_id}", json={"status": "live"}, headers=h)
+    assert engine.run_ready() == 3
+    assert len(sends.rows(services.db.reader)) == 3 and _timers(services) == []
+
+
+async def test_a_fired_entrance_that_left_before_its_next_step_is_dropped(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 2)
+    engine = _engine(services)
+    clock.advance(61)
+    assert engine.fire_due() == 2
+    with services.db.writer.begin() as conn:  # one of them left after the firing
+        first = conn.execute(sa.select(sa.func.min(journey_entrances.c.id))).scalar_one()
+        conn.execute(
+            sa.update(journey_entrances)
+            .where(journey_entrances.c.id == first)
+            .values(state="exited")
+        )
+    assert engine.run_ready() == 2  # both rows taken: one ran, one dropped
+    assert len(sends.rows(services.db.reader)) == 1 and _timers(services) == []
+
+
+async def test_a_fired_delay_whose_next_step_an_edit_removed_ends_there(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    h = bearer(project.sk)
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 1)
+    engine = _engine(services)
+    clock.advance(61)
+    assert engine.fire_due() == 1
+    edited = _graph(60)
+    del edited["mail"]  # the delay is now the journey's last step
+    edited["d0"]["children"] = []
+    r = await client.put(f"/api/client/journeys/{journey_id}/steps", json=edited, headers=h)
+    assert r.status_code == 200, r.text
+    assert engine.run_ready() == 1
+    assert sends.rows(services.db.reader) == []
+    entrance = (await client.get(f"/api/client/journeys/{journey_id}/users/b0", headers=h)).json()[
+        "results"
+    ][0]
+    assert entrance["state"] == "done"
+    assert [(p["step_uuid"], p["outcome"]) for p in entrance["path"]] == [
+        ("in", "entered"),
+        ("d0", "completed"),
+    ]
+
+
+async def test_an_erased_user_leaves_no_fired_delay_behind(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 2)
+    engine = _engine(services)
+    clock.advance(61)
+    assert engine.fire_due() == 2
+    r = await client.delete("/api/client/users/b0", headers=bearer(project.sk))
+    assert r.status_code == 204, r.text
+    await drain(services)  # the erasure is applied: b0's ready row goes with its entrance
+    assert _timers(services) == [("ready", "d0")]
+    await tick(services)  # and the other user's send runs
+    assert _timers(services) == []
+    assert len(sends.rows(services.db.reader)) == 1
+    del journey_id
