@@ -81,3 +81,24 @@ def test_the_migration_back_fills_the_rollups(
         sketched = queries.aggregate(conn, f, ["event_name"])
         assert sketched.source == "sketches"
         assert sketched.results == total.results
+
+
+def test_sketches_are_stored_in_their_row_on_postgresql(
+    empty_db: Database,  # noqa: F811
+) -> None:
+    db = empty_db
+    migrate.upgrade(db.writer)
+    if db.is_sqlite:
+        pytest.skip("SQLite has no storage setting")
+    with db.writer.begin() as conn:
+        storage = conn.exec_driver_sql(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'event_day_sketches'::regclass"
+            " AND attname = 'registers'"
+        ).scalar()
+        assert storage == "p"  # plain: in the row, uncompressed
+        registers = hll.registers_of([f"p{i}" for i in range(5000)])
+        conn.execute(
+            sa.insert(event_day_sketches),
+            {"project_id": 1, "name": "Opened", "day": JAN1, "registers": registers},
+        )
+        assert conn.execute(sa.select(event_day_sketches.c.registers)).scalar() == registers

@@ -15,6 +15,8 @@ transaction; see docs/reporting.md):
   registers of the key's users (store/hll.py, 4 KiB), so that unique users over many days
   are a merge of one row per day instead of a distinct count over every user-day
   (approximate, ~1.6% standard error; docs/reporting.md says when it is used).
+  On PostgreSQL ``registers`` is stored in the row, uncompressed (migration 0023), so
+  that rewriting a sketch does not compress it and write it out of line each time.
   ``registers`` NULL means stale (a merge or an erasure touched the day): the sketch is
   then computed from ``event_user_days`` until the hook rebuilds it.
 
