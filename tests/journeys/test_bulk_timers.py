@@ -293,3 +293,45 @@ async def test_an_erased_user_leaves_no_fired_delay_behind(
     assert _timers(services) == []
     assert len(sends.rows(services.db.reader)) == 1
     del journey_id
+
+
+class _Refuses:
+    """Sends that raise for one profile (a bug, say), and work for everyone else."""
+
+    def __init__(self, inner: TableSends, profile_id: str) -> None:
+        self.inner, self.profile_id = inner, profile_id
+
+    def enqueue(self, conn: Any, request: Any, now: int) -> Any:
+        if request.profile_id == self.profile_id:
+            raise RuntimeError("cannot send to this one")
+        return self.inner.enqueue(conn, request, now)
+
+    def sent_count(self, conn: Any, project_id: int, profile_id: str, since: int) -> int:
+        return self.inner.sent_count(conn, project_id, profile_id, since)
+
+
+async def test_a_fired_entrance_whose_next_step_fails_does_not_hold_up_the_rest(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    h = bearer(project.sk)
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 3)
+    with services.db.reader.connect() as conn:
+        b1 = conn.execute(
+            sa.select(journey_entrances.c.profile_id)
+            .order_by(journey_entrances.c.id)
+            .offset(1)
+            .limit(1)
+        ).scalar_one()
+    engine = _engine(services)
+    engine.sends = _Refuses(sends, b1)  # type: ignore[assignment]
+    clock.advance(61)
+    assert engine.fire_due() == 3
+    engine.run_ready()  # the batch fails; one by one, the failing one is set aside
+    assert len(sends.rows(services.db.reader)) == 2 and _timers(services) == []
+    entrance = (await client.get(f"/api/client/journeys/{journey_id}/users/b1", headers=h)).json()[
+        "results"
+    ][0]
+    assert entrance["state"] == "failed"
+    stats = (await client.get(f"/api/client/journeys/{journey_id}", headers=h)).json()["stats"]
+    assert stats["mail"]["failed"] == 1 and stats["d0"]["failed"] == 0

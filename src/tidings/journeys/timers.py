@@ -235,19 +235,43 @@ class TimerRunner(StepRunner):
         return done
 
     def _fail_first_due(self, now: int, exc: Exception) -> None:
+        """The oldest due timer or ready row (the one ``_run_ready(…, 1)`` failed on) is
+        removed and its entrance marked failed, so that it does not hold up the rest."""
+        t, r = journey_timers, journey_ready
         with self.writer.begin() as conn:
-            row = conn.execute(
+            timer = conn.execute(
+                skip_locked(
+                    conn, sa.select(t).where(t.c.due_at <= now).order_by(t.c.due_at).limit(1)
+                )
+            ).first()
+            ready = conn.execute(
                 skip_locked(
                     conn,
-                    sa.select(journey_timers)
-                    .where(journey_timers.c.due_at <= now)
-                    .order_by(journey_timers.c.due_at)
+                    sa.select(r)
+                    .where(r.c.due_at <= now)
+                    .order_by(r.c.due_at, r.c.entrance_id)
                     .limit(1),
                 )
             ).first()
-            if row is None:
+            if ready is not None and (timer is None or ready.due_at < timer.due_at):
+                conn.execute(
+                    sa.delete(r).where(
+                        r.c.due_at == ready.due_at, r.c.entrance_id == ready.entrance_id
+                    )
+                )
+                row: Any = ready
+                # The firing counted it at the delay's next step: it failed there.
+                step_id = ready.step_id
+                graph = self.graphs.get(conn, ready.journey_id)
+                delay = graph.by_id.get(ready.step_id) if graph is not None else None
+                if graph is not None and delay is not None:
+                    following = graph.steps.get(delay.child() or "")
+                    step_id = following.id if following is not None else step_id
+            elif timer is not None:
+                conn.execute(sa.delete(t).where(t.c.id == timer.id))
+                row, step_id = timer, timer.step_id
+            else:
                 return
-            conn.execute(sa.delete(journey_timers).where(journey_timers.c.id == row.id))
             conn.execute(
                 sa.update(journey_entrances)
                 .where(journey_entrances.c.id == row.entrance_id)
@@ -260,7 +284,7 @@ class TimerRunner(StepRunner):
                 [
                     {
                         "journey_id": row.journey_id,
-                        "step_id": row.step_id,
+                        "step_id": step_id,
                         "shard": stats_shard(),
                         "entered": 0,
                         "completed": 0,
