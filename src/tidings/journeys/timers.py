@@ -105,6 +105,29 @@ _READY_SQLITE = (
 _DELETE_SQLITE = f"DELETE FROM journey_timers AS t WHERE {_CLAIMED_SQLITE}"
 
 
+def _due_timers(now: int) -> sa.Select[Any]:
+    """Due timers of live journeys, oldest first."""
+    live = sa.select(journeys.c.id).where(journeys.c.status == "live")
+    t = journey_timers
+    return sa.select(t).where(t.c.due_at <= now, t.c.journey_id.in_(live)).order_by(t.c.due_at)
+
+
+def _due_ready(now: int) -> sa.Select[Any]:
+    """Due ready rows of live journeys, in the queue's key order."""
+    r = journey_ready
+    return (
+        sa.select(r)
+        .where(
+            r.c.due_at <= now,
+            # Not "journey_id IN (live ones)": PostgreSQL would then read all the due rows
+            # and sort them (the queue's statistics are usually those of an empty table)
+            # instead of the key's first rows.
+            ~sa.exists().where(journeys.c.id == r.c.journey_id, journeys.c.status != "live"),
+        )
+        .order_by(r.c.due_at, r.c.entrance_id)
+    )
+
+
 def bulk_steps(graph: Graph) -> dict[int, int]:
     """The delay steps of ``graph`` whose due timers fire in bulk: step id → next step id."""
     out: dict[int, int] = {}
@@ -239,20 +262,8 @@ class TimerRunner(StepRunner):
         removed and its entrance marked failed, so that it does not hold up the rest."""
         t, r = journey_timers, journey_ready
         with self.writer.begin() as conn:
-            timer = conn.execute(
-                skip_locked(
-                    conn, sa.select(t).where(t.c.due_at <= now).order_by(t.c.due_at).limit(1)
-                )
-            ).first()
-            ready = conn.execute(
-                skip_locked(
-                    conn,
-                    sa.select(r)
-                    .where(r.c.due_at <= now)
-                    .order_by(r.c.due_at, r.c.entrance_id)
-                    .limit(1),
-                )
-            ).first()
+            timer = conn.execute(skip_locked(conn, _due_timers(now).limit(1), t)).first()
+            ready = conn.execute(skip_locked(conn, _due_ready(now).limit(1), r)).first()
             if ready is not None and (timer is None or ready.due_at < timer.due_at):
                 conn.execute(
                     sa.delete(r).where(
@@ -295,36 +306,9 @@ class TimerRunner(StepRunner):
             logger.warning("journey entrance %d failed: %s", row.entrance_id, exc)
 
     def _run_ready(self, conn: Connection, now: int, limit: int) -> int:
-        live = sa.select(journeys.c.id).where(journeys.c.status == "live")
         t, r = journey_timers, journey_ready
-        due = conn.execute(
-            skip_locked(
-                conn,
-                sa.select(t)
-                .where(t.c.due_at <= now, t.c.journey_id.in_(live))
-                .order_by(t.c.due_at)
-                .limit(limit),
-                t,
-            )
-        ).all()
-        ready = conn.execute(
-            skip_locked(
-                conn,
-                sa.select(r)
-                .where(
-                    r.c.due_at <= now,
-                    # Not "journey_id IN (live ones)": PostgreSQL would then read all the
-                    # due rows and sort them (the queue's statistics are usually those
-                    # of an empty table) instead of the key's first ``limit``.
-                    ~sa.exists().where(
-                        journeys.c.id == r.c.journey_id, journeys.c.status != "live"
-                    ),
-                )
-                .order_by(r.c.due_at, r.c.entrance_id)
-                .limit(limit),
-                r,
-            )
-        ).all()
+        due = conn.execute(skip_locked(conn, _due_timers(now).limit(limit), t)).all()
+        ready = conn.execute(skip_locked(conn, _due_ready(now).limit(limit), r)).all()
         if not due and not ready:
             return 0
         # Oldest due first across both, ``limit`` in all (the rest stay for the next round).
