@@ -247,6 +247,10 @@ async def test_a_fired_entrance_that_left_before_its_next_step_is_dropped(
             .where(journey_entrances.c.id == first)
             .values(state="exited")
         )
+    stats = (
+        await client.get(f"/api/client/journeys/{journey_id}", headers=bearer(project.sk))
+    ).json()["stats"]
+    assert stats["mail"]["waiting"] == 1 and stats["d0"]["waiting"] == 0  # one left
     assert engine.run_ready() == 2  # both rows taken: one ran, one dropped
     assert len(sends.rows(services.db.reader)) == 1 and _timers(services) == []
 

@@ -59,10 +59,16 @@ def step_stats(reader: Engine, journey_id: int) -> dict[str, dict[str, int]]:
                 out[ids[step_id]]["waiting"] = int(count)
         # Fired delays whose next step has not run yet: already at the next step (the
         # firing counted them there), though their entrance row still names the delay.
+        ready, entrance = journey_ready, journey_entrances
         for step_id, count in conn.execute(
-            sa.select(journey_ready.c.step_id, sa.func.count())
-            .where(journey_ready.c.journey_id == journey_id)
-            .group_by(journey_ready.c.step_id)
+            sa.select(ready.c.step_id, sa.func.count())
+            .select_from(ready.join(entrance, entrance.c.id == ready.c.entrance_id))
+            .where(
+                ready.c.journey_id == journey_id,
+                entrance.c.step_id == ready.c.step_id,  # still at the delay
+                entrance.c.state.in_(("running", "waiting")),
+            )
+            .group_by(ready.c.step_id)
         ):
             following = first_child.get(step_id)
             if step_id in ids and following in out:
@@ -151,12 +157,18 @@ def user_entrances(reader: Engine, journey_id: int, profile_id: str) -> list[dic
                 )
             }
     by_uuid = {s.uuid: s for s in steps.values() if s.removed_at is None}
+    active = {e.id for e in entrances if e.state in ("running", "waiting")}
     for entrance_id, x in fired.items():
         # A fired delay whose next step has not run yet reads as it will be written
         # then: the delay completed, the next step entered, both at the firing.
         path = paths[entrance_id]
-        if not path or path[-1]["step_id"] != x.step_id or path[-1]["completed_at"]:
-            continue
+        if (
+            entrance_id not in active
+            or not path
+            or path[-1]["step_id"] != x.step_id
+            or path[-1]["completed_at"]
+        ):
+            continue  # it left the delay meanwhile: the ready queue will drop the row
         path[-1].update(completed_at=x.fired_at, outcome="completed")
         following = by_uuid.get(_first_child(steps[x.step_id].children) or "")
         if following is not None:
