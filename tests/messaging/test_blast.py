@@ -4,7 +4,7 @@ the state machine's refusals, per-user wall-clock times, abort."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -135,10 +135,14 @@ async def test_send_in_user_timezone_queues_each_at_their_wall_clock(
     ]
     listed = await _static_list(client, project, users)
     campaign = await _blast(client, project, list_ids=[listed], send_in_user_timezone=True)
-    # 09:00 in the project's timezone, tomorrow: within 26 hours, so loading starts now.
+    # The next 09:00 in the project's timezone at least an hour ahead: within 26 hours,
+    # so loading starts now (whatever the time of day the test runs at).
     sydney = ZoneInfo("Australia/Sydney")
-    tomorrow = datetime.now(sydney).date().toordinal() + 1
-    wall = datetime.fromordinal(tomorrow).replace(hour=9)
+    now = datetime.now(sydney)
+    day = now.date().toordinal()
+    if datetime.fromordinal(day).replace(hour=9, tzinfo=sydney) < now + timedelta(hours=1):
+        day += 1
+    wall = datetime.fromordinal(day).replace(hour=9)
     send_at = wall.replace(tzinfo=sydney)
     await patch(
         client,
