@@ -11,6 +11,7 @@ Python from the rows of ``events``; all must agree exactly.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,8 +217,12 @@ def shaped(result: queries.Aggregation, groups: list[str]) -> list[tuple[Any, ..
 
 
 def rollups_match_user_days(services: Services, project_id: int) -> None:
-    """The stored invariant: each rollup is the sum of its user-days, none is empty."""
+    """The stored invariants: the user-days are who had each event on each day, and
+    each rollup counts its key's events (count, first/last seen) and user-days; none is
+    empty."""
     u = event_user_days.c
+    e = events.c
+    day = e.created_at - ((e.created_at % DAY) + DAY) % DAY
     with services.db.reader.connect() as conn:
         stored = {
             (r.day, r.name): (r.count, r.users, r.first_seen_at, r.last_seen_at)
@@ -225,22 +230,35 @@ def rollups_match_user_days(services: Services, project_id: int) -> None:
                 sa.select(event_rollups).where(event_rollups.c.project_id == project_id)
             )
         }
+        users: dict[tuple[int, str], int] = {}
+        for d, name in conn.execute(sa.select(u.day, u.name).where(u.project_id == project_id)):
+            users[(d, name)] = users.get((d, name), 0) + 1
         summed = {
-            (r.day, r.name): (r.c, r.n, r.f, r.l)
+            (r.d, r.name): (r.c, users.get((r.d, r.name)), r.f, r.l)
             for r in conn.execute(
                 sa.select(
-                    u.day,
-                    u.name,
-                    sa.func.sum(u.count).label("c"),
-                    sa.func.count().label("n"),
-                    sa.func.min(u.first_seen_at).label("f"),
-                    sa.func.max(u.last_seen_at).label("l"),
+                    day.label("d"),
+                    e.name,
+                    sa.func.count().label("c"),
+                    sa.func.min(e.created_at).label("f"),
+                    sa.func.max(e.created_at).label("l"),
                 )
-                .where(u.project_id == project_id)
-                .group_by(u.day, u.name)
+                .where(e.project_id == project_id)
+                .group_by(day, e.name)
             )
         }
+        who = set(
+            conn.execute(
+                sa.select(u.day, u.name, u.profile_id).where(u.project_id == project_id)
+            ).all()
+        )
+        had = set(
+            conn.execute(
+                sa.select(day, e.name, e.profile_id).where(e.project_id == project_id).distinct()
+            ).all()
+        )
     assert stored == summed
+    assert who == had
     # One sketch per rollup; each is the sketch of its key's users (or stale: NULL).
     with services.db.reader.connect() as conn:
         sketched = {
@@ -260,7 +278,7 @@ def rollups_match_user_days(services: Services, project_id: int) -> None:
 
 
 @settings(
-    max_examples=25,
+    max_examples=int(os.environ.get("TIDINGS_AGREEMENT_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

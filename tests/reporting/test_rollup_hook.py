@@ -52,38 +52,28 @@ def apply(db: Database, batch: list[dict[str, Any]]) -> None:
         )
 
 
-def expected(everything: list[dict[str, Any]]) -> tuple[dict[Any, Any], dict[Any, Any]]:
-    """User-days and rollups computed from the events alone."""
-    user_days: dict[tuple[int, str, int, str], list[int]] = {}
+def expected(everything: list[dict[str, Any]]) -> tuple[set[Any], dict[Any, Any]]:
+    """User-days (who had which event on which day) and rollups computed from the
+    events alone."""
+    user_days: set[tuple[int, str, int, str]] = set()
+    rollup: dict[tuple[int, int, str], list[int]] = {}
     for e in everything:
         t = e["created_at"]
         key = (e["project_id"], e["name"], t - t % DAY, e["profile_id"])
-        found = user_days.setdefault(key, [0, t, t])
+        found = rollup.setdefault((key[0], key[2], key[1]), [0, 0, t, t])
         found[0] += 1
-        found[1] = min(found[1], t)
-        found[2] = max(found[2], t)
-    rollup: dict[tuple[int, int, str], list[int]] = {}
-    for (project_id, name, day, _), (count, first, last) in user_days.items():
-        found = rollup.setdefault((project_id, day, name), [0, 0, first, last])
-        found[0] += count
-        found[1] += 1
-        found[2] = min(found[2], first)
-        found[3] = max(found[3], last)
-    return (
-        {k: tuple(v) for k, v in user_days.items()},
-        {k: tuple(v) for k, v in rollup.items()},
-    )
+        found[1] += key not in user_days
+        found[2] = min(found[2], t)
+        found[3] = max(found[3], t)
+        user_days.add(key)
+    return user_days, {k: tuple(v) for k, v in rollup.items()}
 
 
-def stored(db: Database) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
+def stored(db: Database) -> tuple[set[Any], dict[Any, Any], dict[Any, Any]]:
     s = event_day_sketches.c
     with db.reader.connect() as conn:
         user_days = {
-            (row.project_id, row.name, row.day, row.profile_id): (
-                row.count,
-                row.first_seen_at,
-                row.last_seen_at,
-            )
+            (row.project_id, row.name, row.day, row.profile_id)
             for row in conn.execute(sa.select(event_user_days))
         }
         rollup = {
@@ -102,7 +92,7 @@ def stored(db: Database) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any]
     return user_days, rollup, sketches
 
 
-def sketches_of(user_days: dict[Any, Any]) -> dict[Any, bytes]:
+def sketches_of(user_days: set[Any]) -> dict[Any, bytes]:
     members: dict[tuple[int, int, str], list[str]] = {}
     for project_id, name, day, profile_id in user_days:
         members.setdefault((project_id, day, name), []).append(profile_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
@@ -22,6 +22,7 @@ from tidings.segments.realtime import BatchChanges, RealtimeSegments, profile_st
 from tidings.store.database import Writer
 from tidings.store.lists import ListStore
 from tidings.store.profiles import ProfileRow, ProfileStore, data_fits
+from tidings.store.rollups import ErasedDay
 from tidings.store.schema import SchemaStore
 
 __all__ = ["BatchFacts", "BatchHook", "BatchProcessor", "StaleBatch"]
@@ -40,6 +41,9 @@ class BatchFacts:
     merges: list[tuple[int, str, str]]  # (project, absorbed profile, survivor)
     erased: list[tuple[int, str]]  # (project, profile)
     profiles: list[ProfileRow]  # every profile the batch touched, as written
+    # What each erased profile's deleted events counted, per name and UTC day:
+    # (project, profile) -> [(name, day, count, first, last created_at)]
+    erased_events: dict[tuple[int, str], list[ErasedDay]] = field(default_factory=dict)
 
 
 class BatchHook(Protocol):
@@ -326,8 +330,11 @@ class BatchProcessor:
             for project_id, absorbed, survivor in batch.merges:
                 self.store.merge_profiles(conn, project_id, absorbed, survivor)
                 ListStore.repoint_profile(conn, project_id, absorbed, survivor)
+            erased_events: dict[tuple[int, str], list[ErasedDay]] = {}
             for project_id, profile_id in batch.erased:
-                self.store.erase_profile(conn, project_id, profile_id)
+                erased_events[(project_id, profile_id)] = self.store.erase_profile(
+                    conn, project_id, profile_id
+                )
                 ListStore.forget_profile(conn, project_id, profile_id)
             self.store.save_profiles(conn, list(batch.profiles.values()))
             self.store.insert_identities(conn, batch.new_identities)
@@ -354,6 +361,7 @@ class BatchProcessor:
                     merges=batch.merges,
                     erased=batch.erased,
                     profiles=list(batch.profiles.values()),
+                    erased_events=erased_events,
                 )
                 for hook in self.hooks:
                     hook.apply(conn, facts, now)

@@ -283,14 +283,22 @@ def plan(f: EventFilter, group_by: Sequence[str]) -> Plan:
     """Where an aggregation is computed from:
 
     - ``rollups`` (``event_rollups``): grouped by exactly event name and day;
-    - ``user_days`` (``event_user_days``): any other grouping without campaign; but
-      ``aggregate`` answers no grouping or ``event_name`` alone from ``sketches`` (counts
-      from ``event_rollups``, unique users estimated from ``event_day_sketches``) when the
-      range holds more than ``EXACT_USER_DAYS`` user-days;
-    - ``events``: a campaign in the filter or the grouping, a user filter, or ``from``/``to``
-      not at a UTC midnight (the rollups are per whole day).
+    - ``user_days``: no grouping, ``event_name`` or ``day``: counts and first/last seen
+      from ``event_rollups``, unique users counted in ``event_user_days``; but
+      ``aggregate`` answers no grouping or ``event_name`` alone from ``sketches`` (unique
+      users estimated from ``event_day_sketches``) when the range holds more than
+      ``EXACT_USER_DAYS`` user-days;
+    - ``events``: a campaign or a user in the filter or the grouping (a user-day says who
+      had an event, not how many times), or ``from``/``to`` not at a UTC midnight (the
+      rollups are per whole day).
     """
-    if f.campaign_ids or f.by_user or "campaign" in group_by or not f.whole_days:
+    if (
+        f.campaign_ids
+        or f.by_user
+        or "campaign" in group_by
+        or "user" in group_by
+        or not f.whole_days
+    ):
         return "events"
     if set(group_by) == {"event_name", "day"}:
         return "rollups"
@@ -356,18 +364,7 @@ def aggregate(
             where = [sa.false()]
         query = base.select_from(events).where(*where)
     elif chosen == "user_days":
-        u = event_user_days.c
-        keys = {"event_name": u.name, "user": u.profile_id, "day": u.day}
-        measures = [
-            sa.func.sum(u.count).label("count"),
-            sa.func.count(sa.distinct(u.profile_id)).label("unique_user_count"),
-            sa.func.min(u.first_seen_at).label("first_seen_at"),
-            sa.func.max(u.last_seen_at).label("last_seen_at"),
-        ]
-        where = [u.project_id == f.project_id, u.day >= f.start, u.day < f.end]
-        if f.names:
-            where.append(u.name.in_(f.names))
-        query = sa.select(*[keys[g].label(g) for g in groups], *measures).where(*where)
+        return _from_user_days(conn, f, groups, limit)
     else:
         r = event_rollups.c
         keys = {"event_name": r.name, "day": r.day}
@@ -412,6 +409,60 @@ def aggregate(
         )
         results.append(item)
     return Aggregation(results=results, source=chosen, truncated=truncated)
+
+
+def _from_user_days(conn: Connection, f: EventFilter, groups: list[str], limit: int) -> Aggregation:
+    """No grouping, ``event_name`` or ``day``: the counts and first/last seen summed from
+    the rollups, the unique users counted in the user-days, the same groups in the same
+    order (a key has rollups exactly when it has user-days)."""
+    r = event_rollups.c
+    u = event_user_days.c
+    rkeys = {"event_name": r.name, "day": r.day}
+    ukeys = {"event_name": u.name, "day": u.day}
+    rwhere = [r.project_id == f.project_id, r.day >= f.start, r.day < f.end]
+    uwhere = [u.project_id == f.project_id, u.day >= f.start, u.day < f.end]
+    if f.names:
+        rwhere.append(r.name.in_(f.names))
+        uwhere.append(u.name.in_(f.names))
+    counted = sa.select(
+        *[rkeys[g].label(g) for g in groups],
+        sa.func.sum(r.count).label("count"),
+        sa.func.min(r.first_seen_at).label("first_seen_at"),
+        sa.func.max(r.last_seen_at).label("last_seen_at"),
+    ).where(*rwhere)
+    users = sa.select(
+        *[ukeys[g].label(g) for g in groups],
+        sa.func.count(sa.distinct(u.profile_id)).label("unique_user_count"),
+    ).where(*uwhere)
+    if groups:
+        counted = (
+            counted.group_by(*[rkeys[g] for g in groups])
+            .order_by(*[rkeys[g] for g in groups])
+            .limit(limit + 1)
+        )
+        users = (
+            users.group_by(*[ukeys[g] for g in groups])
+            .order_by(*[ukeys[g] for g in groups])
+            .limit(limit + 1)
+        )
+    unique = {tuple(row[:-1]): int(row[-1] or 0) for row in conn.execute(users)}
+    rows = conn.execute(counted).all()
+    truncated = len(rows) > limit
+    results = []
+    for row in rows[:limit]:
+        count = int(row._mapping["count"] or 0)
+        item: dict[str, Any] = {}
+        for group in groups:
+            value = getattr(row, group)
+            item[group] = day_text(int(value)) if group == "day" else value
+        item.update(
+            count=count,
+            unique_user_count=unique.get(tuple(row[: len(groups)]), 0),
+            first_seen_at=row.first_seen_at if count else None,
+            last_seen_at=row.last_seen_at if count else None,
+        )
+        results.append(item)
+    return Aggregation(results=results, source="user_days", truncated=truncated)
 
 
 def _rollup_totals(conn: Connection, f: EventFilter, by_name: bool, limit: int) -> list[Any]:

@@ -2,7 +2,8 @@
 
 ``bootstrap.build`` passes it to ``BatchProcessor(hooks=[…])``; it runs in the batch's
 write transaction after the batch's rows are written: merges first (in the order they
-happened), then erasures, then the batch's new events (duplicates of a stored
+happened), then erasures (their counts come with the facts: the events are deleted
+already), then the batch's new events (duplicates of a stored
 ``message_id`` never reach it: the processor drops them before). A batch that fails is
 applied again from scratch, hook included, so nothing here is counted twice. The SQL lives
 in store/rollups.py (retention uses it too).
@@ -33,6 +34,7 @@ class RollupHook:
         for project_id, absorbed, survivor in facts.merges:
             rollups.merge_profiles(conn, project_id, absorbed, survivor)
         for project_id, profile_id in facts.erased:
-            rollups.erase_profile(conn, project_id, profile_id)
+            gone = facts.erased_events.get((project_id, profile_id), [])
+            rollups.erase_profile(conn, project_id, profile_id, gone)
         rollups.add_events(conn, facts.events)
         rollups.repair_sketches(conn, REPAIRS_PER_BATCH)

@@ -13,8 +13,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from tidings.domain import limits
+from tidings.store import rollups
 from tidings.store.bulk import BulkInsert
 from tidings.store.database import Writer
+from tidings.store.rollups import ErasedDay
 from tidings.store.tables import (
     devices,
     event_message_ids,
@@ -377,9 +379,12 @@ class ProfileStore:
         conn.execute(sa.delete(devices).where(*owned, devices.c.id.not_in(kept)))
 
     @staticmethod
-    def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
+    def erase_profile(conn: Connection, project_id: int, profile_id: str) -> list[ErasedDay]:
         """Delete a profile and everything that is about it (its events' message ids too:
-        a retry of an erased event is stored again, as it was before they had a table)."""
+        a retry of an erased event is stored again, as it was before they had a table).
+        Returns what its events counted per name and UTC day, read before they go: the
+        reporting rollups subtract it (store/rollups.py)."""
+        gone = rollups.erased_days(conn, project_id, profile_id)
         conn.execute(
             sa.delete(event_message_ids).where(
                 event_message_ids.c.project_id == project_id,
@@ -410,6 +415,7 @@ class ProfileStore:
                 profiles.c.project_id == project_id, profiles.c.id == profile_id
             )
         )
+        return gone
 
     @staticmethod
     def insert_rejections(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -1,19 +1,20 @@
 """The SQL that keeps the event rollups true (tables in store/tables_reporting.py).
 
 Called inside the pipeline's batch transaction (``reporting.rollups.RollupHook``) and by
-retention (store/retention.py). Every change is expressed on ``event_user_days`` first
-(one row per project, event name, UTC day and profile) and then carried to
-``event_rollups`` (one row per project, event name and day), whose ``users`` is the number
-of ``event_user_days`` rows of its key:
+retention (store/retention.py). ``event_user_days`` says who had an event (one row per
+project, event name, UTC day and profile, inserted once and never updated);
+``event_rollups`` (one row per project, event name and day) has the count, first/last
+seen and ``users``, the number of ``event_user_days`` rows of its key:
 
-- new events: one upsert of the batch's user-days ``… ON CONFLICT DO UPDATE … RETURNING
-  count`` tells which are new (their count is the batch's own; with several workers on
-  PostgreSQL the unique key decides, not a read before the write), and the rollups get
-  the counts and new users;
-- a merge moves the absorbed profile's user-days to the survivor, folding them into the
-  survivor's own where both have one (one user fewer for that key);
-- an erasure subtracts the profile's user-days and recomputes first/last seen of the keys
-  it touched from the user-days left;
+- new events: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the batch's user-days
+  returns the ones it created, the key's new users (with several workers on PostgreSQL
+  the unique key decides, not a read before the write; a user-day already stored costs
+  an index probe, no write), and one upsert adds the counts and new users to the rollups;
+- a merge moves the absorbed profile's user-days to the survivor, dropping those the
+  survivor has too (one user fewer for that key); counts and first/last seen do not change;
+- an erasure removes the profile's user-days and subtracts what its deleted events
+  counted (``ProfileStore.erase_profile`` returns that per name and day); a key's
+  first/last seen is looked up again in the events left only when the erased user held it;
 - retention drops the rows of days before the cutoff's day and recomputes that day;
 - ``event_day_sketches`` (HyperLogLog registers per key, store/hll.py) get the batch's new
   users of each key, read and written while the batch holds the key's ``event_rollups``
@@ -42,10 +43,12 @@ from tidings.store.tables_reporting import event_day_sketches, event_rollups, ev
 
 __all__ = [
     "DAY",
+    "ErasedDay",
     "add_events",
     "day_of",
     "day_sql",
     "erase_profile",
+    "erased_days",
     "merge_profiles",
     "rebuild_all",
     "rebuild_day",
@@ -71,23 +74,7 @@ def day_sql(column: Any) -> Any:
     return column - ((column % DAY) + DAY) % DAY
 
 
-def _least(column: Any, value: Any) -> Any:
-    return sa.case((column > value, value), else_=column)
-
-
-def _greatest(column: Any, value: Any) -> Any:
-    return sa.case((column < value, value), else_=column)
-
-
-_USER_DAY_COLUMNS = (
-    "project_id",
-    "name",
-    "day",
-    "profile_id",
-    "count",
-    "first_seen_at",
-    "last_seen_at",
-)
+_USER_DAY_COLUMNS = ("project_id", "name", "day", "profile_id")
 _ROLLUP_COLUMNS = ("project_id", "day", "name", "count", "users", "first_seen_at", "last_seen_at")
 
 
@@ -161,13 +148,11 @@ class _Statements:
     statement per batch, not one per row, nor one that SQLAlchemy compiles again for
     every batch)."""
 
-    # User-days: inserted, or added to. RETURNING gives each row's count after the write,
-    # which equals what this batch adds only for the rows it created (a stored row counts
-    # at least one event already): those are the new users of their day.
+    # User-days: inserted if new. RETURNING gives the rows this statement created only:
+    # the new users of their day.
     user_days: _Upsert
     # The same for a batch of one project and one day (live traffic): RETURNING only the
-    # name, profile and count, two columns fewer for each of the batch's user-days to
-    # carry back (SQLite: ~7% of the hook, counted with callgrind).
+    # name and profile, two columns fewer for each new user-day to carry back.
     user_days_of_one_day: _Upsert
     # Rollups: RETURNING each key's users after the write: equal to the batch's new users
     # when the key is new, which is when the batch's users make its whole sketch.
@@ -183,24 +168,21 @@ class _Statements:
                 f"last_seen_at = {high}({table}.last_seen_at, excluded.last_seen_at)"
             )
 
-        user_days = (
-            "ON CONFLICT (project_id, name, day, profile_id) DO UPDATE SET "
-            "count = event_user_days.count + excluded.count, " + edges("event_user_days")
-        )
+        user_days = "ON CONFLICT (project_id, name, day, profile_id) DO NOTHING"
         return cls(
             user_days=_Upsert(
                 dialect,
                 paramstyle,
                 "event_user_days",
                 _USER_DAY_COLUMNS,
-                user_days + " RETURNING project_id, name, day, profile_id, count",
+                user_days + " RETURNING project_id, name, day, profile_id",
             ),
             user_days_of_one_day=_Upsert(
                 dialect,
                 paramstyle,
                 "event_user_days",
                 _USER_DAY_COLUMNS,
-                user_days + " RETURNING name, profile_id, count",
+                user_days + " RETURNING name, profile_id",
             ),
             rollup=_Upsert(
                 dialect,
@@ -257,31 +239,22 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             elif created > lasts[profile_id]:
                 lasts[profile_id] = created
     # The user-days in key order (project, name, day, profile), as columns.
-    columns: list[list[Any]] = [[], [], [], [], [], [], []]
+    columns: list[list[Any]] = [[], [], [], []]
     for where in sorted(shares):
-        counts, firsts, lasts = shares[where]
-        profiles = sorted(counts)
+        profiles = sorted(shares[where][0])
         for column, value in zip(columns, where, strict=False):
             column += itertools.repeat(value, len(profiles))
         columns[3] += profiles
-        columns[4] += map(counts.__getitem__, profiles)
-        columns[5] += map(firsts.__getitem__, profiles)
-        columns[6] += map(lasts.__getitem__, profiles)
     statements = _for(conn)
-    # The user-days this batch created (their count is the batch's own), per rollup key.
+    # The user-days this batch created, per rollup key: the key's new users.
     newcomers: dict[RollupKey, list[str]] = {}
     places = {(project_id, day) for project_id, _, day in shares}
-    written: Iterable[tuple[Any, ...]]
-    if len(places) == 1:  # live traffic: the statement returns name, profile and count
+    if len(places) == 1:  # live traffic: the statement returns name and profile
         ((one_project, one_day),) = places
-        written = (
-            (one_project, name, one_day, profile_id, count)
-            for name, profile_id, count in statements.user_days_of_one_day(conn, columns)
-        )
+        for name, profile_id in statements.user_days_of_one_day(conn, columns):
+            newcomers.setdefault((one_project, one_day, name), []).append(profile_id)
     else:
-        written = statements.user_days(conn, columns)
-    for project_id, name, day, profile_id, count in written:
-        if count == shares[(project_id, name, day)][0][profile_id]:
+        for project_id, name, day, profile_id in statements.user_days(conn, columns):
             newcomers.setdefault((project_id, day, name), []).append(profile_id)
     keys = sorted((p, d, n) for p, n, d in shares)  # the rollups' key order
     rollup: list[list[Any]] = [[], [], [], [], [], [], []]
@@ -454,42 +427,36 @@ def repair_sketches(conn: Connection, limit: int) -> int:
     return done
 
 
-def _user_days_of(conn: Connection, project_id: int, profile_id: str) -> list[Any]:
+def _keys_of(conn: Connection, project_id: int, profile_id: str) -> list[tuple[str, int]]:
+    """The (name, day) of the profile's user-days."""
     u = event_user_days.c
-    return list(
-        conn.execute(
-            sa.select(u.name, u.day, u.count, u.first_seen_at, u.last_seen_at)
+    return [
+        (name, day)
+        for name, day in conn.execute(
+            sa.select(u.name, u.day)
             .where(u.project_id == project_id, u.profile_id == profile_id)
             .order_by(u.name, u.day)
-        ).all()
-    )
+        )
+    ]
 
 
 def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: str) -> None:
-    """``absorbed`` became part of ``survivor``: its user-days are the survivor's now."""
+    """``absorbed`` became part of ``survivor``: its user-days are the survivor's now. The
+    events are the survivor's too, so counts and first/last seen stay as they are."""
     u = event_user_days.c
     r = event_rollups.c
-    moved = _user_days_of(conn, project_id, absorbed)
+    moved = _keys_of(conn, project_id, absorbed)
     if not moved:
         return
-    theirs = {(row.name, row.day) for row in _user_days_of(conn, project_id, survivor)}
-    for row in sorted(moved, key=lambda m: (m.day, m.name)):  # rollup key order
-        _mark_stale(conn, project_id, row.name, row.day)  # the key's set of ids changed
-        mine = sa.and_(u.project_id == project_id, u.name == row.name, u.day == row.day)
-        if (row.name, row.day) in theirs:
-            conn.execute(
-                sa.update(event_user_days)
-                .where(mine, u.profile_id == survivor)
-                .values(
-                    count=u.count + row.count,
-                    first_seen_at=_least(u.first_seen_at, row.first_seen_at),
-                    last_seen_at=_greatest(u.last_seen_at, row.last_seen_at),
-                )
-            )
+    theirs = set(_keys_of(conn, project_id, survivor))
+    for name, day in sorted(moved, key=lambda k: (k[1], k[0])):  # rollup key order
+        _mark_stale(conn, project_id, name, day)  # the key's set of ids changed
+        mine = sa.and_(u.project_id == project_id, u.name == name, u.day == day)
+        if (name, day) in theirs:
             conn.execute(sa.delete(event_user_days).where(mine, u.profile_id == absorbed))
             conn.execute(
                 sa.update(event_rollups)
-                .where(r.project_id == project_id, r.day == row.day, r.name == row.name)
+                .where(r.project_id == project_id, r.day == day, r.name == name)
                 .values(users=r.users - 1)
             )
         else:
@@ -500,47 +467,96 @@ def merge_profiles(conn: Connection, project_id: int, absorbed: str, survivor: s
             )
 
 
-def erase_profile(conn: Connection, project_id: int, profile_id: str) -> None:
-    """The profile and its events are gone: so are its user-days and their counts."""
+# What an erasure deleted of one (name, day): (name, day, count, first, last created_at).
+ErasedDay = tuple[str, int, int, int, int]
+
+
+def erased_days(conn: Connection, project_id: int, profile_id: str) -> list[ErasedDay]:
+    """The profile's events per name and UTC day (count, first and last ``created_at``),
+    read before an erasure deletes them: what the rollups must lose with them."""
+    e = events.c
+    day = day_sql(e.created_at)
+    return [
+        (name, int(d), int(count), int(first), int(last))
+        for name, d, count, first, last in conn.execute(
+            sa.select(
+                e.name, day, sa.func.count(), sa.func.min(e.created_at), sa.func.max(e.created_at)
+            )
+            .where(e.project_id == project_id, e.profile_id == profile_id)
+            .group_by(e.name, day)
+        )
+    ]
+
+
+def erase_profile(
+    conn: Connection, project_id: int, profile_id: str, gone: Sequence[ErasedDay]
+) -> None:
+    """The profile and its events are gone (``gone``: what they counted, per name and
+    day, from ``erased_days``): so are its user-days, its users and counts in the rollups."""
     u = event_user_days.c
     r = event_rollups.c
-    gone = _user_days_of(conn, project_id, profile_id)
-    if not gone:
-        return
     conn.execute(
         sa.delete(event_user_days).where(u.project_id == project_id, u.profile_id == profile_id)
     )
-    for row in sorted(gone, key=lambda g: (g.day, g.name)):
-        key = sa.and_(r.project_id == project_id, r.day == row.day, r.name == row.name)
-        conn.execute(
-            sa.update(event_rollups).where(key).values(count=r.count - row.count, users=r.users - 1)
+    for name, day, count, first, last in sorted(gone, key=lambda g: (g[1], g[0])):
+        key = sa.and_(r.project_id == project_id, r.day == day, r.name == name)
+        left = conn.execute(
+            sa.update(event_rollups)
+            .where(key)
+            .values(count=r.count - count, users=r.users - 1)
+            .returning(r.count, r.first_seen_at, r.last_seen_at)
+        ).first()
+        if left is None:
+            continue
+        remaining, first_seen, last_seen = left
+        if remaining <= 0:
+            _drop_key(conn, project_id, day, name)
+            continue
+        if first <= first_seen or last >= last_seen:
+            _refresh_edges(conn, project_id, day, name)
+        _mark_stale(conn, project_id, name, day)
+
+
+def _drop_key(conn: Connection, project_id: int, day: int, name: str) -> None:
+    """No event of the key is left: its rollup and sketch go."""
+    r = event_rollups.c
+    s = event_day_sketches.c
+    conn.execute(
+        sa.delete(event_rollups).where(r.project_id == project_id, r.day == day, r.name == name)
+    )
+    conn.execute(
+        sa.delete(event_day_sketches).where(
+            s.project_id == project_id, s.name == name, s.day == day
         )
-        _refresh_edges(conn, project_id, row.day, row.name)
-        _mark_stale(conn, project_id, row.name, row.day)
+    )
 
 
 def _refresh_edges(conn: Connection, project_id: int, day: int, name: str) -> None:
-    """First/last seen of one rollup from its user-days (or the row gone if none is left)."""
-    u = event_user_days.c
+    """First/last seen of one rollup looked up again in the events left (after an erasure
+    removed the events at an edge): the first and the last of the day's events of the
+    project with that name, along the project's time index."""
+    e = events.c
     r = event_rollups.c
-    key = sa.and_(r.project_id == project_id, r.day == day, r.name == name)
-    first, last = conn.execute(
-        sa.select(sa.func.min(u.first_seen_at), sa.func.max(u.last_seen_at)).where(
-            u.project_id == project_id, u.name == name, u.day == day
-        )
-    ).one()
-    if first is None:
-        conn.execute(sa.delete(event_rollups).where(key))
-        s = event_day_sketches.c
-        conn.execute(
-            sa.delete(event_day_sketches).where(
-                s.project_id == project_id, s.name == name, s.day == day
-            )
-        )
-    else:
-        conn.execute(
-            sa.update(event_rollups).where(key).values(first_seen_at=first, last_seen_at=last)
-        )
+    of_key = (
+        e.project_id == project_id,
+        e.created_at >= day,
+        e.created_at < day + DAY,
+        e.name == name,
+    )
+    first = conn.execute(
+        sa.select(e.created_at).where(*of_key).order_by(e.created_at).limit(1)
+    ).scalar()
+    last = conn.execute(
+        sa.select(e.created_at).where(*of_key).order_by(e.created_at.desc()).limit(1)
+    ).scalar()
+    if first is None or last is None:
+        _drop_key(conn, project_id, day, name)
+        return
+    conn.execute(
+        sa.update(event_rollups)
+        .where(r.project_id == project_id, r.day == day, r.name == name)
+        .values(first_seen_at=first, last_seen_at=last)
+    )
 
 
 def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = None) -> None:
@@ -565,39 +581,7 @@ def rebuild_day(conn: Connection, day: int, project_ids: Iterable[int] | None = 
         scope_e.append(events.c.project_id.in_(ids))
     conn.execute(sa.delete(event_user_days).where(*scope_u))
     conn.execute(sa.delete(event_rollups).where(*scope_r))
-    e = events.c
-    conn.execute(
-        sa.insert(event_user_days).from_select(
-            ["project_id", "name", "day", "profile_id", "count", "first_seen_at", "last_seen_at"],
-            sa.select(
-                e.project_id,
-                e.name,
-                sa.literal(day, sa.BigInteger),
-                e.profile_id,
-                sa.func.count(),
-                sa.func.min(e.created_at),
-                sa.func.max(e.created_at),
-            )
-            .where(*scope_e)
-            .group_by(e.project_id, e.name, e.profile_id),
-        )
-    )
-    conn.execute(
-        sa.insert(event_rollups).from_select(
-            ["project_id", "day", "name", "count", "users", "first_seen_at", "last_seen_at"],
-            sa.select(
-                u.project_id,
-                sa.literal(day, sa.BigInteger),
-                u.name,
-                sa.func.sum(u.count),
-                sa.func.count(),
-                sa.func.min(u.first_seen_at),
-                sa.func.max(u.last_seen_at),
-            )
-            .where(*scope_u)
-            .group_by(u.project_id, u.name),
-        )
-    )
+    _insert_from_events(conn, scope_e, sa.literal(day, sa.BigInteger))
     _write_sketches(conn, scope_u, None if project_ids is None else sorted(set(project_ids)), day)
 
 
@@ -621,7 +605,7 @@ def trim_before(conn: Connection, day: int) -> None:
 
 def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
     """Compute every rollup again from the events (of one project, or all): what migration
-    0016 does once, for repairs and benches. One scan of the events."""
+    0016 does once, for repairs and benches. Two scans of the events."""
     u = event_user_days.c
     r = event_rollups.c
     e = events.c
@@ -630,20 +614,20 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
     scope_e = [] if project_id is None else [e.project_id == project_id]
     conn.execute(sa.delete(event_user_days).where(*scope_u))
     conn.execute(sa.delete(event_rollups).where(*scope_r))
-    day = day_sql(e.created_at)
+    _insert_from_events(conn, scope_e, day_sql(e.created_at))
+    rebuild_sketches(conn, project_id)
+
+
+def _insert_from_events(conn: Connection, scope: list[Any], day: Any) -> None:
+    """The user-days and rollups of the events ``scope`` selects (``day``: their day, an
+    expression or a literal). Two reads of those events: one for who (the user-days),
+    one for the counts and first/last seen (the rollups, with their distinct users)."""
+    e = events.c
     conn.execute(
         sa.insert(event_user_days).from_select(
-            ["project_id", "name", "day", "profile_id", "count", "first_seen_at", "last_seen_at"],
-            sa.select(
-                e.project_id,
-                e.name,
-                day,
-                e.profile_id,
-                sa.func.count(),
-                sa.func.min(e.created_at),
-                sa.func.max(e.created_at),
-            )
-            .where(*scope_e)
+            ["project_id", "name", "day", "profile_id"],
+            sa.select(e.project_id, e.name, day, e.profile_id)
+            .where(*scope)
             .group_by(e.project_id, e.name, day, e.profile_id),
         )
     )
@@ -651,19 +635,18 @@ def rebuild_all(conn: Connection, project_id: int | None = None) -> None:
         sa.insert(event_rollups).from_select(
             ["project_id", "day", "name", "count", "users", "first_seen_at", "last_seen_at"],
             sa.select(
-                u.project_id,
-                u.day,
-                u.name,
-                sa.func.sum(u.count),
+                e.project_id,
+                day,
+                e.name,
                 sa.func.count(),
-                sa.func.min(u.first_seen_at),
-                sa.func.max(u.last_seen_at),
+                sa.func.count(sa.distinct(e.profile_id)),
+                sa.func.min(e.created_at),
+                sa.func.max(e.created_at),
             )
-            .where(*scope_u)
-            .group_by(u.project_id, u.day, u.name),
+            .where(*scope)
+            .group_by(e.project_id, day, e.name),
         )
     )
-    rebuild_sketches(conn, project_id)
 
 
 def _write_sketches(

@@ -5,9 +5,10 @@ Rollups (migration 0016, maintained by ``reporting.rollups.RollupHook`` in each 
 transaction; see docs/reporting.md):
 
 - ``event_user_days``: one row per (project, event name, UTC day, profile) that has at
-  least one such event, with its count and first/last ``created_at``. It is what makes
-  unique users exact: a user is counted once per row, and distinct users over several days
-  are the distinct ``profile_id`` of the rows.
+  least one such event: inserted by the first one, never updated (migration 0024 dropped
+  its count and first/last seen: the rollups have them per key). It is what makes unique
+  users exact: a user is counted once per row, and distinct users over several days are
+  the distinct ``profile_id`` of the rows.
 - ``event_rollups``: one row per (project, event name, UTC day): the event count, the
   number of distinct users (= rows of ``event_user_days`` for the key), first/last seen.
 
@@ -51,9 +52,6 @@ event_user_days = sa.Table(
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("day", Micros, primary_key=True, autoincrement=False),
     sa.Column("profile_id", sa.String(32), primary_key=True),
-    sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("first_seen_at", Micros, nullable=False),
-    sa.Column("last_seen_at", Micros, nullable=False),
     # Merges and erasures move or remove one profile's rows.
     sa.Index("ix_event_user_days_profile", "project_id", "profile_id"),
     sqlite_with_rowid=False,  # one B-tree, the key's, instead of a table and an index
