@@ -42,10 +42,35 @@ def test_the_union_of_days_is_the_sketch_of_all_their_users() -> None:
 )
 def test_merge_is_the_registerwise_maximum(sketches: list[bytes]) -> None:
     expected = bytes(max(column, default=0) for column in zip(*sketches, strict=True))
-    assert hll.merge(sketches) == (expected if sketches else hll.EMPTY)
+    assert hll.merge(sketches) == (expected if sketches else bytes(hll.M))
 
 
 def test_adding_known_users_returns_the_same_sketch() -> None:
     sketch = hll.registers_of(["a", "b", "c"])
     assert hll.add(sketch, ["a", "c"]) is sketch
     assert hll.add(sketch, ["d"]) == hll.registers_of(["a", "b", "c", "d"])
+
+
+def test_small_sets_are_stored_sparse_and_the_form_depends_only_on_the_set() -> None:
+    """Up to 1,365 non-zero registers a sketch is 3 bytes per register, past that the
+    4,096 dense bytes; built at once or user by user, in any order, the bytes are equal,
+    and each form counts and merges the same."""
+    rng = random.Random(12)
+    for n in (1, 40, 1_500, 1_700, 2_500, 20_000):
+        users = [f"prf_{rng.randrange(10**9)}" for _ in range(n)]
+        at_once = hll.registers_of(users)
+        nonzero = sum(1 for v in hll.merge([at_once]) if v)
+        assert len(at_once) == (3 * nonzero if nonzero <= 1_365 else hll.M), n
+        sketch = hll.EMPTY
+        shuffled = users[:]
+        rng.shuffle(shuffled)
+        for start in range(0, n, 97):  # batches, as the rollup hook adds them
+            sketch = hll.add(sketch, shuffled[start : start + 97])
+        assert sketch == at_once, n
+        assert hll.estimate(at_once) == hll.estimate(hll.merge([at_once]))
+    small = hll.registers_of(["a", "b"])
+    assert len(small) == 6
+    assert hll.add(small, ["a"]) is small
+    dense = hll.registers_of(f"u{i}" for i in range(5_000))
+    assert hll.merge([small, dense]) == hll.merge([hll.merge([small]), dense])
+    assert hll.union([small, hll.registers_of(["c"])]) == 3

@@ -1,10 +1,11 @@
 """HyperLogLog sketches of user sets, for unique users over many days (docs/reporting.md).
 
 A sketch is ``M = 4096`` one-byte registers (precision ``P = 12``), stored as 4,096 bytes
-per (project, event name, UTC day) in ``event_day_sketches``. A user's id is hashed to 64
-bits (BLAKE2b): the first 12 bits pick a register, which keeps the largest "position of
-the first 1 bit" of the other 52 seen so far. The union of several days is the register-
-wise maximum (done on Python integers, eight bits a lane, in a few microseconds per day);
+(or sparse, below) per (project, event name, UTC day) in ``event_day_sketches``. A
+user's id is hashed to 64 bits (BLAKE2b): the first 12 bits pick a register, which keeps
+the largest "position of the first 1 bit" of the other 52 seen so far. The union of
+several days is the register-wise maximum (done on Python integers, eight bits a lane, in
+a few microseconds per day);
 the count is estimated from the registers' histogram with Ertl's improved estimator
 ("New cardinality estimation algorithms for HyperLogLog sketches", 2017), which needs no
 bias table and is close to unbiased from one user to billions.
@@ -13,6 +14,16 @@ Error: relative standard error 1.04/√4096 ≈ 1.6% (about 95% of estimates wit
 99.7% within ±4.9%); small sets are nearly exact (hash collisions among a few hundred
 users in 4,096 registers are rare, and the estimator accounts for them).
 
+Small sets are stored **sparse** (as HyperLogLog++ does): the non-zero registers only, as
+long as that is shorter than the 4,096 dense bytes (at most 1,365 of them): their indexes
+(unsigned 16-bit little-endian, ascending), then their values (one byte each), 3 bytes a
+register. A key with a few dozen users a day then
+costs a few hundred bytes to read and rewrite instead of 4 KiB, which is what a batch of
+events spread over many days (a back-fill) does for nearly every event. The form depends
+only on the set (how many registers are non-zero), so a sketch built at once equals one
+built user by user; every function here takes either form, and ``merge`` returns the
+dense one.
+
 Pure functions; no I/O.
 """
 
@@ -20,6 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 
 __all__ = ["EMPTY", "M", "P", "add", "estimate", "merge", "registers_of", "union"]
@@ -28,7 +42,8 @@ P = 12
 M = 1 << P
 _Q = 64 - P  # bits left after the register index
 _LOW = (1 << _Q) - 1
-EMPTY = bytes(M)
+EMPTY = b""  # the sketch of no user (sparse)
+_SPARSE_MAX = (M - 1) // 3  # 1,365 registers: 4,095 bytes, under the dense form's 4,096
 _HIGH = int.from_bytes(b"\x80" * M, "little")  # the top bit of every lane
 _ALPHA = 1 / (2 * math.log(2))
 
@@ -38,8 +53,63 @@ def registers_of(users: Iterable[str]) -> bytes:
     return add(EMPTY, users)
 
 
+def _sparse(sketch: bytes) -> tuple[array[int], bytearray]:
+    """A sparse sketch's indexes (ascending) and their values."""
+    k = len(sketch) // 3
+    indexes = array("H")
+    indexes.frombytes(sketch[: 2 * k])
+    if sys.byteorder != "little":
+        indexes.byteswap()
+    return indexes, bytearray(sketch[2 * k :])
+
+
+def _encode(indexes: array[int], values: bytearray) -> bytes:
+    """Registers given sparse, in the form their number calls for."""
+    if len(indexes) > _SPARSE_MAX:
+        dense = bytearray(M)
+        for index, value in zip(indexes, values, strict=True):
+            dense[index] = value
+        return bytes(dense)
+    if sys.byteorder != "little":
+        indexes = array("H", indexes)
+        indexes.byteswap()
+    return indexes.tobytes() + bytes(values)
+
+
+def _dense(sketch: bytes) -> bytes:
+    """The dense form of either form."""
+    if len(sketch) == M:
+        return sketch
+    dense = bytearray(M)
+    for index, value in zip(*_sparse(sketch), strict=True):
+        dense[index] = value
+    return bytes(dense)
+
+
+def _add_sparse(sketch: bytes, users: Iterable[str]) -> bytes:
+    indexes, values = _sparse(sketch)
+    changed = False
+    blake2b = hashlib.blake2b
+    for user in users:
+        h = int.from_bytes(blake2b(user.encode(), digest_size=8).digest(), "little")
+        index = h >> _Q
+        value = _Q - (h & _LOW).bit_length() + 1
+        at = bisect_left(indexes, index)
+        if at < len(indexes) and indexes[at] == index:
+            if value > values[at]:
+                values[at] = value
+                changed = True
+        else:
+            indexes.insert(at, index)
+            values.insert(at, value)
+            changed = True
+    return _encode(indexes, values) if changed else sketch
+
+
 def add(sketch: bytes, users: Iterable[str]) -> bytes:
     """``sketch`` with ``users`` added (the same bytes object if no register moved)."""
+    if len(sketch) != M:
+        return _add_sparse(sketch, users)
     changed: bytearray | None = None
     blake2b = hashlib.blake2b
     for user in users:
@@ -65,11 +135,17 @@ def _max(a: int, b: int) -> int:
 
 
 def merge(sketches: Iterable[bytes]) -> bytes:
-    """The sketch of the union of the sketches' sets."""
+    """The sketch of the union of the sketches' sets (dense)."""
     total = 0
+    sparse = bytearray(M)
     for sketch in sketches:
-        total = _max(total, int.from_bytes(sketch, "little"))
-    return total.to_bytes(M, "little")
+        if len(sketch) == M:
+            total = _max(total, int.from_bytes(sketch, "little"))
+        else:
+            for index, value in zip(*_sparse(sketch), strict=True):
+                if value > sparse[index]:
+                    sparse[index] = value
+    return _max(total, int.from_bytes(sparse, "little")).to_bytes(M, "little")
 
 
 def union(sketches: Iterable[bytes]) -> int:
@@ -105,6 +181,7 @@ def _tau(x: float) -> float:
 
 def estimate(sketch: bytes) -> int:
     """Ertl's improved estimator over the registers' histogram."""
+    sketch = _dense(sketch)
     counts = [sketch.count(value) for value in range(_Q + 2)]
     if counts[0] == M:
         return 0

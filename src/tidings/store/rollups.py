@@ -319,26 +319,44 @@ def _add_to_sketches(
             registers = hll.add(old, newcomers[key])
             if registers is not old:
                 updates.append((registers, project_id, name, day))
-    mark = "%s" if postgresql else "?"
-    blob = "%b" if postgresql else "?"  # 4 KiB: binary on PostgreSQL, not hex text
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        if inserts:
-            cursor.executemany(
-                "INSERT INTO event_day_sketches (project_id, name, day, registers) "
-                f"VALUES ({mark}, {mark}, {mark}, {blob})",
-                inserts,
-            )
-        if updates:
-            cursor.executemany(
-                f"UPDATE event_day_sketches SET registers = {blob} "
-                f"WHERE project_id = {mark} AND name = {mark} AND day = {mark}",
-                updates,
-            )
+        if postgresql:
+            # One statement each, over binary arrays: a back-fill batch touches a
+            # thousand keys, and a statement per row cost ~3 ms a key on PostgreSQL.
+            # The batch holds every key's rollup row, so the order of these writes
+            # cannot deadlock.
+            if inserts:
+                cursor.execute(_INSERT_SKETCHES_PG, [list(c) for c in zip(*inserts, strict=True)])
+            if updates:
+                cursor.execute(_UPDATE_SKETCHES_PG, [list(c) for c in zip(*updates, strict=True)])
+        else:
+            if inserts:
+                cursor.executemany(
+                    "INSERT INTO event_day_sketches (project_id, name, day, registers) "
+                    "VALUES (?, ?, ?, ?)",
+                    inserts,
+                )
+            if updates:
+                cursor.executemany(
+                    "UPDATE event_day_sketches SET registers = ? "
+                    "WHERE project_id = ? AND name = ? AND day = ?",
+                    updates,
+                )
     finally:
         cursor.close()
 
 
+_INSERT_SKETCHES_PG = (
+    "INSERT INTO event_day_sketches (project_id, name, day, registers) "
+    "SELECT * FROM unnest(%b::integer[], %b::text[], %b::bigint[], %b::bytea[])"
+)
+_UPDATE_SKETCHES_PG = (
+    "UPDATE event_day_sketches AS s SET registers = k.registers "
+    "FROM unnest(%b::bytea[], %b::integer[], %b::text[], %b::bigint[]) "
+    "AS k(registers, project_id, name, day) "
+    "WHERE s.project_id = k.project_id AND s.name = k.name AND s.day = k.day"
+)
 _SKETCHES_OF_PG = (
     "SELECT s.project_id, s.name, s.day, s.registers FROM event_day_sketches AS s "
     "JOIN unnest(%b::integer[], %b::text[], %b::bigint[]) AS k(project_id, name, day) "
