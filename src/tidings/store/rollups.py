@@ -209,39 +209,32 @@ def _for(conn: Connection) -> _Statements:
     return found
 
 
-# One rollup key's share of a batch: each profile's count, first and last ``created_at``
-# (three dicts of ints rather than a list per user-day: nothing for the cyclic garbage
-# collector to track, and the columns of the upsert come out of them whole).
-_Share = tuple[dict[str, int], dict[str, int], dict[str, int]]
-
-
 def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Count newly inserted events (rows as inserted into ``events``)."""
     if not rows:
         return
-    shares: dict[tuple[int, str, int], _Share] = {}  # (project, name, day)
+    # Per rollup key (project, name, day): its profiles, and [count, first, last].
+    profiles_of: dict[tuple[int, str, int], set[str]] = {}
+    totals: dict[tuple[int, str, int], list[int]] = {}
     for row in rows:
         created = row["created_at"]
         where = (row["project_id"], row["name"], created - created % DAY)
-        share = shares.get(where)
-        if share is None:
-            share = shares[where] = ({}, {}, {})
-        counts, firsts, lasts = share
-        profile_id = row["profile_id"]
-        count = counts.get(profile_id)
-        if count is None:
-            counts[profile_id] = 1
-            firsts[profile_id] = lasts[profile_id] = created
-        else:
-            counts[profile_id] = count + 1
-            if created < firsts[profile_id]:
-                firsts[profile_id] = created
-            elif created > lasts[profile_id]:
-                lasts[profile_id] = created
+        total = totals.get(where)
+        if total is None:
+            totals[where] = [1, created, created]
+            profiles_of[where] = {row["profile_id"]}
+            continue
+        total[0] += 1
+        if created < total[1]:
+            total[1] = created
+        elif created > total[2]:
+            total[2] = created
+        profiles_of[where].add(row["profile_id"])
+    shares = profiles_of
     # The user-days in key order (project, name, day, profile), as columns.
     columns: list[list[Any]] = [[], [], [], []]
     for where in sorted(shares):
-        profiles = sorted(shares[where][0])
+        profiles = sorted(shares[where])
         for column, value in zip(columns, where, strict=False):
             column += itertools.repeat(value, len(profiles))
         columns[3] += profiles
@@ -259,19 +252,11 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     keys = sorted((p, d, n) for p, n, d in shares)  # the rollups' key order
     rollup: list[list[Any]] = [[], [], [], [], [], [], []]
     for project_id, day, name in keys:
-        counts, firsts, lasts = shares[(project_id, name, day)]
+        count, first, last = totals[(project_id, name, day)]
         new = newcomers.get((project_id, day, name))
         for column, value in zip(
             rollup,
-            (
-                project_id,
-                day,
-                name,
-                sum(counts.values()),
-                0 if new is None else len(new),
-                min(firsts.values()),
-                max(lasts.values()),
-            ),
+            (project_id, day, name, count, 0 if new is None else len(new), first, last),
             strict=True,
         ):
             column.append(value)

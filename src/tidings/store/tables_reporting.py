@@ -13,9 +13,10 @@ transaction; see docs/reporting.md):
   number of distinct users (= rows of ``event_user_days`` for the key), first/last seen.
 
 - ``event_day_sketches`` (migration 0020): one row per rollup key, the HyperLogLog
-  registers of the key's users (store/hll.py, 4 KiB), so that unique users over many days
-  are a merge of one row per day instead of a distinct count over every user-day
-  (approximate, ~1.6% standard error; docs/reporting.md says when it is used).
+  registers of the key's users (store/hll.py, 4 KiB, or sparse when that is shorter), so
+  that unique users over many days are a merge of one row per day instead of a distinct
+  count over every user-day (approximate, ~1.6% standard error; docs/reporting.md says
+  when it is used).
   On PostgreSQL ``registers`` is stored in the row, uncompressed (migration 0023), so
   that rewriting a sketch does not compress it and write it out of line each time.
   ``registers`` NULL means stale (a merge or an erasure touched the day): the sketch is
