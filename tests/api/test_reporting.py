@@ -207,6 +207,16 @@ async def test_aggregations_group_by_and_totals(
         "/events/aggregations",
         {**RANGE, "group_by[]": "user", "event_name[]": "Opened"},
     )
+    assert by_user["source"] == "events"  # a user-day says who, not how many times
+    by_day = await read(client, project, "/events/aggregations", {**RANGE, "group_by": "day"})
+    assert by_day["source"] == "user_days"
+    assert [
+        (r["day"], r["count"], r["unique_user_count"], r["first_seen_at"])
+        for r in by_day["results"]
+    ] == [
+        ("2026-01-01", 4, 2, "2026-01-01T01:00:00.000Z"),
+        ("2026-01-02", 1, 1, "2026-01-02T00:00:00.000Z"),
+    ]
     assert [(r["user"]["external_id"], r["count"]) for r in by_user["results"]] == [
         ("a", 2),
         ("b", 2),
