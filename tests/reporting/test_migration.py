@@ -18,19 +18,7 @@ DAY = 86_400_000_000
 JAN1 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
-def test_the_migration_back_fills_the_rollups(
-    empty_db: Database,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    db = empty_db
-    migrate.upgrade(db.writer, "0009")
-    rows = [
-        (JAN1 + 5, "p1", "Opened"),
-        (JAN1 + 9, "p1", "Opened"),
-        (JAN1 + DAY - 1, "p2", "Opened"),
-        (JAN1 + DAY, "p2", "Opened"),
-        (JAN1 - 1, "p3", "Clicked"),  # before 1970 would floor the same way; here Dec 31
-    ]
+def _insert_events(db: Database, rows: list[tuple[int, str, str]]) -> None:
     with db.writer.begin() as conn:
         conn.execute(
             sa.insert(events),
@@ -51,6 +39,22 @@ def test_the_migration_back_fills_the_rollups(
                 for i, (created, profile, name) in enumerate(rows)
             ],
         )
+
+
+def test_the_migration_back_fills_the_rollups(
+    empty_db: Database,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = empty_db
+    migrate.upgrade(db.writer, "0009")
+    rows = [
+        (JAN1 + 5, "p1", "Opened"),
+        (JAN1 + 9, "p1", "Opened"),
+        (JAN1 + DAY - 1, "p2", "Opened"),
+        (JAN1 + DAY, "p2", "Opened"),
+        (JAN1 - 1, "p3", "Clicked"),  # before 1970 would floor the same way; here Dec 31
+    ]
+    _insert_events(db, rows)
     migrate.upgrade(db.writer)
     with db.reader.connect() as conn:
         stored = sorted(
@@ -102,29 +106,6 @@ def test_sketches_are_stored_in_their_row_on_postgresql(
             {"project_id": 1, "name": "Opened", "day": JAN1, "registers": registers},
         )
         assert conn.execute(sa.select(event_day_sketches.c.registers)).scalar() == registers
-
-
-def _insert_events(db: Database, rows: list[tuple[int, str, str]]) -> None:
-    with db.writer.begin() as conn:
-        conn.execute(
-            sa.insert(events),
-            [
-                {
-                    "id": f"evt_{i}",
-                    "project_id": 1,
-                    "profile_id": profile,
-                    "message_id": f"m{i}",
-                    "name": name,
-                    "external_id": None,
-                    "anonymous_id": profile,
-                    "data": {},
-                    "created_at": created,
-                    "received_at": created,
-                    "context": None,
-                }
-                for i, (created, profile, name) in enumerate(rows)
-            ],
-        )
 
 
 def test_user_days_keep_who_and_lose_their_counts_and_get_them_back_on_downgrade(
