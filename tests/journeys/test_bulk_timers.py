@@ -169,18 +169,23 @@ async def test_a_delay_after_a_fired_delay_waits_its_own_time(
     assert len(sends.rows(services.db.reader)) == 3
 
 
-async def test_an_entrance_that_left_the_delay_is_not_fired(
-    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
-) -> None:
-    journey_id = await make_journey(client, project, _graph(60))
-    await _enter(client, project, journey_id, 2)
-    with services.db.writer.begin() as conn:  # one of them left (as an exit step does)
+def _first_one_leaves(services: Services) -> None:
+    """The first entrance left the journey (its state set as an exit step sets it)."""
+    with services.db.writer.begin() as conn:
         first = conn.execute(sa.select(sa.func.min(journey_entrances.c.id))).scalar_one()
         conn.execute(
             sa.update(journey_entrances)
             .where(journey_entrances.c.id == first)
             .values(state="exited")
         )
+
+
+async def test_an_entrance_that_left_the_delay_is_not_fired(
+    services: Services, project: Project, client: httpx.AsyncClient, sends: TableSends, clock: Clock
+) -> None:
+    journey_id = await make_journey(client, project, _graph(60))
+    await _enter(client, project, journey_id, 2)
+    _first_one_leaves(services)  # as an exit step does
     clock.advance(61)
     assert _engine(services).fire_due() == 2  # both claimed: one fired, one dropped
     assert _timers(services) == [("ready", "d0")]
@@ -240,13 +245,7 @@ async def test_a_fired_entrance_that_left_before_its_next_step_is_dropped(
     engine = _engine(services)
     clock.advance(61)
     assert engine.fire_due() == 2
-    with services.db.writer.begin() as conn:  # one of them left after the firing
-        first = conn.execute(sa.select(sa.func.min(journey_entrances.c.id))).scalar_one()
-        conn.execute(
-            sa.update(journey_entrances)
-            .where(journey_entrances.c.id == first)
-            .values(state="exited")
-        )
+    _first_one_leaves(services)  # after the firing
     stats = (
         await client.get(f"/api/client/journeys/{journey_id}", headers=bearer(project.sk))
     ).json()["stats"]
