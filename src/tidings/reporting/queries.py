@@ -435,16 +435,10 @@ def _from_user_days(conn: Connection, f: EventFilter, groups: list[str], limit: 
         sa.func.count(sa.distinct(u.profile_id)).label("unique_user_count"),
     ).where(*uwhere)
     if groups:
-        counted = (
-            counted.group_by(*[rkeys[g] for g in groups])
-            .order_by(*[rkeys[g] for g in groups])
-            .limit(limit + 1)
-        )
-        users = (
-            users.group_by(*[ukeys[g] for g in groups])
-            .order_by(*[ukeys[g] for g in groups])
-            .limit(limit + 1)
-        )
+        counted = counted.group_by(*[rkeys[g] for g in groups])
+        users = users.group_by(*[ukeys[g] for g in groups])
+        counted = counted.order_by(*[rkeys[g] for g in groups]).limit(limit + 1)
+        users = users.order_by(*[ukeys[g] for g in groups]).limit(limit + 1)
     unique = {tuple(row[:-1]): int(row[-1] or 0) for row in conn.execute(users)}
     rows = conn.execute(counted).all()
     truncated = len(rows) > limit

@@ -17,9 +17,9 @@ users in 4,096 registers are rare, and the estimator accounts for them).
 Small sets are stored **sparse** (as HyperLogLog++ does): the non-zero registers only, as
 long as that is shorter than the 4,096 dense bytes (at most 1,365 of them): their indexes
 (unsigned 16-bit little-endian, ascending), then their values (one byte each), 3 bytes a
-register. A key with a few dozen users a day then
-costs a few hundred bytes to read and rewrite instead of 4 KiB, which is what a batch of
-events spread over many days (a back-fill) does for nearly every event. The form depends
+register. A key with a few dozen users a day then costs a few hundred bytes to read and
+rewrite instead of 4 KiB, which is what a batch of events spread over many days (a
+back-fill) does for nearly every event. The form depends
 only on the set (how many registers are non-zero), so a sketch built at once equals one
 built user by user; every function here takes either form, and ``merge`` returns the
 dense one.
@@ -63,13 +63,18 @@ def _sparse(sketch: bytes) -> tuple[array[int], bytearray]:
     return indexes, bytearray(sketch[2 * k :])
 
 
+def _raise(dense: bytearray, indexes: array[int], values: bytearray) -> bytearray:
+    """``dense`` with each of the sparse registers raised to at least its value."""
+    for index, value in zip(indexes, values, strict=True):
+        if value > dense[index]:
+            dense[index] = value
+    return dense
+
+
 def _encode(indexes: array[int], values: bytearray) -> bytes:
     """Registers given sparse, in the form their number calls for."""
     if len(indexes) > _SPARSE_MAX:
-        dense = bytearray(M)
-        for index, value in zip(indexes, values, strict=True):
-            dense[index] = value
-        return bytes(dense)
+        return bytes(_raise(bytearray(M), indexes, values))
     if sys.byteorder != "little":
         indexes = array("H", indexes)
         indexes.byteswap()
@@ -80,10 +85,7 @@ def _dense(sketch: bytes) -> bytes:
     """The dense form of either form."""
     if len(sketch) == M:
         return sketch
-    dense = bytearray(M)
-    for index, value in zip(*_sparse(sketch), strict=True):
-        dense[index] = value
-    return bytes(dense)
+    return bytes(_raise(bytearray(M), *_sparse(sketch)))
 
 
 def _add_sparse(sketch: bytes, users: Iterable[str]) -> bytes:
@@ -142,9 +144,7 @@ def merge(sketches: Iterable[bytes]) -> bytes:
         if len(sketch) == M:
             total = _max(total, int.from_bytes(sketch, "little"))
         else:
-            for index, value in zip(*_sparse(sketch), strict=True):
-                if value > sparse[index]:
-                    sparse[index] = value
+            _raise(sparse, *_sparse(sketch))
     return _max(total, int.from_bytes(sparse, "little")).to_bytes(M, "little")
 
 

@@ -230,18 +230,17 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         elif created > total[2]:
             total[2] = created
         profiles_of[where].add(row["profile_id"])
-    shares = profiles_of
     # The user-days in key order (project, name, day, profile), as columns.
     columns: list[list[Any]] = [[], [], [], []]
-    for where in sorted(shares):
-        profiles = sorted(shares[where])
+    for where in sorted(profiles_of):
+        profiles = sorted(profiles_of[where])
         for column, value in zip(columns, where, strict=False):
             column += itertools.repeat(value, len(profiles))
         columns[3] += profiles
     statements = _for(conn)
     # The user-days this batch created, per rollup key: the key's new users.
     newcomers: dict[RollupKey, list[str]] = {}
-    places = {(project_id, day) for project_id, _, day in shares}
+    places = {(project_id, day) for project_id, _, day in profiles_of}
     if len(places) == 1:  # live traffic: the statement returns name and profile
         ((one_project, one_day),) = places
         for name, profile_id in statements.user_days_of_one_day(conn, columns):
@@ -249,7 +248,7 @@ def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     else:
         for project_id, name, day, profile_id in statements.user_days(conn, columns):
             newcomers.setdefault((project_id, day, name), []).append(profile_id)
-    keys = sorted((p, d, n) for p, n, d in shares)  # the rollups' key order
+    keys = sorted((p, d, n) for p, n, d in totals)  # the rollups' key order
     rollup: list[list[Any]] = [[], [], [], [], [], [], []]
     for project_id, day, name in keys:
         count, first, last = totals[(project_id, name, day)]
